@@ -1,0 +1,1 @@
+"""Adapters: one small class per native dataset layout. See ``base.Adapter``."""

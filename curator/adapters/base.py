@@ -1,0 +1,288 @@
+"""The adapter base: turns a layout's items into index rows or rejects, and counts both.
+
+A subclass only walks its layout and yields :class:`Item` objects (a file, or a
+table row naming a file, with its labels and texts). Everything else is shared
+here: path safety, reading through the format readers, normalisation, sample
+ids, keyed patient hashes, splits, annotations, and per-reason reject counts.
+Every item ends as indexed rows or as exactly one reject.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from curator import readers
+from curator.config import IngestSettings
+from curator.errors import ReadError
+from curator.imaging import Encoded, normalise
+from curator.readers import ReadOptions
+from curator.registry import SourceCard
+from curator.vocab import canonical_anatomy, canonical_label, canonical_modality
+
+SPLITS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+}
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Label:
+    native: str
+    value: str = "positive"  # positive | negative | uncertain
+
+
+@dataclass
+class Text:
+    kind: str  # caption | report
+    text: str
+    language: str
+
+
+@dataclass
+class Item:
+    """One input the layout names: a file, or a table row pointing at a file."""
+
+    uri: str
+    path: Path | None = None
+    labels: list[Label] = field(default_factory=list)
+    texts: list[Text] = field(default_factory=list)
+    modality: str | None = None
+    anatomy: str | None = None
+    patient_id: str | None = None
+    study_id: str | None = None
+    split: str | None = None
+    frame_labels: dict[int, list[Label]] | None = None
+    fmt: str | None = None
+    reject: tuple[str, str] | None = None
+
+
+@dataclass
+class Indexed:
+    item: Item
+    images: list[dict]
+    annotations: list[dict]
+    blobs: list[Encoded]
+
+
+@dataclass
+class Rejected:
+    row: dict
+
+
+@dataclass
+class Stats:
+    seen: int = 0
+    indexed_items: int = 0
+    images: int = 0
+    annotations: int = 0
+    rejects: Counter = field(default_factory=Counter)
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejects.values())
+
+    def as_dict(self) -> dict:
+        return {
+            "seen": self.seen,
+            "indexed_items": self.indexed_items,
+            "images": self.images,
+            "annotations": self.annotations,
+            "rejects": dict(sorted(self.rejects.items())),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Stats:
+        return cls(d["seen"], d["indexed_items"], d["images"], d["annotations"], Counter(d["rejects"]))
+
+
+def short_hash(*parts: object, n: int = 16) -> str:
+    return hashlib.sha256("\x00".join("" if p is None else str(p) for p in parts).encode()).hexdigest()[:n]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Adapter:
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def __init__(self, card: SourceCard, root: Path):
+        self.card = card
+        self.root = Path(root).resolve()
+        self.params = self.Params.model_validate(card.adapter.params)
+
+    # -- what a subclass writes ------------------------------------------------
+    def items(self) -> Iterator[Item]:
+        raise NotImplementedError
+
+    def read_options(self) -> ReadOptions:
+        return ReadOptions(ct_window=self.card.image.window())
+
+    # -- helpers for subclasses --------------------------------------------------
+    def files(self, under: Path | None = None) -> list[Path]:
+        """Every file below a folder, sorted, so runs are deterministic."""
+        base = under or self.root
+        return sorted(p for p in base.rglob("*") if p.is_file())
+
+    def rel(self, path: Path) -> str:
+        return path.resolve().relative_to(self.root).as_posix()
+
+    def resolve(self, name: str) -> Path:
+        """A path a table names, relative to the root; raises ReadError if it escapes or is missing."""
+        candidate = (self.root / name).resolve()
+        if not candidate.is_relative_to(self.root):
+            raise ReadError("path_escape", f"'{name}' resolves outside the source root")
+        if not candidate.is_file():
+            raise ReadError("missing_file", f"'{name}' does not exist")
+        return candidate
+
+    # -- the shared loop ------------------------------------------------------------
+    def run(self, settings: IngestSettings, stats: Stats) -> Iterator[Indexed | Rejected]:
+        key = settings.patient_key()
+        options = self.read_options()
+        for item in self.items():
+            stats.seen += 1
+            try:
+                if item.reject:
+                    raise ReadError(*item.reject)
+                outcome = self._index(item, settings, key, options)
+            except ReadError as exc:
+                stats.rejects[exc.reason] += 1
+                yield Rejected(self._reject(item.uri, exc.reason, exc.message))
+                continue
+            stats.indexed_items += 1
+            stats.images += len(outcome.images)
+            stats.annotations += len(outcome.annotations)
+            yield outcome
+
+    def _reject(self, uri: str, reason: str, message: str) -> dict:
+        return {"source_id": self.card.id, "original_uri": uri, "stage": "ingest", "reason": reason, "message": message}
+
+    def _index(self, item: Item, settings: IngestSettings, key: bytes, options: ReadOptions) -> Indexed:
+        if item.path is None:
+            raise ReadError("missing_file", f"'{item.uri}' names no file")
+        frames = readers.read(item.path, options, fmt=item.fmt)
+        if not frames:
+            raise ReadError("no_pixels", "no frames in file")
+        original_sha = sha256_file(item.path)
+        source_format = item.fmt or readers.format_of(item.path)
+        identity = frames[0].identity
+        patient = item.patient_id or identity.get("patient")
+        study = item.study_id or identity.get("study")
+        patient_key = _keyed(key, self.card.id, "patient", patient)
+        study_key = _keyed(key, self.card.id, "study", study)
+        group = patient_key or study_key or f"item:{item.uri}"
+        split = SPLITS.get((item.split or "").lower()) or _split(settings, self.card.id, group)
+
+        images, annotations, blobs = [], [], []
+        for frame in frames:
+            enc = normalise(frame, self.card.image)
+            sample_id = f"{self.card.id}-{short_hash(self.card.id, item.uri, frame.index)}"
+            modality = canonical_modality(item.modality or frame.meta.get("Modality") or self.card.modality)
+            anatomy = canonical_anatomy(item.anatomy or _body_part(frame.meta) or self.card.anatomy)
+            images.append(
+                {
+                    "sample_id": sample_id,
+                    "source_id": self.card.id,
+                    "original_uri": item.uri,
+                    "original_sha256": original_sha,
+                    "original_format": source_format,
+                    "frame_index": frame.index,
+                    "plane": frame.plane,
+                    "image_sha256": enc.sha256,
+                    "phash": enc.phash,
+                    "image_format": enc.format,
+                    "image_bytes": len(enc.data),
+                    "width": enc.width,
+                    "height": enc.height,
+                    "bit_depth": enc.bit_depth,
+                    "channels": enc.channels,
+                    "modality": modality,
+                    "anatomy": anatomy,
+                    "department": self.card.department,
+                    "patient_key": patient_key,
+                    "study_key": study_key,
+                    "split": split,
+                    "adapter": self.name,
+                    "adapter_version": self.version,
+                    "transform": json.dumps(enc.transform, sort_keys=True),
+                }
+            )
+            blobs.append(enc)
+            labels = list(item.labels)
+            if item.frame_labels is not None:
+                labels += item.frame_labels.get(frame.index, [])
+            for label in labels:
+                annotations.append(self._label_row(sample_id, label))
+            for text in item.texts:
+                annotations.append(self._annotation(sample_id, text.kind, text.text, None, None, text.language, {}))
+        return Indexed(item, images, annotations, blobs)
+
+    def _label_row(self, sample_id: str, label: Label) -> dict:
+        return self._annotation(
+            sample_id,
+            "label",
+            canonical_label(label.native),
+            label.value,
+            label.native,
+            None,
+            {"vocabulary": "curator-v1"},
+        )
+
+    def _annotation(self, sample_id, kind, text, value, native, language, payload) -> dict:
+        return {
+            "annotation_id": short_hash(sample_id, kind, text, value, native, language),
+            "sample_id": sample_id,
+            "source_id": self.card.id,
+            "kind": kind,
+            "text": text,
+            "value": value,
+            "native": native,
+            "language": language,
+            "payload": json.dumps(payload, sort_keys=True, ensure_ascii=False),
+        }
+
+
+def _keyed(key: bytes, source_id: str, kind: str, value) -> str | None:
+    if value in (None, ""):
+        return None
+    return hmac.new(key, f"{source_id}\x00{kind}\x00{value}".encode(), hashlib.sha256).hexdigest()[:24]
+
+
+def _split(settings: IngestSettings, source_id: str, group: str) -> str:
+    u = int(short_hash(settings.seed, source_id, group, n=12), 16) / float(16**12)
+    if u < settings.split.test:
+        return "test"
+    if u < settings.split.test + settings.split.val:
+        return "val"
+    return "train"
+
+
+def _body_part(meta: dict) -> str | None:
+    part = meta.get("BodyPartExamined")
+    return str(part).replace("_", " ") if part else None

@@ -1,0 +1,54 @@
+"""Folder per class: ``root/<level>/<level>/.../image`` (RadImageNet, most Kaggle sets).
+
+``levels`` names what each folder level means, e.g. RadImageNet's
+``["modality", "anatomy", "label"]``. Every file is an item: a file at the wrong
+depth is rejected as ``bad_layout``, a non-image as ``unsupported_format``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+from pydantic import Field
+
+from curator.adapters.base import Adapter, Item, Label, Params
+
+Level = Literal["label", "modality", "anatomy", "split", "patient", "ignore"]
+
+
+class ClassFoldersParams(Params):
+    levels: list[Level] = Field(default_factory=lambda: ["label"], min_length=1)
+    subdir: str = Field("", description="Folder below the root where the levels start.")
+
+
+class ClassFolders(Adapter):
+    name = "class_folders"
+    version = "1"
+    Params = ClassFoldersParams
+
+    def items(self) -> Iterator[Item]:
+        base = (self.root / self.params.subdir).resolve()
+        depth = len(self.params.levels)
+        for path in self.files(base):
+            parts = path.relative_to(base).parts
+            item = Item(uri=self.rel(path), path=path)
+            if len(parts) != depth + 1:
+                item.reject = (
+                    "bad_layout",
+                    f"expected {depth} folder level(s) {self.params.levels}, found {len(parts) - 1}",
+                )
+                yield item
+                continue
+            for level, value in zip(self.params.levels, parts[:-1], strict=True):
+                if level == "label":
+                    item.labels.append(Label(value))
+                elif level == "modality":
+                    item.modality = value
+                elif level == "anatomy":
+                    item.anatomy = value
+                elif level == "split":
+                    item.split = value
+                elif level == "patient":
+                    item.patient_id = value
+            yield item

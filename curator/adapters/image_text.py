@@ -1,0 +1,84 @@
+"""Image-text pairs in a CSV or JSONL table (ROCOv2, PMC-OA, Quilt-1M, LLaVA-Med captions).
+
+One row names one image and its caption. ROCOv2 names images by ``ID`` without
+an extension, hence ``image_suffix``. Rows whose image is missing or whose path
+escapes the root are rejected with the row's line number.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from curator.adapters.base import Adapter, Item, Params, Text
+from curator.errors import CardError, ReadError
+
+
+class ImageTextParams(Params):
+    tables: list[str] = Field(min_length=1, description="CSV or JSONL files, relative to the root.")
+    image_column: str = "image"
+    text_column: str = "caption"
+    image_dir: str = Field("", description="Folder the image names are relative to, below the root.")
+    image_dirs: dict[str, str] = Field(default_factory=dict, description="Per-table image folder (ROCOv2).")
+    image_suffix: str = Field("", description="Appended to the image column (ROCOv2: '.jpg').")
+    language: str = "en"
+    kind: Literal["caption", "report"] = "caption"
+    table_splits: dict[str, str] = Field(default_factory=dict)
+
+
+class ImageText(Adapter):
+    name = "image_text"
+    version = "1"
+    Params = ImageTextParams
+
+    def items(self) -> Iterator[Item]:
+        for table in self.params.tables:
+            path = self.root / table
+            if not path.is_file():
+                raise CardError(f"{self.card.id}: table '{table}' not found under {self.root}")
+            for line, row in _rows(path):
+                yield self._item(table, line, row)
+
+    def _item(self, table: str, line: int, row: dict | None) -> Item:
+        p = self.params
+        image_dir = p.image_dirs.get(table, p.image_dir)
+        if row is None:
+            return Item(uri=f"{table}:{line}", reject=("bad_row", f"{table} line {line}: not a JSON object"))
+        name = str(row.get(p.image_column) or "").strip()
+        text = str(row.get(p.text_column) or "").strip()
+        rel = f"{image_dir}/{name}{p.image_suffix}" if image_dir else f"{name}{p.image_suffix}"
+        item = Item(uri=rel if name else f"{table}:{line}")
+        if not name or not text:
+            missing = p.image_column if not name else p.text_column
+            item.reject = ("bad_row", f"{table} line {line}: empty {missing}")
+            return item
+        try:
+            item.path = self.resolve(rel)
+            item.uri = self.rel(item.path)
+        except ReadError as exc:
+            item.reject = (exc.reason, f"{table} line {line}: {exc.message}")
+            return item
+        item.texts = [Text(p.kind, text, p.language)]
+        item.split = p.table_splits.get(table)
+        return item
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict | None]]:
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    obj = None
+                yield n, obj if isinstance(obj, dict) else None
+        return
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        yield from enumerate(csv.DictReader(fh), start=2)

@@ -1,0 +1,134 @@
+"""Label tables: one row per image, single- or multi-label.
+
+Two shapes cover the major chest X-ray sets:
+
+- ``label_columns`` (CheXpert, MIMIC-CXR-JPG): a column per finding holding
+  1 / 0 / -1 / blank. Uncertainty policy (``uncertain``): ``keep`` records -1 as an
+  ``uncertain`` annotation (the default: training code chooses U-Ones or
+  U-Zeros later), ``positive`` / ``negative`` map it, ``drop`` omits it. Blank means
+  not mentioned and yields no annotation.
+- ``label_column`` + ``separator`` (NIH ChestX-ray14 ``Finding Labels`` split on
+  ``|``): every listed finding is positive.
+
+Official splits come from which CSV a row is in (``csv_splits``) or from image
+lists (``split_lists``, NIH's ``train_val_list.txt`` / ``test_list.txt``).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from curator.adapters.base import Adapter, Item, Label, Params
+from curator.errors import CardError, ReadError
+
+VALUES = {
+    "1": "positive",
+    "1.0": "positive",
+    "0": "negative",
+    "0.0": "negative",
+    "-1": "uncertain",
+    "-1.0": "uncertain",
+}
+
+
+class LabelCsvParams(Params):
+    csv: list[str] = Field(min_length=1, description="Label tables, relative to the root.")
+    path_column: str = "Path"
+    strip_prefix: str = Field("", description="Leading part of the path column to drop (CheXpert's folder name).")
+    image_dir: str = Field("", description="Folder the paths are relative to, below the root.")
+    label_columns: list[str] = Field(default_factory=list)
+    label_column: str | None = None
+    separator: str = "|"
+    uncertain: Literal["keep", "positive", "negative", "drop"] = "keep"
+    patient_column: str | None = None
+    patient_from_path: str | None = Field(None, description="Regex with one group taking the patient id from the path.")
+    study_from_path: str | None = None
+    csv_splits: dict[str, str] = Field(default_factory=dict)
+    split_lists: dict[str, str] = Field(default_factory=dict, description="List file -> split name.")
+
+    @model_validator(mode="after")
+    def _one_shape(self):
+        if bool(self.label_columns) == bool(self.label_column):
+            raise ValueError("set exactly one of label_columns (multi-column) or label_column (delimited)")
+        return self
+
+
+class LabelCsv(Adapter):
+    name = "label_csv"
+    version = "1"
+    Params = LabelCsvParams
+
+    def items(self) -> Iterator[Item]:
+        p = self.params
+        listed = self._split_lists()
+        for table in p.csv:
+            path = self.root / table
+            if not path.is_file():
+                raise CardError(f"{self.card.id}: label table '{table}' not found under {self.root}")
+            with open(path, newline="", encoding="utf-8-sig") as fh:
+                reader = csv.DictReader(fh)
+                needed = [p.path_column, *(p.label_columns or [p.label_column])]
+                missing = [c for c in needed if c not in (reader.fieldnames or [])]
+                if missing:
+                    raise CardError(f"{self.card.id}: {table} lacks column(s) {', '.join(missing)}")
+                for n, row in enumerate(reader, start=2):
+                    yield self._item(table, n, row, listed)
+
+    def _item(self, table: str, line: int, row: dict, listed: dict[str, str]) -> Item:
+        p = self.params
+        name = (row.get(p.path_column) or "").strip()
+        if p.strip_prefix and name.startswith(p.strip_prefix):
+            name = name[len(p.strip_prefix) :]
+        rel = f"{p.image_dir}/{name}" if p.image_dir else name
+        item = Item(uri=rel or f"{table}:{line}")
+        if not name:
+            item.reject = ("bad_row", f"{table} line {line}: empty {p.path_column}")
+            return item
+        try:
+            item.path = self.resolve(rel)
+            item.uri = self.rel(item.path)
+        except ReadError as exc:
+            item.reject = (exc.reason, f"{table} line {line}: {exc.message}")
+            return item
+        item.labels = self._labels(row)
+        item.patient_id = row.get(p.patient_column) if p.patient_column else _group(p.patient_from_path, name)
+        item.study_id = _group(p.study_from_path, name)
+        item.split = p.csv_splits.get(table) or listed.get(name.rsplit("/", 1)[-1])
+        return item
+
+    def _labels(self, row: dict) -> list[Label]:
+        p = self.params
+        if p.label_column:
+            names = [x.strip() for x in (row.get(p.label_column) or "").split(p.separator)]
+            return [Label(x) for x in names if x]
+        labels = []
+        for col in p.label_columns:
+            value = VALUES.get((row.get(col) or "").strip())
+            if value == "uncertain" and p.uncertain != "keep":
+                value = None if p.uncertain == "drop" else p.uncertain
+            if value:
+                labels.append(Label(col, value))
+        return labels
+
+    def _split_lists(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name, split in self.params.split_lists.items():
+            path = self.root / name
+            if not path.is_file():
+                raise CardError(f"{self.card.id}: split list '{name}' not found under {self.root}")
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    out[line.strip()] = split
+        return out
+
+
+def _group(pattern: str | None, text: str) -> str | None:
+    if not pattern:
+        return None
+    m = re.search(pattern, text)
+    return m.group(1) if m else None

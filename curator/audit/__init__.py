@@ -1,0 +1,1 @@
+"""Audit tools: answer an auditor's questions from the corpus tables alone."""

@@ -1,0 +1,96 @@
+"""Readers: one module per file format, ``read(path, options) -> list[Frame]``.
+
+Readers know formats and nothing of dataset layouts. A reader either returns
+display-ready frames or raises :class:`~curator.errors.ReadError` with a reason
+code; it never lets a library exception escape for one bad file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from curator.errors import ReadError
+
+
+@dataclass
+class ReadOptions:
+    """What a card tells a reader about display (windows) and volume slicing."""
+
+    ct_window: tuple[float, float] | None = None
+    plane: str = "axial"
+    slice_step: int = 1
+    slice_range: tuple[float, float] = (0.0, 1.0)
+
+
+@dataclass
+class Frame:
+    """One 2D image from a file.
+
+    ``pixels`` is either float32 in [0, 1] (windowed/normalised) or an exact
+    uint8/uint16 array from a raster file; greyscale is HxW, colour HxWx3.
+    ``meta`` holds only safe, non-identifying fields; ``identity`` holds the raw
+    patient/study identifiers, which the adapter base hashes and then drops.
+    """
+
+    pixels: np.ndarray
+    index: int | None = None
+    plane: str | None = None
+    meta: dict = field(default_factory=dict)
+    transform: dict = field(default_factory=dict)
+    identity: dict = field(default_factory=dict)
+    pixel_spacing: tuple[float, float] | None = None
+
+
+RASTER_EXT = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+NIFTI_EXT = (".nii", ".nii.gz")
+DICOM_EXT = {".dcm", ".dicom", ".ima", ""}
+
+
+def format_of(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(NIFTI_EXT):
+        return "nifti"
+    suffix = path.suffix.lower()
+    if suffix in RASTER_EXT:
+        return "raster"
+    if suffix in DICOM_EXT:
+        return "dicom"
+    return "unknown"
+
+
+def read(path: Path, options: ReadOptions | None = None, fmt: str | None = None) -> list[Frame]:
+    options = options or ReadOptions()
+    fmt = fmt or format_of(path)
+    if fmt == "raster":
+        from curator.readers.raster import read_raster
+
+        return read_raster(path)
+    if fmt == "dicom":
+        from curator.readers.dicom import read_dicom
+
+        return read_dicom(path, options)
+    if fmt == "nifti":
+        from curator.readers.nifti import read_nifti
+
+        return read_nifti(path, options)
+    raise ReadError("unsupported_format", f"no reader for '{path.name}'")
+
+
+def window_to_unit(values: np.ndarray, centre: float, width: float) -> np.ndarray:
+    """Linear window (DICOM PS3.3 C.11.2.1.2 without the 0.5 offsets) to [0, 1]."""
+    low = centre - width / 2.0
+    return np.clip((values - low) / max(width, 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def percentile_to_unit(values: np.ndarray, lo: float = 0.5, hi: float = 99.5) -> tuple[np.ndarray, list[float]]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        raise ReadError("empty_image", "no finite pixel values")
+    a, b = (float(x) for x in np.percentile(finite, [lo, hi]))
+    if b <= a:
+        b = a + 1.0
+    out = np.clip((np.nan_to_num(values, nan=a) - a) / (b - a), 0.0, 1.0).astype(np.float32)
+    return out, [a, b]

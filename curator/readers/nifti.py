@@ -1,0 +1,89 @@
+"""NIfTI-1/2 volumes through nibabel, sliced to 2D in canonical (RAS+) orientation.
+
+Display convention for every plane: anterior/superior at the top of the image and
+the patient's right on the viewer's left (radiological). 4D volumes: the first
+volume (t=0) is used, a stated rule so a build never silently mixes timepoints.
+Free-text header fields (descrip, aux_file, intent_name, db_name) are never read.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from curator.errors import ReadError
+from curator.readers import Frame, ReadOptions, percentile_to_unit, window_to_unit
+
+PLANES = {"sagittal": 0, "coronal": 1, "axial": 2}
+
+
+def load_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Canonical float32 volume (scl_slope/inter applied by nibabel) and voxel sizes."""
+    try:
+        img = nib.load(str(path))
+    except (nib.filebasedimages.ImageFileError, OSError, ValueError, EOFError) as exc:
+        raise ReadError("corrupt", f"cannot parse NIfTI header: {exc}") from None
+    if len(img.shape) < 3:
+        raise ReadError("no_pixels", f"volume has shape {img.shape}, need 3 or 4 dimensions")
+    try:
+        img = nib.as_closest_canonical(img)
+        # A truncated .nii.gz loads its header happily; only reading the data fails.
+        data = np.asanyarray(img.dataobj, dtype=np.float32)
+    except (EOFError, zlib.error, OSError, ValueError) as exc:
+        raise ReadError("truncated", f"volume data unreadable: {exc}") from None
+    if data.ndim == 4:
+        data = data[..., 0]
+    elif data.ndim > 4:
+        raise ReadError("unsupported_format", f"{data.ndim}D volume")
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return data, zooms
+
+
+def slice_indices(n: int, options: ReadOptions) -> range:
+    lo = int(round(options.slice_range[0] * n))
+    hi = max(lo + 1, int(round(options.slice_range[1] * n)))
+    return range(lo, min(hi, n), max(1, options.slice_step))
+
+
+def take_slice(volume: np.ndarray, plane: str, k: int) -> np.ndarray:
+    """2D slice in display orientation (rows top->bottom, columns viewer left->right)."""
+    axis = PLANES[plane]
+    sl = np.take(volume, k, axis=axis)
+    # remaining axes: sagittal (y, z), coronal (x, z), axial (x, y); put the vertical axis on rows
+    img = sl.T[::-1, :]
+    if plane != "sagittal":
+        img = img[:, ::-1]  # patient's right on the viewer's left
+    return np.ascontiguousarray(img)
+
+
+def slice_spacing(zooms: tuple[float, float, float], plane: str) -> tuple[float, float]:
+    """(row spacing, column spacing) in mm for a slice of this plane."""
+    x, y, z = zooms
+    return {"axial": (y, x), "coronal": (z, x), "sagittal": (z, y)}[plane]
+
+
+def read_nifti(path: Path, options: ReadOptions) -> list[Frame]:
+    if options.plane not in PLANES:
+        raise ReadError("bad_row", f"unknown plane '{options.plane}'")
+    volume, zooms = load_volume(path)
+    axis = PLANES[options.plane]
+    frames = []
+    spacing = slice_spacing(zooms, options.plane)
+    for k in slice_indices(volume.shape[axis], options):
+        sl = take_slice(volume, options.plane, k)
+        if options.ct_window:
+            c, w = options.ct_window
+            unit = window_to_unit(sl, c, w)
+            transform = {"window": {"centre": c, "width": w, "from": "card"}}
+        else:
+            if float(np.nanmax(sl)) == float(np.nanmin(sl)):
+                unit, transform = np.zeros(sl.shape, np.float32), {"window": {"from": "constant slice"}}
+            else:
+                unit, (lo, hi) = percentile_to_unit(sl)
+                transform = {"window": {"low": lo, "high": hi, "from": "percentile 0.5-99.5"}}
+        transform.update({"orientation": "RAS canonical, radiological display", "voxel_mm": list(zooms)})
+        frames.append(Frame(pixels=unit, index=k, plane=options.plane, transform=transform, pixel_spacing=spacing))
+    return frames

@@ -1,0 +1,69 @@
+"""PNG, JPEG, TIFF and BMP through Pillow, with exact 8/16-bit values."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from curator.errors import ReadError
+from curator.readers import Frame
+
+# 64 megapixels: larger than any whole-slide thumbnail or radiograph we shard,
+# small enough that a crafted header cannot exhaust memory.
+MAX_PIXELS = 64_000_000
+
+
+def read_raster(path: Path) -> list[Frame]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise ReadError("decompression_bomb", f"{img.width}x{img.height} exceeds {MAX_PIXELS} pixels")
+                img.load()  # verify() passes truncated JPEGs; only load() decodes them
+                fmt = img.format
+                img = ImageOps.exif_transpose(img)
+                pixels, mode_note = _to_array(img)
+    except ReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ReadError("decompression_bomb", str(exc)) from None
+    except UnidentifiedImageError:
+        raise ReadError("corrupt", "not a readable image") from None
+    except OSError as exc:
+        reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
+        raise ReadError(reason, str(exc)) from None
+    transform = {"source_mode": mode_note} if mode_note else {}
+    return [Frame(pixels=pixels, meta={"format": (fmt or "").lower()}, transform=transform)]
+
+
+def _to_array(img: Image.Image) -> tuple[np.ndarray, str | None]:
+    mode = img.mode
+    if mode in ("L", "RGB"):
+        return np.asarray(img), None
+    if mode in ("I;16", "I;16B", "I;16L"):
+        return np.asarray(img).astype(np.uint16), mode
+    if mode == "I":
+        arr = np.asarray(img)
+        if arr.min() >= 0 and arr.max() <= 65535:
+            return arr.astype(np.uint16), mode
+        raise ReadError("corrupt", "32-bit integer image outside 16-bit range")
+    if mode in ("LA", "RGBA", "PA"):
+        # Composite on black: medical images put background at the low end.
+        base = "L" if mode == "LA" else "RGB"
+        rgba = img.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return np.asarray(Image.alpha_composite(black, rgba).convert(base)), f"{mode} composited on black"
+    if mode == "1":
+        return np.asarray(img.convert("L")), mode
+    if mode == "P":
+        return np.asarray(img.convert("RGB")), mode
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        from curator.readers import percentile_to_unit
+
+        return percentile_to_unit(arr)[0], mode
+    return np.asarray(img.convert("RGB")), mode

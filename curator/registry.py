@@ -1,0 +1,195 @@
+"""Source cards and the adapter registry.
+
+A *source card* (``source_registry/<id>.toml``) declares what a dataset is: its
+name, licence, access class, citation, default modality/anatomy/department, and
+which adapter reads its native layout with which parameters. The card's file
+name is its id.
+
+Adapters are registered lazily as ``name -> "module:Class"`` so listing cards
+never imports imaging code, and an unknown name fails with the list of known ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from curator.errors import CardError, UnknownAdapterError, UnknownSourceError
+
+ADAPTERS: dict[str, str] = {
+    "class_folders": "curator.adapters.class_folders:ClassFolders",
+    "label_csv": "curator.adapters.label_csv:LabelCsv",
+    "image_text": "curator.adapters.image_text:ImageText",
+    "dicom_folder": "curator.adapters.dicom_folder:DicomFolder",
+    "nifti_volumes": "curator.adapters.nifti_volumes:NiftiVolumes",
+}
+
+# Named CT windows (centre, width) in Hounsfield units, the usual radiology presets.
+CT_WINDOWS: dict[str, tuple[float, float]] = {
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (50.0, 350.0),
+    "abdomen": (40.0, 400.0),
+    "liver": (60.0, 160.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+}
+
+SPDX_OR_REF = re.compile(r"^(LicenseRef-[A-Za-z0-9.\-]+|[A-Za-z0-9.\-+]+( (AND|OR|WITH) [A-Za-z0-9.\-+]+)*)$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AdapterSpec(Strict):
+    name: str = Field(description="Registered adapter name, e.g. 'class_folders'.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Adapter parameters, validated by the adapter.")
+
+
+class ImagePolicy(Strict):
+    """How every image of a source is normalised and encoded.
+
+    Policy, stated once: DICOM pixels go through the modality LUT (rescale), then a
+    VOI LUT or window (the card's ``ct_window`` for CT, else the header's first
+    window, else the 0.5-99.5 percentile range), then MONOCHROME1 inversion, then
+    quantisation to ``bit_depth``. NIfTI slices use ``ct_window`` for CT or the
+    percentile range otherwise. PNG/JPEG inputs keep their values when no resize
+    is needed and the depth matches. 16-bit output applies to greyscale only.
+    """
+
+    format: Literal["png", "jpeg"] = Field("png", description="Encoded output format.")
+    bit_depth: Literal[8, 16] = Field(8, description="Output bits per channel (16 only for greyscale PNG).")
+    jpeg_quality: int = Field(90, ge=50, le=100, description="JPEG quality when format is jpeg.")
+    # 512 keeps fine findings visible at the resolutions VLMs train at (224-448)
+    # while a million images still fit a few hundred GB of shards.
+    max_side: int | None = Field(512, ge=16, description="Longest side in pixels after resize; none keeps size.")
+    ct_window: str | tuple[float, float] | None = Field(
+        None,
+        description="CT window: a preset name (lung, mediastinum, abdomen, liver, bone, brain) or [centre, width].",
+    )
+
+    @field_validator("ct_window")
+    @classmethod
+    def _known_window(cls, v):
+        if isinstance(v, str) and v not in CT_WINDOWS:
+            raise ValueError(f"unknown CT window '{v}'; choose one of {', '.join(CT_WINDOWS)} or [centre, width]")
+        return v
+
+    def window(self) -> tuple[float, float] | None:
+        if self.ct_window is None:
+            return None
+        return CT_WINDOWS[self.ct_window] if isinstance(self.ct_window, str) else tuple(self.ct_window)
+
+
+class SourceCard(Strict):
+    """What a dataset is. Licence and access must be right: auditors rely on them."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="snake_case id; equals the card's file name.")
+    name: str
+    version: str = Field(description="Dataset release the card describes.")
+    description: str = ""
+    homepage: str | None = Field(
+        None, pattern=r"^https?://", description="Where the dataset is published; none for synthetic demo data."
+    )
+    license: str = Field(description="SPDX expression or LicenseRef-<name>.")
+    access: Literal["open", "credentialed", "on-request"]
+    citation: str
+    modality: str = Field(description="Default modality when the layout or header does not say.")
+    anatomy: str = Field(description="Default anatomy when the layout or header does not say.")
+    department: str
+    languages: list[str] = Field(default_factory=lambda: ["en"])
+    adapter: AdapterSpec
+    image: ImagePolicy = Field(default_factory=ImagePolicy)
+    notes: str = ""
+
+    @field_validator("license")
+    @classmethod
+    def _spdx(cls, v: str) -> str:
+        if not SPDX_OR_REF.match(v):
+            raise ValueError(f"'{v}' is not an SPDX expression or LicenseRef-…")
+        return v
+
+
+def card_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def project_dir(name: str, env: str) -> Path:
+    """Find a project folder (source_registry, prompts): $ENV, then ./name, then beside the package."""
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    here = Path.cwd() / name
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parent.parent / name
+
+
+def default_registry() -> Path:
+    return project_dir("source_registry", "CURATOR_REGISTRY")
+
+
+def _fmt_validation(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "card"
+    return f"{loc}: {first['msg']}" + (f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else "")
+
+
+def load_card(path: Path) -> SourceCard:
+    path = Path(path)
+    if not path.is_file():
+        raise CardError(f"card not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise CardError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        card = SourceCard.model_validate(data)
+    except ValidationError as exc:
+        raise CardError(f"{path}: {_fmt_validation(exc)}") from None
+    if card.id != path.stem:
+        raise CardError(f"{path}: id '{card.id}' must equal the file name '{path.stem}'")
+    try:
+        params_model = adapter_class(card.adapter.name).Params
+    except UnknownAdapterError as exc:
+        raise CardError(f"{path}: {exc}") from None
+    try:
+        params_model.model_validate(card.adapter.params)
+    except ValidationError as exc:
+        raise CardError(f"{path}: adapter.params.{_fmt_validation(exc)}") from None
+    return card
+
+
+def card_paths(registry: Path | None = None) -> list[Path]:
+    registry = Path(registry or default_registry())
+    if not registry.is_dir():
+        raise CardError(f"source registry folder not found: {registry}")
+    return sorted(registry.glob("*.toml"))
+
+
+def load_registry(registry: Path | None = None) -> dict[str, SourceCard]:
+    return {p.stem: load_card(p) for p in card_paths(registry)}
+
+
+def find_card(source_id: str, registry: Path | None = None) -> tuple[SourceCard, Path]:
+    registry = Path(registry or default_registry())
+    path = registry / f"{source_id}.toml"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in card_paths(registry)) or "none"
+        raise UnknownSourceError(f"unknown source '{source_id}' (known: {known})")
+    return load_card(path), path
+
+
+def adapter_class(name: str):
+    try:
+        target = ADAPTERS[name]
+    except KeyError:
+        raise UnknownAdapterError(f"unknown adapter '{name}' (known: {', '.join(sorted(ADAPTERS))})") from None
+    module, _, cls = target.partition(":")
+    return getattr(importlib.import_module(module), cls)

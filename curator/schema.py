@@ -1,0 +1,133 @@
+"""The index tables: one pyarrow schema per table, the single definition every stage uses.
+
+A corpus directory holds ``index/<table>/part-*.parquet`` for each table below.
+Column meanings are documented in README.md ("The index").
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SOURCES = pa.schema(
+    [
+        ("source_id", pa.string()),
+        ("name", pa.string()),
+        ("version", pa.string()),
+        ("homepage", pa.string()),
+        ("license", pa.string()),
+        ("access", pa.string()),
+        ("citation", pa.string()),
+        ("modality", pa.string()),
+        ("anatomy", pa.string()),
+        ("department", pa.string()),
+        ("languages", pa.list_(pa.string())),
+        ("adapter", pa.string()),
+        ("card_sha256", pa.string()),
+    ]
+)
+
+IMAGES = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("source_id", pa.string()),
+        ("original_uri", pa.string()),
+        ("original_sha256", pa.string()),
+        ("original_format", pa.string()),
+        ("frame_index", pa.int32()),
+        ("plane", pa.string()),
+        ("image_sha256", pa.string()),
+        ("phash", pa.string()),
+        ("image_format", pa.string()),
+        ("image_bytes", pa.int64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("bit_depth", pa.int8()),
+        ("channels", pa.int8()),
+        ("modality", pa.string()),
+        ("anatomy", pa.string()),
+        ("department", pa.string()),
+        ("patient_key", pa.string()),
+        ("study_key", pa.string()),
+        ("split", pa.string()),
+        ("adapter", pa.string()),
+        ("adapter_version", pa.string()),
+        ("transform", pa.string()),
+    ]
+)
+
+ANNOTATIONS = pa.schema(
+    [
+        ("annotation_id", pa.string()),
+        ("sample_id", pa.string()),
+        ("source_id", pa.string()),
+        ("kind", pa.string()),
+        ("text", pa.string()),
+        ("value", pa.string()),
+        ("native", pa.string()),
+        ("language", pa.string()),
+        ("payload", pa.string()),
+    ]
+)
+
+CAPTIONS = pa.schema(
+    [
+        ("triplet_id", pa.string()),
+        ("label", pa.string()),
+        ("anatomy", pa.string()),
+        ("modality", pa.string()),
+        ("language", pa.string()),
+        ("caption_index", pa.int16()),
+        ("caption", pa.string()),
+        ("generator", pa.string()),
+        ("model", pa.string()),
+        ("prompt_id", pa.string()),
+        ("prompt_sha256", pa.string()),
+        ("validation", pa.string()),
+    ]
+)
+
+REJECTS = pa.schema(
+    [
+        ("source_id", pa.string()),
+        ("original_uri", pa.string()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("message", pa.string()),
+    ]
+)
+
+SHARDS = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("split", pa.string()),
+        ("shard_url", pa.string()),
+        ("members", pa.list_(pa.string())),
+        ("bytes", pa.int64()),
+        ("shard_sha256", pa.string()),
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "sources": SOURCES,
+    "images": IMAGES,
+    "annotations": ANNOTATIONS,
+    "captions": CAPTIONS,
+    "rejects": REJECTS,
+    "shards": SHARDS,
+}
+
+# Reject reason codes. Adapters and readers use these names so counts group cleanly.
+REASONS = {
+    "unsupported_format": "file type no reader handles",
+    "not_dicom": "file has a .dcm name or sits in a DICOM folder but has no DICOM preamble",
+    "corrupt": "file is damaged or cannot be decoded",
+    "truncated": "file ends before its data does",
+    "undecodable_syntax": "DICOM transfer syntax has no installed decoder",
+    "no_pixels": "file holds no image data (e.g. a structured report)",
+    "missing_file": "a table row names a file that does not exist",
+    "path_escape": "a table row names a path outside the source root",
+    "bad_row": "a table row lacks a required field",
+    "bad_layout": "a file sits where the layout expects none (e.g. above the class folders)",
+    "decompression_bomb": "image dimensions exceed the safety limit",
+    "empty_image": "image has no variation after normalisation",
+}
