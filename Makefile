@@ -40,3 +40,8 @@ clean: ## Remove the demo data and demo corpus (keeps .venv)
 	rm -rf $(DEMO_DATA) $(DEMO_OUT)
 
 .PHONY: help install build-corpus test lint lock clean
+
+bench: $(STAMP) ## Print speed and memory figures (bench/bench_*.py)
+	$(BIN)/python -m bench
+
+.PHONY: bench

@@ -31,7 +31,8 @@ class ReadError(Exception):
     Not a CuratorError: adapters catch it and record a reject, the run goes on.
     """
 
-    def __init__(self, reason: str, message: str):
+    def __init__(self, reason: str, message: str, identity: dict | None = None):
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
+        self.identity = identity or {}

@@ -165,6 +165,10 @@ class Adapter:
     def run(self, settings: IngestSettings, stats: Stats) -> Iterator[Indexed | Rejected]:
         key = settings.patient_key()
         options = self.read_options()
+        # Rejects are held to the end of the source so identifiers learned from any
+        # file (a patient ID that names a folder) can be redacted from all of them.
+        rejected: list[dict] = []
+        self._identifiers: dict[str, str] = {}
         for item in self.items():
             stats.seen += 1
             try:
@@ -173,12 +177,33 @@ class Adapter:
                 outcome = self._index(item, settings, key, options)
             except ReadError as exc:
                 stats.rejects[exc.reason] += 1
-                yield Rejected(self._reject(item.uri, exc.reason, exc.message))
+                self._learn(exc.identity, key)
+                rejected.append(self._reject(item.uri, exc.reason, exc.message))
                 continue
             stats.indexed_items += 1
             stats.images += len(outcome.images)
             stats.annotations += len(outcome.annotations)
             yield outcome
+        for row in rejected:
+            row["original_uri"] = self._redact(row["original_uri"])
+            row["message"] = self._redact(row["message"])
+            yield Rejected(row)
+
+    def _learn(self, identity: dict, key: bytes) -> None:
+        patient = identity.get("patient")
+        tag = f"[patient-{(_keyed(key, self.card.id, 'patient', patient) or 'unknown')[:8]}]"
+        for ident in [patient, *identity.get("names", [])]:
+            if ident and len(str(ident)) >= 3:
+                self._identifiers[str(ident)] = tag
+
+    def _redact(self, text: str) -> str:
+        """Replace header identifiers that a layout put in paths (PACS exports name folders by patient ID).
+
+        The original file stays findable by its sha256; the identifier does not reach the index.
+        """
+        for ident in sorted(self._identifiers, key=len, reverse=True):
+            text = text.replace(ident, self._identifiers[ident])
+        return text
 
     def _reject(self, uri: str, reason: str, message: str) -> dict:
         return {"source_id": self.card.id, "original_uri": uri, "stage": "ingest", "reason": reason, "message": message}
@@ -190,26 +215,28 @@ class Adapter:
         if not frames:
             raise ReadError("no_pixels", "no frames in file")
         original_sha = sha256_file(item.path)
-        source_format = item.fmt or readers.format_of(item.path)
+        source_format = frames[0].meta.get("format") or item.fmt or readers.format_of(item.path)
         identity = frames[0].identity
         patient = item.patient_id or identity.get("patient")
         study = item.study_id or identity.get("study")
         patient_key = _keyed(key, self.card.id, "patient", patient)
         study_key = _keyed(key, self.card.id, "study", study)
         group = patient_key or study_key or f"item:{item.uri}"
+        self._learn(identity, key)
+        uri = self._redact(item.uri)
         split = SPLITS.get((item.split or "").lower()) or _split(settings, self.card.id, group)
 
         images, annotations, blobs = [], [], []
         for frame in frames:
             enc = normalise(frame, self.card.image)
-            sample_id = f"{self.card.id}-{short_hash(self.card.id, item.uri, frame.index)}"
+            sample_id = f"{self.card.id}-{short_hash(self.card.id, uri, frame.index)}"
             modality = canonical_modality(item.modality or frame.meta.get("Modality") or self.card.modality)
             anatomy = canonical_anatomy(item.anatomy or _body_part(frame.meta) or self.card.anatomy)
             images.append(
                 {
                     "sample_id": sample_id,
                     "source_id": self.card.id,
-                    "original_uri": item.uri,
+                    "original_uri": uri,
                     "original_sha256": original_sha,
                     "original_format": source_format,
                     "frame_index": frame.index,

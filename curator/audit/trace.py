@@ -55,7 +55,7 @@ def format_trace(t: dict) -> str:
         f"sample      {t['sample_id']}",
         f"source      {src['source_id']}  {src['name']} (version {src['version']})",
         f"licence     {src['license']}  access: {src['access']}",
-        f"homepage    {src['homepage']}",
+        f"homepage    {src['homepage'] or '-'}",
         f"citation    {src['citation']}",
         f"original    {img['original_uri']}"
         + (f"  frame {img['frame_index']}" if img["frame_index"] is not None else "")

@@ -66,9 +66,11 @@ class TemplateGenerator:
 
 
 def _translate(text: str, terms: dict, language: str) -> str:
-    if language == "en" or not text:
+    if not text:
         return text
     parts = [p.strip() for p in text.split(",")]
+    if language == "en":
+        return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     sep = "、" if language == "zh" else ", "
     return sep.join(terms.get(p, p) for p in parts)
 

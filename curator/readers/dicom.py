@@ -50,20 +50,27 @@ def read_dicom(path: Path, options: ReadOptions) -> list[Frame]:
         ds = pydicom.dcmread(path)
     except (InvalidDicomError, EOFError, ValueError, OSError, KeyError) as exc:
         raise ReadError("corrupt", f"cannot parse DICOM: {exc}") from None
+    name = ds.get("PatientName")
+    identity = {
+        "patient": _plain(ds.get("PatientID")),
+        "study": _plain(ds.get("StudyInstanceUID")),
+        # used only to redact these strings from file paths, never stored
+        "names": [str(x) for x in (getattr(name, "family_name", None), getattr(name, "given_name", None)) if x],
+    }
     if "PixelData" not in ds:
-        raise ReadError("no_pixels", f"no Pixel Data (SOP class {ds.get('SOPClassUID', 'unknown')})")
+        raise ReadError("no_pixels", f"no Pixel Data (SOP class {ds.get('SOPClassUID', 'unknown')})", identity)
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if ts is not None and ts.is_compressed and not _decoder_available(ts):
-        raise ReadError("undecodable_syntax", f"no decoder installed for {ts.name} ({ts})")
+        raise ReadError("undecodable_syntax", f"no decoder installed for {ts.name} ({ts})", identity)
     try:
         with _quiet_pydicom():
             arr = ds.pixel_array
     except (ValueError, EOFError) as exc:
         text = str(exc).lower()
         reason = "truncated" if any(w in text for w in ("less than expected", "length", "short")) else "corrupt"
-        raise ReadError(reason, f"pixel data: {exc}") from None
+        raise ReadError(reason, f"pixel data: {exc}", identity) from None
     except (RuntimeError, NotImplementedError) as exc:
-        raise ReadError("undecodable_syntax", f"{getattr(ts, 'name', ts)}: {exc}") from None
+        raise ReadError("undecodable_syntax", f"{getattr(ts, 'name', ts)}: {exc}", identity) from None
 
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     nframes = int(ds.get("NumberOfFrames", 1) or 1)
@@ -71,7 +78,7 @@ def read_dicom(path: Path, options: ReadOptions) -> list[Frame]:
     frames = [arr] if nframes == 1 else list(arr)
     meta = {k: _plain(ds.get(k)) for k in SAFE_ATTRIBUTES if k in ds}
     meta["TransferSyntax"] = getattr(ts, "name", None)
-    identity = {"patient": _plain(ds.get("PatientID")), "study": _plain(ds.get("StudyInstanceUID"))}
+    meta["format"] = "dicom"
     spacing = ds.get("PixelSpacing")
     spacing = (float(spacing[0]), float(spacing[1])) if spacing and len(spacing) == 2 else None
 

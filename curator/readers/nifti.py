@@ -85,5 +85,14 @@ def read_nifti(path: Path, options: ReadOptions) -> list[Frame]:
                 unit, (lo, hi) = percentile_to_unit(sl)
                 transform = {"window": {"low": lo, "high": hi, "from": "percentile 0.5-99.5"}}
         transform.update({"orientation": "RAS canonical, radiological display", "voxel_mm": list(zooms)})
-        frames.append(Frame(pixels=unit, index=k, plane=options.plane, transform=transform, pixel_spacing=spacing))
+        frames.append(
+            Frame(
+                pixels=unit,
+                index=k,
+                plane=options.plane,
+                meta={"format": "nifti"},
+                transform=transform,
+                pixel_spacing=spacing,
+            )
+        )
     return frames

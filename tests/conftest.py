@@ -1,0 +1,43 @@
+"""Shared fixtures: the demo sources and one demo build, made once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from curator.config import load_recipe
+from curator.demo import make_demo_sources
+from curator.stages.build import run_build
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def demo_recipe(data: Path, tmp: Path) -> Path:
+    """The demo recipe with its source roots pointed at ``data``."""
+    text = (REPO / "recipes" / "demo.toml").read_text()
+    text = text.replace('root = "../data/demo/', f'root = "{data}/')
+    text = f'registry = "{REPO / "source_registry"}"\n' + text
+    path = tmp / "demo.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo-data")
+    make_demo_sources(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_recipe_path(demo_data, tmp_path_factory) -> Path:
+    return demo_recipe(demo_data, tmp_path_factory.mktemp("recipe"))
+
+
+@pytest.fixture(scope="session")
+def demo_build(demo_recipe_path, tmp_path_factory):
+    """(corpus dir, BuildReport) of one demo build."""
+    out = tmp_path_factory.mktemp("corpus") / "demo"
+    report = run_build(load_recipe(demo_recipe_path), str(out), progress=False)
+    return out, report
