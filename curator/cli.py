@@ -137,21 +137,33 @@ def ingest(source_id: str, root: Path, out: str, registry: Path | None, seed: in
 @main.command()
 @OUT
 @RECIPE
-def caption(out: str, recipe_path: Path | None) -> None:
+@click.option("--dry-run", is_flag=True, help="Print triplets, planned calls and estimated tokens; call nothing.")
+@QUIET
+def caption(out: str, recipe_path: Path | None, dry_run: bool, quiet: bool) -> None:
     """Write captions for label-only images, per unique (label, anatomy, modality) triplet.
 
-    Settings come from the recipe's [caption] table, or defaults without one.
+    Settings come from the recipe's [caption] table, or defaults without one. With
+    OPENAI_BASE_URL (or caption.base_url) set, an LLM at that OpenAI-compatible
+    endpoint writes them (key from OPENAI_API_KEY, model from caption.model or
+    CURATOR_LLM_MODEL); without it, the offline templates do. Answers are cached in
+    the corpus: a re-run calls nothing, a killed run resumes.
 
     \b
     Example:
-      curator caption --out shards/demo --recipe recipes/demo.toml
+      curator caption --out shards/demo --recipe recipes/demo.toml --dry-run
+      OPENAI_BASE_URL=http://localhost:8000/v1 CURATOR_LLM_MODEL=qwen2.5-7b-instruct \\
+        curator caption --out shards/demo --recipe recipes/demo.toml
     """
     from curator.config import CaptionSettings, load_recipe
-    from curator.stages.caption import run_caption
+    from curator.stages.caption import plan_captions, run_caption
     from curator.storage import Corpus
 
     settings = load_recipe(recipe_path).caption if recipe_path else CaptionSettings()
-    _print_caption(run_caption(Corpus(out), settings))
+    corpus = Corpus(out)
+    plan = plan_captions(corpus, settings, resolve_model=not dry_run)
+    _print_caption_plan(plan, dry_run)
+    if not dry_run:
+        _print_caption(run_caption(corpus, settings, progress=not quiet, plan=plan))
 
 
 @main.command()
@@ -272,6 +284,34 @@ def _print_ingest(results) -> None:
         click.echo(f"  {'total':<20} {total[0]:>6} {total[1]:>8} {total[2]:>7} {total[3]:>9}")
 
 
+def _print_caption_plan(plan, dry_run: bool) -> None:
+    click.echo("caption plan")
+    if plan.generator == "template":
+        click.echo("  generator   template (offline; no LLM endpoint configured)")
+    else:
+        click.echo(
+            f"  generator   llm: model {plan.model or '(asked of the endpoint at run time)'} at {plan.endpoint.host}"
+        )
+    images = sum(plan.images.values())
+    click.echo(
+        f"  {images} label-only images, {len(plan.triplets)} unique triplets x {len(plan.languages)} languages "
+        f"({', '.join(plan.languages)}) = {plan.planned} calls planned"
+    )
+    if plan.generator == "llm":
+        cached = "unknown (model not set)" if plan.cached is None else str(plan.cached)
+        to_call = "?" if plan.to_call is None else str(plan.to_call)
+        cost = f", estimated cost {plan.est_cost:.4f}" if plan.est_cost is not None else ""
+        click.echo(
+            f"  cached {cached}, to call {to_call}; estimated tokens {plan.est_prompt_tokens:,} prompt + "
+            f"{plan.est_completion_tokens:,} completion (before retries){cost}"
+        )
+    if dry_run:
+        click.echo(f"  {'triplet_id':<16}  {'images':>6}  label | anatomy | modality")
+        for t in plan.triplets:
+            click.echo(f"  {t.id:<16}  {plan.images[t]:>6}  {t.label or '-'} | {t.anatomy} | {t.modality}")
+        click.echo("  dry run: nothing called, nothing written")
+
+
 def _print_caption(result) -> None:
     gens = ", ".join(f"{k}={v}" for k, v in sorted(result.by_generator.items())) or "none"
     checks = ", ".join(f"{k}={v}" for k, v in sorted(result.by_validation.items())) or "-"
@@ -280,8 +320,18 @@ def _print_caption(result) -> None:
         f"caption\n  {result.triplets} unique triplets, {result.captions} captions by generator: {gens}; "
         f"validation: {checks}{note}"
     )
+    if result.generator == "llm":
+        cost = f", cost {result.cost:.4f}" if result.cost is not None else ""
+        click.echo(
+            f"  llm {result.model} at {result.endpoint}: {result.jobs} jobs, {result.cached_jobs} cached, "
+            f"{result.failed_jobs} failed; {result.requests} requests ({result.retries} retries); "
+            f"tokens {result.prompt_tokens:,} prompt + {result.completion_tokens:,} completion{cost}"
+        )
     if "template" in result.by_generator:
-        click.echo("  note: generator=template is the offline generator (no LLM endpoint configured)")
+        if result.generator == "llm":
+            click.echo("  note: generator=template captions stand in where the LLM gave no usable caption")
+        else:
+            click.echo("  note: generator=template is the offline generator (no LLM endpoint configured)")
 
 
 def _print_shards(result, out: str) -> None:

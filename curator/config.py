@@ -8,6 +8,7 @@ import logging
 import os
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -68,11 +69,46 @@ class IngestSettings(Strict):
 
 
 class CaptionSettings(Strict):
+    """The [caption] table. The endpoint and model may also come from the environment
+    (OPENAI_BASE_URL, CURATOR_LLM_MODEL); a value in the recipe wins. The API key is a
+    secret and is read only from the environment variable named by ``api_key_env``."""
+
     captions_per_triplet: int = Field(10, ge=1, le=50, description="Captions written per triplet and language.")
     languages: list[str] = Field(default_factory=lambda: ["en", "zh"])
-    prompt: str = Field("caption/v1", description="Prompt id: prompts/<id>.toml.")
-    templates: str = Field("templates/v1", description="Offline generator templates: prompts/<id>.toml.")
+    prompt: str = Field("caption/v2", description="LLM prompt id: prompts/<id>.toml.")
+    templates: str = Field("templates/v2", description="Offline generator templates: prompts/<id>.toml.")
     seed: int = 0
+    generator: Literal["auto", "llm", "template"] = Field(
+        "auto", description="auto: the LLM when an endpoint is configured, else the offline templates."
+    )
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint; default $OPENAI_BASE_URL.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
+    model: str | None = Field(None, description="Model name; default $CURATOR_LLM_MODEL, else the endpoint's only one.")
+    temperature: float = Field(0.8, ge=0, le=2, description="Sampling temperature; diversity is the point here.")
+    # ten two-sentence captions in Chinese fit in ~1,200 tokens; truncation doubles it once per retry
+    max_tokens: int = Field(2048, ge=64, description="Completion tokens per request.")
+    response_format: Literal["json_object", "json_schema", "none"] = Field(
+        "json_object", description="json_object works on OpenAI, vLLM, Ollama and llama.cpp; json_schema is stricter."
+    )
+    concurrency: int = Field(8, ge=1, le=256, description="Requests in flight at once.")
+    timeout: float = Field(60.0, gt=0, description="Seconds before a request is abandoned and retried.")
+    max_retries: int = Field(
+        5, ge=0, description="Retries of a request on 408/409/429/5xx, timeouts, lost connections."
+    )
+    backoff_base: float = Field(
+        1.0, ge=0, description="Seconds; delay before retry k is base * 2**k unless Retry-After."
+    )
+    backoff_max: float = Field(60.0, ge=0, description="Upper bound of one retry delay (also caps Retry-After).")
+    max_regenerations: int = Field(2, ge=0, description="Re-asks for captions that failed validation.")
+    max_requests: int | None = Field(None, ge=0, description="Cap on requests sent in one run (retries included).")
+    max_total_tokens: int | None = Field(None, ge=0, description="Cap on prompt + completion tokens in one run.")
+    price_input_per_million: float | None = Field(None, ge=0, description="Price per 1M prompt tokens, for the cost.")
+    price_output_per_million: float | None = Field(None, ge=0, description="Price per 1M completion tokens.")
+    min_chars: int = Field(8, ge=1, description="Shortest valid caption.")
+    max_chars: int = Field(400, ge=1, description="Longest valid caption.")
+    fallback: Literal["template", "none"] = Field(
+        "template", description="What captions a triplet the LLM could not caption: offline templates, or nothing."
+    )
 
 
 class ShardSettings(Strict):

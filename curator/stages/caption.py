@@ -4,24 +4,43 @@ Never per image: a million CheXpert images share a few thousand triplets. A
 sample is label-only when no source text (caption, report) describes it; its
 triplet's label is the sorted set of its positive findings, or none (the
 unlabelled templates describe modality and anatomy only).
+
+Two generators. With an OpenAI-compatible endpoint configured (``OPENAI_BASE_URL``
+or ``caption.base_url``) an LLM writes the captions (``generator=llm``): one job per
+triplet and language, bounded concurrency, every answer cached in the corpus as it
+arrives (``curator.llm.cache``), so a re-run makes no call and a killed run resumes.
+Without one, the offline templates write them (``generator=template``); they also
+stand in for any triplet the LLM could not caption (``fallback``). Every row, good
+or bad, lands in the captions table with its validation verdict; shards ship only
+``ok`` rows.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from tqdm import tqdm
+
 from curator.adapters.base import short_hash
 from curator.config import CaptionSettings
 from curator.errors import CuratorError
-from curator.llm.offline import GENERATOR, TemplateGenerator, Triplet, _translate
-from curator.llm.prompts import load_prompt
-from curator.llm.validate import validate
+from curator.llm.cache import ResponseCache, cache_key
+from curator.llm.captioner import GENERATOR as LLM
+from curator.llm.captioner import Job, assemble, run_job
+from curator.llm.client import ChatClient, Endpoint, RequestFailed, resolve_endpoint
+from curator.llm.offline import GENERATOR as TEMPLATE
+from curator.llm.offline import TemplateGenerator, Triplet, _translate
+from curator.llm.prompts import CaptionPrompt, load_prompt
+from curator.llm.validate import CaptionValidator, Rules
 from curator.storage import Corpus
 
 log = logging.getLogger(__name__)
 TEXT_KINDS = ("caption", "report")
+# Rough completion tokens per caption for the dry-run estimate (two-sentence captions, JSON quoting).
+EST_TOKENS_PER_CAPTION = {"en": 30, "zh": 45}
 
 
 @dataclass
@@ -31,6 +50,17 @@ class CaptionResult:
     by_generator: Counter = field(default_factory=Counter)
     by_validation: Counter = field(default_factory=Counter)
     skipped: bool = False
+    generator: str = TEMPLATE
+    model: str | None = None
+    endpoint: str | None = None
+    jobs: int = 0
+    cached_jobs: int = 0
+    failed_jobs: int = 0
+    requests: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None
 
 
 def sample_triplets(corpus: Corpus) -> dict[str, Triplet]:
@@ -54,77 +84,328 @@ def sample_triplets(corpus: Corpus) -> dict[str, Triplet]:
     return out
 
 
-def run_caption(corpus: Corpus, settings: CaptionSettings) -> CaptionResult:
-    triplets = sorted(set(sample_triplets(corpus).values()), key=lambda t: t.id)
-    templates = load_prompt(settings.templates)
-    generator = TemplateGenerator(templates, seed=settings.seed)
-    unknown = [lang for lang in settings.languages if lang not in generator.languages()]
-    if unknown:
-        raise CuratorError(f"no offline templates for language(s) {', '.join(unknown)} in {templates.id}")
-    fingerprint = short_hash(settings.model_dump_json(), templates.sha256, *[t.id for t in triplets], n=32)
-    log.info(
-        "caption: %d unique triplets x %d languages = %d generator calls planned",
-        len(triplets),
-        len(settings.languages),
-        len(triplets) * len(settings.languages),
+@dataclass
+class CaptionPlan:
+    """What a caption run will do, known before any call: printed, and the whole of ``--dry-run``."""
+
+    generator: str
+    triplets: list[Triplet]
+    images: Counter  # label-only images per triplet
+    languages: list[str]
+    jobs: list[Job]
+    endpoint: Endpoint | None
+    model: str | None
+    cached: int | None  # None: unknown until the model is known
+    prompt: CaptionPrompt | None
+    templates: TemplateGenerator
+    est_prompt_tokens: int = 0
+    est_completion_tokens: int = 0
+    est_cost: float | None = None
+
+    @property
+    def planned(self) -> int:
+        return len(self.triplets) * len(self.languages)
+
+    @property
+    def to_call(self) -> int | None:
+        if self.generator != LLM:
+            return 0
+        return None if self.cached is None else len(self.jobs) - self.cached
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters per token for Latin script, one per CJK character."""
+    ascii_chars = sum(1 for ch in text if ord(ch) < 128)
+    return (ascii_chars + 3) // 4 + (len(text) - ascii_chars)
+
+
+def plan_captions(corpus: Corpus, settings: CaptionSettings, resolve_model: bool = True) -> CaptionPlan:
+    """Triplets, jobs, cache hits and token estimates; contacts the endpoint only to learn an unset model."""
+    per_sample = sample_triplets(corpus)
+    images = Counter(per_sample.values())
+    triplets = sorted(images, key=lambda t: t.id)
+    templates = TemplateGenerator(load_prompt(settings.templates), seed=settings.seed)
+    endpoint = resolve_endpoint(settings)
+    if endpoint is None or settings.fallback == "template":
+        unknown = [lang for lang in settings.languages if lang not in templates.languages()]
+        if unknown:
+            raise CuratorError(
+                f"no offline templates for language(s) {', '.join(unknown)} in {settings.templates}"
+                + (" (set caption.fallback = 'none' to go without)" if endpoint else "")
+            )
+    if endpoint is None:
+        return CaptionPlan(
+            TEMPLATE, triplets, images, settings.languages, [], None, templates.model, 0, None, templates
+        )
+
+    prompt = CaptionPrompt(load_prompt(settings.prompt))
+    missing = [lang for lang in settings.languages if lang not in prompt.languages()]
+    if missing:
+        raise CuratorError(f"prompt '{prompt.id}' has no language(s) {', '.join(missing)}")
+    model = endpoint.model
+    if model is None and resolve_model:
+        model = _run(_resolve_model(endpoint, settings))
+    params = {
+        "n": settings.captions_per_triplet,
+        "temperature": settings.temperature,
+        "response_format": settings.response_format,
+    }
+    jobs = []
+    est_prompt = est_completion = 0
+    for t in triplets:
+        for lang in settings.languages:
+            terms = templates.prompt.data.get(lang, {}).get("terms", {})
+            hint = _translate(t.label, terms, lang) if t.label and lang != "en" else ""
+            messages = prompt.messages(
+                t.label, t.anatomy, t.modality, lang, settings.captions_per_triplet, hint if hint != t.label else ""
+            )
+            key = cache_key(messages, model or "", params)
+            args = {"label": t.label, "anatomy": t.anatomy, "modality": t.modality, "language": lang}
+            jobs.append(Job(t, lang, messages, key, {**args, "local_terms": terms}))
+            est_prompt += sum(estimate_tokens(m["content"]) for m in messages)
+            est_completion += 10 + settings.captions_per_triplet * EST_TOKENS_PER_CAPTION.get(lang, 40)
+    cached = sum(1 for j in jobs if j.key in ResponseCache(corpus)) if model else None
+    plan = CaptionPlan(LLM, triplets, images, settings.languages, jobs, endpoint, model, cached, prompt, templates)
+    share = 1.0 if cached is None or not jobs else (len(jobs) - cached) / len(jobs)
+    plan.est_prompt_tokens, plan.est_completion_tokens = int(est_prompt * share), int(est_completion * share)
+    if settings.price_input_per_million is not None or settings.price_output_per_million is not None:
+        plan.est_cost = (
+            plan.est_prompt_tokens * (settings.price_input_per_million or 0)
+            + plan.est_completion_tokens * (settings.price_output_per_million or 0)
+        ) / 1e6
+    return plan
+
+
+def _run(coro):
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    raise CuratorError("the caption stage runs its own event loop: call it outside a running one")
+
+
+async def _resolve_model(endpoint: Endpoint, settings: CaptionSettings) -> str:
+    client = ChatClient(endpoint, settings)
+    try:
+        return await client.resolve_model()
+    finally:
+        await client.close()
+
+
+def run_caption(
+    corpus: Corpus, settings: CaptionSettings, progress: bool = True, plan: CaptionPlan | None = None
+) -> CaptionResult:
+    """Caption every label-only triplet in every language; write the captions table.
+
+    A caller that printed ``plan`` itself passes it in; otherwise the plan is logged here.
+    """
+    announced = plan is not None
+    plan = plan or plan_captions(corpus, settings)
+    if plan.generator == LLM and plan.model is None:
+        plan = plan_captions(corpus, settings)
+    log.log(
+        logging.INFO if announced or not plan.to_call else logging.WARNING,
+        "caption: %d unique triplets x %d languages = %d %s calls planned (%d cached, %d to call)",
+        len(plan.triplets),
+        len(plan.languages),
+        plan.planned,
+        plan.generator,
+        plan.cached or 0,
+        plan.to_call or 0,
+    )
+    fingerprint = short_hash(
+        settings.model_dump_json(),
+        plan.generator,
+        plan.model,
+        plan.templates.prompt.sha256,
+        plan.prompt.sha256 if plan.prompt else "",
+        *[t.id for t in plan.triplets],
+        n=32,
     )
     marker = corpus.marker("caption", "all")
     if marker and marker["fingerprint"] == fingerprint and corpus.table_parts("captions"):
-        return CaptionResult(
+        result = CaptionResult(
             marker["triplets"],
             marker["captions"],
             Counter(marker["by_generator"]),
             Counter(marker["by_validation"]),
             skipped=True,
+            generator=plan.generator,
+            model=plan.model,
+            endpoint=plan.endpoint.host if plan.endpoint else None,
+            jobs=len(plan.jobs),
+            cached_jobs=len(plan.jobs),
         )
+        return result
     corpus.clear_marker("caption", "all")
-    result = CaptionResult(triplets=len(triplets))
-
-    def rows():
-        for t in triplets:
-            for lang in settings.languages:
-                terms = _label_terms(t, lang, templates.data)
-                seen: set[str] = set()
-                for i, text in enumerate(generator.captions(t, lang, settings.captions_per_triplet)):
-                    verdict = validate(text, terms, lang, seen)
-                    seen.add(text)
-                    result.captions += 1
-                    result.by_generator[GENERATOR] += 1
-                    result.by_validation[verdict] += 1
-                    yield {
-                        "triplet_id": t.id,
-                        "label": t.label,
-                        "anatomy": t.anatomy,
-                        "modality": t.modality,
-                        "language": lang,
-                        "caption_index": i,
-                        "caption": text,
-                        "generator": GENERATOR,
-                        "model": generator.model,
-                        "prompt_id": templates.id,
-                        "prompt_sha256": templates.sha256,
-                        "validation": verdict,
-                    }
-
+    result = CaptionResult(
+        triplets=len(plan.triplets),
+        generator=plan.generator,
+        model=plan.model,
+        endpoint=plan.endpoint.host if plan.endpoint else None,
+        jobs=len(plan.jobs),
+        cached_jobs=plan.cached or 0,
+    )
+    entries: dict[str, dict] = {}
+    failures: dict[str, str] = {}
+    if plan.generator == LLM:
+        cache = ResponseCache(corpus)
+        _run(_call_all(plan, cache, settings, result, entries, failures, progress))
+        rows = _llm_rows(plan, cache, settings, entries, failures)
+    else:
+        rows = _template_rows(plan, settings, [(t, lang, 0) for t in plan.triplets for lang in plan.languages])
+    result.failed_jobs = len(failures)
+    for row in rows:
+        result.by_validation[row["validation"]] += 1
+        if row["validation"] == "ok":
+            result.captions += 1
+            result.by_generator[row["generator"]] += 1
     for part in corpus.table_parts("captions"):
         corpus.fs.rm(part)
-    corpus.write_table("captions", GENERATOR, rows())
-    corpus.set_marker(
-        "caption",
-        "all",
-        {
-            "fingerprint": fingerprint,
-            "triplets": result.triplets,
-            "captions": result.captions,
-            "by_generator": dict(result.by_generator),
-            "by_validation": dict(result.by_validation),
-        },
-    )
+    corpus.write_table("captions", "all", rows)
+    if failures:
+        log.warning(
+            "caption: %d of %d jobs failed (%s); re-run to retry them (answers so far are cached)",
+            len(failures),
+            len(plan.jobs),
+            ", ".join(f"{k}={v}" for k, v in sorted(Counter(failures.values()).items())),
+        )
+    else:
+        corpus.set_marker(
+            "caption",
+            "all",
+            {
+                "fingerprint": fingerprint,
+                "triplets": result.triplets,
+                "captions": result.captions,
+                "by_generator": dict(result.by_generator),
+                "by_validation": dict(result.by_validation),
+            },
+        )
     return result
 
 
-def _label_terms(t: Triplet, language: str, data: dict) -> list[str]:
-    if not t.label:
-        return []
-    terms = data.get(language, {}).get("terms", {})
-    return [_translate(p.strip(), terms, language) for p in t.label.split(",")][:1]
+async def _call_all(
+    plan: CaptionPlan,
+    cache: ResponseCache,
+    settings: CaptionSettings,
+    result: CaptionResult,
+    entries: dict[str, dict],
+    failures: dict[str, str],
+    progress: bool,
+) -> None:
+    """Run every uncached job with at most ``concurrency`` in flight; cache each answer as it lands."""
+    todo = [job for job in plan.jobs if job.key not in cache]
+    client = ChatClient(plan.endpoint, settings)
+    client.endpoint.model = plan.model
+    gate = asyncio.Semaphore(settings.concurrency)
+    bar = tqdm(total=len(todo), desc="caption", unit="job", disable=None if progress else True, leave=False)
+
+    async def one(job: Job) -> None:
+        async with gate:
+            try:
+                attempts = await run_job(job, client, settings)
+            except RequestFailed as exc:
+                failures[job.key] = exc.reason
+                log.warning("caption %s/%s failed: %s", job.triplet.id, job.language, exc)
+                return
+            finally:
+                bar.update()
+        t = job.triplet
+        entry = {
+            "triplet": {"triplet_id": t.id, "label": t.label, "anatomy": t.anatomy, "modality": t.modality},
+            "language": job.language,
+            "model": plan.model,
+            "prompt_id": plan.prompt.id,
+            "prompt_sha256": plan.prompt.sha256,
+            "params": {"n": settings.captions_per_triplet, "temperature": settings.temperature},
+            "messages": job.messages,
+            "attempts": attempts,
+        }
+        entries[job.key] = entry
+        await asyncio.to_thread(cache.put, job.key, entry)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for job in todo:
+                group.create_task(one(job))
+    except BaseExceptionGroup as exc:
+        fatal = [e for e in exc.exceptions if isinstance(e, CuratorError)]
+        if fatal:
+            raise fatal[0] from None
+        raise
+    finally:
+        bar.close()
+        await client.close()
+        u = client.usage
+        result.requests, result.retries = u.requests, u.retries
+        result.prompt_tokens, result.completion_tokens = u.prompt_tokens, u.completion_tokens
+        result.cost = u.cost(settings)
+
+
+def _row(t: Triplet, lang: str, i: int, text: str, generator: str, model: str, prompt_id: str, sha: str, verdict: str):
+    return {
+        "triplet_id": t.id,
+        "label": t.label,
+        "anatomy": t.anatomy,
+        "modality": t.modality,
+        "language": lang,
+        "caption_index": i,
+        "caption": text,
+        "generator": generator,
+        "model": model,
+        "prompt_id": prompt_id,
+        "prompt_sha256": sha,
+        "validation": verdict,
+    }
+
+
+def _llm_rows(
+    plan: CaptionPlan, cache: ResponseCache, settings: CaptionSettings, entries: dict, failures: dict
+) -> list[dict]:
+    rows, fallback = [], []
+    rules = Rules(settings.min_chars, settings.max_chars)
+    for job in plan.jobs:
+        t, lang = job.triplet, job.language
+        entry = entries.get(job.key) or cache.get(job.key)
+        if entry is None:
+            ok, rejected = [], [("", failures.get(job.key, "not_run"))]
+            model, prompt_id, sha = plan.model, plan.prompt.id, plan.prompt.sha256
+        else:
+            validator = CaptionValidator(**job.validator_args, rules=rules)
+            ok, rejected = assemble(entry["attempts"], settings.captions_per_triplet, validator)
+            model, prompt_id, sha = entry["model"], entry["prompt_id"], entry["prompt_sha256"]
+        done = [(c, "ok") for c in ok] + rejected
+        for i, (text, verdict) in enumerate(done):
+            rows.append(_row(t, lang, i, text, LLM, model, prompt_id, sha, verdict))
+        if not ok and settings.fallback == "template":
+            fallback.append((t, lang, len(done)))
+    if fallback:
+        log.warning("caption: %d triplet-languages without a usable LLM caption get template captions", len(fallback))
+        rows += _template_rows(plan, settings, fallback)
+    return rows
+
+
+def _template_rows(plan: CaptionPlan, settings: CaptionSettings, todo: list[tuple]) -> list[dict]:
+    """Offline captions for (triplet, language, first caption_index): a fallback continues the LLM's rows."""
+    gen = plan.templates
+    terms_of = {lang: gen.prompt.data.get(lang, {}).get("terms", {}) for lang in plan.languages}
+    rules = Rules(settings.min_chars, settings.max_chars)
+    rows = []
+    for t, lang, start in todo:
+        validator = CaptionValidator(t.label, t.anatomy, t.modality, lang, terms_of[lang], rules)
+        for i, text in enumerate(gen.captions(t, lang, settings.captions_per_triplet)):
+            rows.append(
+                _row(
+                    t,
+                    lang,
+                    start + i,
+                    text,
+                    TEMPLATE,
+                    gen.model,
+                    gen.prompt.id,
+                    gen.prompt.sha256,
+                    validator.check(text),
+                )
+            )
+    return rows

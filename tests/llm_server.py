@@ -1,0 +1,257 @@
+"""A local stand-in for an OpenAI-compatible LLM server, with faults a test can inject.
+
+Speaks the real protocol over real HTTP (``POST /v1/chat/completions``, ``GET
+/v1/models``) on 127.0.0.1 and a random port, in a background thread, so the openai
+SDK and curator's client run unmodified against it. Good replies are captions built
+from the triplet the prompt names, in the language it asks for. Faults are queued
+with :meth:`FakeLLM.inject` and consumed by the next matching requests:
+
+- ``429`` / ``500``: that status, with ``Retry-After`` when given
+- ``timeout``: sleep past the client's timeout, then answer
+- ``malformed``: content that is not JSON
+- ``count``: ``missing`` fewer captions than asked
+- ``contradiction``: one caption names another imaging modality
+- ``wrong_language``: English captions for a Chinese request and vice versa
+- ``length``: ``finish_reason=length`` and the JSON cut off
+- ``meta``: one caption is meta-text ("Here are 5 captions ...")
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+FINDING = re.compile(r"^- finding: (?P<label>.+?)(?: \((?:\w| )+ term: (?P<hint>.+)\))?$", re.M)
+ANATOMY = re.compile(r"^- anatomy: (.+)$", re.M)
+MODALITY = re.compile(r"^- modality: (.+)$", re.M)
+ASKED = re.compile(r"Write (\d+) (?:distinct |more )?captions")
+
+ZH_ANATOMY = {"chest": "胸部", "abdomen": "腹部", "brain": "脑部", "head": "头部", "knee": "膝关节", "lung": "肺部"}
+ZH_MODALITY = {"X-ray": "X线片", "CT": "CT", "MRI": "MRI", "ultrasound": "超声", "PET": "PET"}
+EN_FORMS = [
+    "{M} of the {a} showing {l}.",
+    "{L} on {m} of the {a}.",
+    "{M} image of the {a} demonstrating {l}.",
+    "Findings of {l} on this {m} of the {a}.",
+    "{A} {m}: appearance consistent with {l}.",
+    "{L} is seen on {m} of the {a}; no other abnormality is described.",
+    "Representative {m} of the {a} with features of {l}.",
+    "{M} examination of the {a} notable for {l}.",
+]
+EN_UNLABELLED = ["{M} image of the {a}.", "{A} {m}.", "{M} examination of the {a}.", "{M} study covering the {a}."]
+ZH_FORMS = [
+    "{a}{m}显示{l}。",
+    "{a}{m}图像，可见{l}。",
+    "{m}示{a}{l}。",
+    "{a}{m}检查，提示{l}。",
+    "{a}{m}，表现符合{l}。",
+]
+ZH_UNLABELLED = ["{a}{m}图像。", "{a}{m}检查。", "{m}检查，部位：{a}。", "{a}区域{m}影像。"]
+EN_VARIANTS = ["", " Frontal projection.", " Single view.", " Standard technique.", " Good image quality."]
+ZH_VARIANTS = ["", "单一视图。", "常规技术。", "图像质量良好。", "标准体位。"]
+
+
+@dataclass
+class Fault:
+    kind: str
+    times: int
+    when: Callable[[dict], bool] | None
+    opts: dict
+
+
+class FakeLLM:
+    """The server; use as a context manager. ``requests`` holds every chat request received."""
+
+    def __init__(self, model: str = "mock-medical-1", api_key: str | None = None, delay: float = 0.0):
+        self.model = model
+        self.api_key = api_key
+        self.delay = delay
+        self.requests: list[dict] = []
+        self.model_listings = 0
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    @property
+    def calls(self) -> int:
+        return len(self.requests)
+
+    def __enter__(self) -> FakeLLM:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def inject(self, kind: str, times: int = 1, when: Callable[[dict], bool] | None = None, **opts) -> None:
+        with self._lock:
+            self._faults.append(Fault(kind, times, when, opts))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def _take_fault(self, info: dict) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.times > 0 and (fault.when is None or fault.when(info)):
+                    fault.times -= 1
+                    return fault
+        return None
+
+    # -- replies -------------------------------------------------------------
+    def captions(self, info: dict, k: int, offset: int) -> list[str]:
+        zh = info["language"] == "zh"
+        if zh:
+            a = ZH_ANATOMY.get(info["anatomy"], "")
+            m = ZH_MODALITY.get(info["modality"], "影像")
+            label = info["hint"] or (info["label"] or "")
+            forms, variants = (ZH_FORMS if info["label"] else ZH_UNLABELLED), ZH_VARIANTS
+        else:
+            a, m = info["anatomy"], info["modality"]
+            parts = [p.strip() for p in (info["label"] or "").split(",")]
+            label = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+            forms, variants = (EN_FORMS if info["label"] else EN_UNLABELLED), EN_VARIANTS
+        out = []
+        for i in range(offset, offset + k):
+            form = forms[i % len(forms)]
+            text = form.format(
+                M=m[:1].upper() + m[1:], m=m, A=a[:1].upper() + a[1:], a=a, L=label.capitalize(), l=label
+            )
+            out.append(text + variants[(i // len(forms)) % len(variants)])
+        return out
+
+
+def _parse(body: dict) -> dict:
+    messages = body.get("messages", [])
+    first = next((m["content"] for m in messages if m["role"] == "user"), "")
+    last = [m["content"] for m in messages if m["role"] == "user"][-1] if messages else ""
+    finding = FINDING.search(first)
+    label = finding.group("label") if finding else None
+    asked = ASKED.search(last)
+    return {
+        "label": None
+        if label in (None, "not given (do not state or imply any finding, normal or abnormal)")
+        else label,
+        "hint": finding.group("hint") if finding else None,
+        "anatomy": (ANATOMY.search(first) or [None, ""])[1],
+        "modality": (MODALITY.search(first) or [None, ""])[1],
+        "language": "zh" if "Chinese" in first else "en",
+        "asked": int(asked.group(1)) if asked else 1,
+        "reask": sum(1 for m in messages if m["role"] == "assistant"),
+    }
+
+
+def _handler(server: FakeLLM):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+        def _send(self, status: int, payload: dict | str, headers: dict | None = None) -> None:
+            data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (timeout): nothing to answer
+
+        def _authorised(self) -> bool:
+            if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
+                self._send(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
+                return False
+            return True
+
+        def do_GET(self) -> None:
+            if self.path.rstrip("/") != "/v1/models" or not self._authorised():
+                if self.path.rstrip("/") != "/v1/models":
+                    self._send(404, {"error": {"message": "not found"}})
+                return
+            with server._lock:
+                server.model_listings += 1
+            self._send(200, {"object": "list", "data": [{"id": server.model, "object": "model", "created": 0}]})
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            if self.path.rstrip("/") != "/v1/chat/completions":
+                self._send(404, {"error": {"message": "not found"}})
+                return
+            info = _parse(body)
+            with server._lock:
+                server.requests.append(
+                    {"body": body, "info": info, "time": time.monotonic(), "auth": self.headers.get("Authorization")}
+                )
+            if not self._authorised():
+                return
+            if body.get("model") != server.model:
+                self._send(404, {"error": {"message": f"The model `{body.get('model')}` does not exist"}})
+                return
+            if server.delay:
+                time.sleep(server.delay)
+            fault = server._take_fault(info)
+            kind = fault.kind if fault else None
+            if kind in ("429", "500"):
+                headers = {"Retry-After": fault.opts["retry_after"]} if "retry_after" in fault.opts else {}
+                self._send(int(kind), {"error": {"message": f"injected {kind}", "type": "server_error"}}, headers)
+                return
+            if kind == "timeout":
+                time.sleep(fault.opts.get("seconds", 2.0))
+            k = info["asked"]
+            offset = 20 * info["reask"]
+            caps = server.captions(info, k, offset)
+            finish = "stop"
+            if kind == "count":
+                caps = caps[: max(0, k - fault.opts.get("missing", 2))]
+            elif kind == "contradiction":
+                other = "MRI" if info["modality"] != "MRI" else "CT"
+                caps[0] = caps[0].replace(info["modality"], other) if info["language"] == "en" else f"{other}显示病变。"
+                if other not in caps[0]:
+                    caps[0] = f"{other} {caps[0]}"
+            elif kind == "wrong_language":
+                flipped = {**info, "language": "en" if info["language"] == "zh" else "zh"}
+                caps = server.captions(flipped, k, offset)
+            elif kind == "meta":
+                caps[0] = f"Here are {k} captions for the image."
+            content = json.dumps({"captions": caps}, ensure_ascii=False)
+            if kind == "malformed":
+                content = "Sure! captions: " + content.replace('"', "'")[:-3]
+            elif kind == "length":
+                content, finish = content[: len(content) // 2], "length"
+            prompt_tokens = sum(len(m.get("content", "")) for m in body.get("messages", [])) // 4
+            self._send(
+                200,
+                {
+                    "id": f"chatcmpl-{len(server.requests)}",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": server.model,
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}
+                    ],
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": len(content) // 4,
+                        "total_tokens": prompt_tokens + len(content) // 4,
+                    },
+                },
+            )
+
+    return Handler
