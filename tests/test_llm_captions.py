@@ -11,13 +11,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 import webdataset as wds
+from llm_server import FakeLLM
 
 from curator.config import CaptionSettings, ShardSettings
 from curator.errors import CuratorError
 from curator.stages.caption import run_caption, sample_triplets
 from curator.stages.shard import run_shard
 from curator.storage import Corpus
-from llm_server import FakeLLM
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "sk-test-0123456789-do-not-leak"
