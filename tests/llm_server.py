@@ -195,10 +195,9 @@ def _handler(server: FakeLLM):
                 self._send(404, {"error": {"message": "not found"}})
                 return
             info = _parse(body)
+            record = {"body": body, "info": info, "time": time.monotonic(), "auth": self.headers.get("Authorization")}
             with server._lock:
-                server.requests.append(
-                    {"body": body, "info": info, "time": time.monotonic(), "auth": self.headers.get("Authorization")}
-                )
+                server.requests.append(record)
             if not self._authorised():
                 return
             if body.get("model") != server.model:
@@ -207,7 +206,7 @@ def _handler(server: FakeLLM):
             if server.delay:
                 time.sleep(server.delay)
             fault = server._take_fault(info)
-            kind = fault.kind if fault else None
+            kind = record["fault"] = fault.kind if fault else None
             if kind in ("429", "500"):
                 headers = {"Retry-After": fault.opts["retry_after"]} if "retry_after" in fault.opts else {}
                 self._send(int(kind), {"error": {"message": f"injected {kind}", "type": "server_error"}}, headers)
