@@ -156,6 +156,8 @@ class ChatClient:
         return models[0]
 
     def _check_caps(self) -> None:
+        # Checked before each request: requests already in flight (up to ``concurrency``) may
+        # carry the token count a little past its cap, never the request count.
         s = self.settings
         if s.max_requests is not None and self.usage.requests >= s.max_requests:
             self._capped = f"cap_reached:requests ({s.max_requests})"

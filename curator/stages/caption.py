@@ -164,7 +164,8 @@ def plan_captions(corpus: Corpus, settings: CaptionSettings, resolve_model: bool
             jobs.append(Job(t, lang, messages, key, {**args, "local_terms": terms}))
             est_prompt += sum(estimate_tokens(m["content"]) for m in messages)
             est_completion += 10 + settings.captions_per_triplet * EST_TOKENS_PER_CAPTION.get(lang, 40)
-    cached = sum(1 for j in jobs if j.key in ResponseCache(corpus)) if model else None
+    cache = ResponseCache(corpus)  # one listing of the cache, not one per job
+    cached = sum(1 for j in jobs if j.key in cache) if model else None
     plan = CaptionPlan(LLM, triplets, images, settings.languages, jobs, endpoint, model, cached, prompt, templates)
     share = 1.0 if cached is None or not jobs else (len(jobs) - cached) / len(jobs)
     plan.est_prompt_tokens, plan.est_completion_tokens = int(est_prompt * share), int(est_completion * share)
@@ -181,6 +182,7 @@ def _run(coro):
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(coro)
+    coro.close()
     raise CuratorError("the caption stage runs its own event loop: call it outside a running one")
 
 
@@ -307,7 +309,9 @@ async def _call_all(
                 attempts = await run_job(job, client, settings)
             except RequestFailed as exc:
                 failures[job.key] = exc.reason
-                log.warning("caption %s/%s failed: %s", job.triplet.id, job.language, exc)
+                # one line per failed job, except past a cap, where the summary line says it once
+                level = logging.DEBUG if exc.reason.startswith("cap_reached") else logging.WARNING
+                log.log(level, "caption %s/%s failed: %s", job.triplet.id, job.language, exc)
                 return
             finally:
                 bar.update()
