@@ -73,6 +73,7 @@ class FakeLLM:
         self.delay = delay
         self.requests: list[dict] = []
         self.model_listings = 0
+        self.in_flight = self.max_in_flight = 0
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -190,6 +191,16 @@ def _handler(server: FakeLLM):
             self._send(200, {"object": "list", "data": [{"id": server.model, "object": "model", "created": 0}]})
 
         def do_POST(self) -> None:
+            with server._lock:
+                server.in_flight += 1
+                server.max_in_flight = max(server.max_in_flight, server.in_flight)
+            try:
+                self._chat()
+            finally:
+                with server._lock:
+                    server.in_flight -= 1
+
+        def _chat(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             if self.path.rstrip("/") != "/v1/chat/completions":
                 self._send(404, {"error": {"message": "not found"}})

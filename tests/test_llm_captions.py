@@ -15,6 +15,7 @@ from llm_server import FakeLLM
 
 from curator.config import CaptionSettings, ShardSettings
 from curator.errors import CuratorError
+from curator.llm.cache import ResponseCache, cache_key
 from curator.stages.caption import run_caption, sample_triplets
 from curator.stages.shard import run_shard
 from curator.storage import Corpus
@@ -250,3 +251,21 @@ def test_json_schema_mode_sends_the_pydantic_schema(corpus, llm):
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
     schema = fmt["json_schema"]["schema"]
     assert schema["required"] == ["captions"] and schema["additionalProperties"] is False
+
+
+def test_concurrency_is_bounded(corpus):
+    with FakeLLM(api_key=KEY, delay=0.03) as server:
+        run_caption(corpus, settings(server, concurrency=3), progress=False)
+        assert server.max_in_flight == 3 and server.calls == jobs(corpus)
+
+
+def test_the_cache_works_on_any_fsspec_filesystem():
+    corpus = Corpus("memory://cache-test")
+    cache = ResponseCache(corpus)
+    key = cache_key([{"role": "user", "content": "x"}], "m", {"n": 1})
+    assert key not in cache and cache.get(key) is None
+    cache.put(key, {"attempts": []})
+    corpus.write_bytes(f"cache/llm/{key[:2]}/.tmp-abc-{key}.json", b"{")  # a write cut short
+    fresh = ResponseCache(corpus)
+    assert fresh.keys() == {key} and fresh.get(key)["attempts"] == []
+    assert cache_key([{"role": "user", "content": "y"}], "m", {"n": 1}) != key
