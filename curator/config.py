@@ -85,7 +85,7 @@ class CaptionSettings(Strict):
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
     model: str | None = Field(None, description="Model name; default $CURATOR_LLM_MODEL, else the endpoint's only one.")
     temperature: float = Field(0.8, ge=0, le=2, description="Sampling temperature; diversity is the point here.")
-    # ten two-sentence captions in Chinese fit in ~1,200 tokens; truncation doubles it once per retry
+    # ten two-sentence Chinese captions fit in ~1,200 tokens; a re-ask after a truncated reply doubles it (up to 4x)
     max_tokens: int = Field(2048, ge=64, description="Completion tokens per request.")
     response_format: Literal["json_object", "json_schema", "none"] = Field(
         "json_object", description="json_object works on OpenAI, vLLM, Ollama and llama.cpp; json_schema is stricter."
