@@ -26,7 +26,7 @@ from curator.errors import ReadError
 from curator.imaging import Encoded, normalise
 from curator.readers import ReadOptions
 from curator.registry import SourceCard
-from curator.vocab import canonical_anatomy, canonical_label, canonical_modality
+from curator.vocab import VOCABULARY_VERSION, canonical_anatomy, canonical_label, canonical_modality
 
 SPLITS = {
     "train": "train",
@@ -52,9 +52,21 @@ class Label:
 
 @dataclass
 class Text:
-    kind: str  # caption | report
+    kind: str  # caption | report | question | answer
     text: str
     language: str
+    payload: dict = field(default_factory=dict)
+
+
+@dataclass
+class Box:
+    """A labelled region in the *reader's* frame pixels (x right, y down, [x0, y0, x1, y1) exclusive end).
+
+    The base scales it to the output image's pixel coordinates after any resize.
+    """
+
+    label: Label
+    box: tuple[float, float, float, float]
 
 
 @dataclass
@@ -71,6 +83,7 @@ class Item:
     study_id: str | None = None
     split: str | None = None
     frame_labels: dict[int, list[Label]] | None = None
+    frame_boxes: dict[int, list[Box]] | None = None
     fmt: str | None = None
     reject: tuple[str, str] | None = None
 
@@ -141,7 +154,7 @@ class Adapter:
         raise NotImplementedError
 
     def read_options(self) -> ReadOptions:
-        return ReadOptions(ct_window=self.card.image.window())
+        return ReadOptions(ct_window=self.card.image.window(), burned_in=self.card.image.burned_in)
 
     # -- helpers for subclasses --------------------------------------------------
     def files(self, under: Path | None = None) -> list[Path]:
@@ -169,6 +182,8 @@ class Adapter:
         # file (a patient ID that names a folder) can be redacted from all of them.
         rejected: list[dict] = []
         self._identifiers: dict[str, str] = {}
+        # An image that several rows annotate is one sample with several annotations.
+        self._samples: dict[str, list[tuple[str, int | None]]] = {}
         for item in self.items():
             stats.seen += 1
             try:
@@ -211,6 +226,8 @@ class Adapter:
     def _index(self, item: Item, settings: IngestSettings, key: bytes, options: ReadOptions) -> Indexed:
         if item.path is None:
             raise ReadError("missing_file", f"'{item.uri}' names no file")
+        if item.uri in self._samples:
+            return self._more_annotations(item, self._samples[item.uri])
         frames = readers.read(item.path, options, fmt=item.fmt)
         if not frames:
             raise ReadError("no_pixels", "no frames in file")
@@ -261,29 +278,51 @@ class Adapter:
                 }
             )
             blobs.append(enc)
-            labels = list(item.labels)
-            if item.frame_labels is not None:
-                labels += item.frame_labels.get(frame.index, [])
-            for label in labels:
-                annotations.append(self._label_row(sample_id, label))
-            for text in item.texts:
-                annotations.append(self._annotation(sample_id, text.kind, text.text, None, None, text.language, {}))
+            domain = (modality, anatomy)
+            annotations += self._item_annotations(item, sample_id, frame.index, domain)
+            h, w = frame.pixels.shape[:2]
+            for box in (item.frame_boxes or {}).get(frame.index, []):
+                annotations.append(self._box_row(sample_id, box, enc.width / w, enc.height / h, domain))
+        self._samples[item.uri] = [(r["sample_id"], r["frame_index"], (r["modality"], r["anatomy"])) for r in images]
         return Indexed(item, images, annotations, blobs)
 
-    def _label_row(self, sample_id: str, label: Label) -> dict:
+    def _more_annotations(self, item: Item, samples: list) -> Indexed:
+        """A later row naming an image already indexed: its annotations join the existing sample(s)."""
+        annotations = []
+        for sample_id, index, domain in samples:
+            annotations += self._item_annotations(item, sample_id, index, domain)
+        return Indexed(item, [], annotations, [])
+
+    def _item_annotations(self, item: Item, sample_id: str, index: int | None, domain: tuple) -> list[dict]:
+        labels = list(item.labels)
+        if item.frame_labels is not None:
+            labels += item.frame_labels.get(index, [])
+        rows = [self._label_row(sample_id, label, domain) for label in labels]
+        for text in item.texts:
+            rows.append(self._annotation(sample_id, text.kind, text.text, None, None, text.language, text.payload))
+        return rows
+
+    def _box_row(self, sample_id: str, box: Box, sx: float, sy: float, domain: tuple) -> dict:
+        x0, y0, x1, y1 = box.box
+        scaled = [round(x0 * sx, 2), round(y0 * sy, 2), round(x1 * sx, 2), round(y1 * sy, 2)]
+        payload = {"box": scaled, "coords": "output image pixels, xyxy, x right y down", "vocabulary": VOCABULARY_VERSION}
+        label = canonical_label(box.label.native, *domain)
+        return self._annotation(sample_id, "box", label, box.label.value, box.label.native, None, payload)
+
+    def _label_row(self, sample_id: str, label: Label, domain: tuple) -> dict:
         return self._annotation(
             sample_id,
             "label",
-            canonical_label(label.native),
+            canonical_label(label.native, *domain),
             label.value,
             label.native,
             None,
-            {"vocabulary": "curator-v1"},
+            {"vocabulary": VOCABULARY_VERSION},
         )
 
     def _annotation(self, sample_id, kind, text, value, native, language, payload) -> dict:
         return {
-            "annotation_id": short_hash(sample_id, kind, text, value, native, language),
+            "annotation_id": short_hash(sample_id, kind, text, value, native, language, json.dumps(payload, sort_keys=True)),
             "sample_id": sample_id,
             "source_id": self.card.id,
             "kind": kind,

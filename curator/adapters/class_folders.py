@@ -20,6 +20,7 @@ Level = Literal["label", "modality", "anatomy", "split", "patient", "ignore"]
 class ClassFoldersParams(Params):
     levels: list[Level] = Field(default_factory=lambda: ["label"], min_length=1)
     subdir: str = Field("", description="Folder below the root where the levels start.")
+    known_labels: list[str] = Field(default_factory=list, description="If set, a folder naming another label is rejected.")
 
 
 class ClassFolders(Adapter):
@@ -41,7 +42,9 @@ class ClassFolders(Adapter):
                 yield item
                 continue
             for level, value in zip(self.params.levels, parts[:-1], strict=True):
-                if level == "label":
+                if level == "label" and self.params.known_labels and value not in self.params.known_labels:
+                    item.reject = ("unknown_label", f"class folder '{value}' is not in known_labels")
+                elif level == "label":
                     item.labels.append(Label(value))
                 elif level == "modality":
                     item.modality = value

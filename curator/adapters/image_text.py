@@ -1,8 +1,11 @@
-"""Image-text pairs in a CSV or JSONL table (ROCOv2, PMC-OA, Quilt-1M, LLaVA-Med captions).
+"""Image-text pairs in a CSV, JSONL or JSON-array table (ROCOv2, PMC-OA, Quilt-1M, LLaVA-Med).
 
-One row names one image and its caption. ROCOv2 names images by ``ID`` without
-an extension, hence ``image_suffix``. Rows whose image is missing or whose path
-escapes the root are rejected with the row's line number.
+One row names one image and its text. ROCOv2 names images by ``ID`` without an
+extension, hence ``image_suffix``; LLaVA-Med's JSON keeps the caption inside a
+conversation, hence dotted column paths (``conversations.1.value``); Quilt-1M
+carries its split in a column (``split_column``). Rows whose image is missing or
+whose path escapes the root are rejected with the row's line (or array index).
+Several rows naming one image make one sample with several captions.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ class ImageTextParams(Params):
     language: str = "en"
     kind: Literal["caption", "report"] = "caption"
     table_splits: dict[str, str] = Field(default_factory=dict)
+    split_column: str | None = Field(None, description="Column holding train/val/test per row (Quilt-1M).")
+    strip_text: list[str] = Field(
+        default_factory=list, description="Literal markers removed from the text (LLaVA's '<image>')."
+    )
 
 
 class ImageText(Adapter):
@@ -49,8 +56,11 @@ class ImageText(Adapter):
         image_dir = p.image_dirs.get(table, p.image_dir)
         if row is None:
             return Item(uri=f"{table}:{line}", reject=("bad_row", f"{table} line {line}: not a JSON object"))
-        name = str(row.get(p.image_column) or "").strip()
-        text = str(row.get(p.text_column) or "").strip()
+        name = str(_get(row, p.image_column) or "").strip()
+        text = str(_get(row, p.text_column) or "")
+        for marker in p.strip_text:
+            text = text.replace(marker, "")
+        text = text.strip()
         rel = f"{image_dir}/{name}{p.image_suffix}" if image_dir else f"{name}{p.image_suffix}"
         item = Item(uri=rel if name else f"{table}:{line}")
         if not name or not text:
@@ -64,11 +74,36 @@ class ImageText(Adapter):
             item.reject = (exc.reason, f"{table} line {line}: {exc.message}")
             return item
         item.texts = [Text(p.kind, text, p.language)]
-        item.split = p.table_splits.get(table)
+        item.split = (str(_get(row, p.split_column) or "") if p.split_column else "") or p.table_splits.get(table)
         return item
 
 
+def _get(row: dict, dotted: str):
+    """``a.1.b`` walks dicts by key and lists by index; a plain column name that contains dots wins."""
+    if dotted in row:
+        return row[dotted]
+    value = row
+    for part in dotted.split("."):
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return value
+
+
 def _rows(path: Path) -> Iterator[tuple[int, dict | None]]:
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise CardError(f"{path.name} is not valid JSON: {exc}") from None
+        if not isinstance(data, list):
+            raise CardError(f"{path.name}: expected a JSON array of objects")
+        for n, obj in enumerate(data):
+            yield n, obj if isinstance(obj, dict) else None
+        return
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         with open(path, encoding="utf-8") as fh:
             for n, line in enumerate(fh, start=1):

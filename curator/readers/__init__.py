@@ -23,6 +23,7 @@ class ReadOptions:
     plane: str = "axial"
     slice_step: int = 1
     slice_range: tuple[float, float] = (0.0, 1.0)
+    burned_in: str = "reject"  # DICOM BurnedInAnnotation YES: "reject" or "allow" (see readers.dicom)
 
 
 @dataclass
