@@ -114,6 +114,17 @@ CROSS_SECTIONAL: dict[str, str] = {
     "mass": "mass",
 }
 
+# HAM10000 / ISIC diagnostic abbreviations.
+DERMOSCOPY: dict[str, str] = {
+    "akiec": "actinic keratosis or intraepithelial carcinoma",
+    "bcc": "basal cell carcinoma",
+    "bkl": "benign keratosis-like lesion",
+    "df": "dermatofibroma",
+    "mel": "melanoma",
+    "nv": "melanocytic nevus",
+    "vasc": "vascular lesion",
+}
+
 GENERAL: dict[str, str] = {
     "no finding": "no finding",
     "no findings": "no finding",
@@ -127,6 +138,7 @@ DOMAINS: list[tuple[str | None, str | None, dict[str, str]]] = [
     ("X-ray", "chest", CHEST_XRAY),
     ("fundus photography", None, FUNDUS),
     ("fundus photography", "eye", FUNDUS),
+    ("dermoscopy", None, DERMOSCOPY),
     ("CT", None, CROSS_SECTIONAL),
     ("MRI", None, CROSS_SECTIONAL),
 ]

@@ -52,8 +52,11 @@ class ImageReport(Adapter):
         if not base.is_dir():
             raise CardError(f"{self.card.id}: images folder '{p.images_dir}' not found under {self.root}")
         exts = {e.lower() for e in p.extensions}
+        reports = (self.root / p.reports_dir).resolve()
         cache: dict[str, list[Text] | None] = {}
         for path in self.files(base):
+            if path.suffix.lower() == ".txt" and path.resolve().is_relative_to(reports):
+                continue  # reports unpacked beside the images are not inputs of their own
             item = Item(uri=self.rel(path), path=path)
             if path.suffix.lower() not in exts:
                 item.reject = ("unsupported_format", f"not one of {sorted(exts)}")

@@ -21,6 +21,7 @@ any other label is rejected ``unknown_label`` (a typo or a newer release).
 
 from __future__ import annotations
 
+import ast
 import csv
 import re
 from collections.abc import Iterator
@@ -48,7 +49,8 @@ class LabelCsvParams(Params):
     image_dir: str = Field("", description="Folder the paths are relative to, below the root.")
     label_columns: list[str] = Field(default_factory=list)
     label_column: str | None = None
-    separator: str = "|"
+    separator: str = Field("|", description="Splits label_column; a value like \"['a', 'b']\" is read as a list.")
+    image_suffix: str = Field("", description="Appended to the path column (HAM10000 names images without '.jpg').")
     uncertain: Literal["keep", "positive", "negative", "drop"] = "keep"
     patient_column: str | None = None
     patient_from_path: str | None = Field(None, description="Regex with one group taking the patient id from the path.")
@@ -94,6 +96,7 @@ class LabelCsv(Adapter):
         name = (row.get(p.path_column) or "").strip()
         if p.strip_prefix and name.startswith(p.strip_prefix):
             name = name[len(p.strip_prefix) :]
+        name = f"{name}{p.image_suffix}" if name else name
         rel = f"{p.image_dir}/{name}" if p.image_dir else name
         item = Item(uri=rel or f"{table}:{line}")
         if not name:
@@ -133,7 +136,7 @@ class LabelCsv(Adapter):
     def _labels(self, row: dict) -> list[Label]:
         p = self.params
         if p.label_column:
-            names = [x.strip() for x in (row.get(p.label_column) or "").split(p.separator)]
+            names = _split_labels(row.get(p.label_column) or "", p.separator)
             unknown = [x for x in names if x and p.known_labels and x not in p.known_labels]
             if unknown:
                 raise ReadError("unknown_label", f"label(s) {', '.join(unknown)} not in known_labels")
@@ -157,6 +160,19 @@ class LabelCsv(Adapter):
                 if line.strip():
                     out[line.strip()] = split
         return out
+
+
+def _split_labels(value: str, separator: str) -> list[str]:
+    """``A|B`` split on the separator; a Python/JSON list literal (FLAIR, PadChest) read as a list."""
+    value = value.strip()
+    if value.startswith("[") and value.endswith("]"):
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parsed = None
+        if isinstance(parsed, list):
+            return [str(x).strip() for x in parsed if str(x).strip()]
+    return [x.strip() for x in value.split(separator) if x.strip()]
 
 
 def _group(pattern: str | None, text: str) -> str | None:
