@@ -32,7 +32,9 @@ def test_rescale_then_header_window(tmp_path):
 
 
 def test_card_window_overrides_header_for_ct(tmp_path):
-    path = make_dicom(tmp_path / "ct.dcm", STORED, RescaleIntercept=-1024, RescaleSlope=1, WindowCenter=0, WindowWidth=1)
+    path = make_dicom(
+        tmp_path / "ct.dcm", STORED, RescaleIntercept=-1024, RescaleSlope=1, WindowCenter=0, WindowWidth=1
+    )
     [frame] = read(path, ReadOptions(ct_window=(-600.0, 1500.0)), fmt="dicom")
     hu = STORED.astype(float) - 1024
     np.testing.assert_allclose(frame.pixels, np.clip((hu - (-600 - 750)) / 1500, 0, 1), atol=1e-6)

@@ -137,7 +137,9 @@ def test_alpha_composited_on_black(tmp_path):
     rgba[..., 1] = 100
     rgba[:, :2, 3] = 255
     [frame] = read(_save(Image.fromarray(rgba, "RGBA"), tmp_path / "rgba.png"))
-    assert frame.pixels.shape == (4, 4, 3) and tuple(frame.pixels[0, 0]) == (0, 100, 0) and frame.pixels[0, 3].max() == 0
+    assert (
+        frame.pixels.shape == (4, 4, 3) and tuple(frame.pixels[0, 0]) == (0, 100, 0) and frame.pixels[0, 3].max() == 0
+    )
 
 
 def test_exif_orientation_applied(tmp_path):
@@ -175,7 +177,9 @@ def test_decompression_bomb_rejected_before_decoding(tmp_path):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b"")
+    png = (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b"")
+    )
     path = tmp_path / "bomb.png"
     path.write_bytes(png)
     with pytest.raises(ReadError) as err:

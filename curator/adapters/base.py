@@ -305,7 +305,11 @@ class Adapter:
     def _box_row(self, sample_id: str, box: Box, sx: float, sy: float, domain: tuple) -> dict:
         x0, y0, x1, y1 = box.box
         scaled = [round(x0 * sx, 2), round(y0 * sy, 2), round(x1 * sx, 2), round(y1 * sy, 2)]
-        payload = {"box": scaled, "coords": "output image pixels, xyxy, x right y down", "vocabulary": VOCABULARY_VERSION}
+        payload = {
+            "box": scaled,
+            "coords": "output image pixels, xyxy, x right y down",
+            "vocabulary": VOCABULARY_VERSION,
+        }
         label = canonical_label(box.label.native, *domain)
         return self._annotation(sample_id, "box", label, box.label.value, box.label.native, None, payload)
 
@@ -322,7 +326,9 @@ class Adapter:
 
     def _annotation(self, sample_id, kind, text, value, native, language, payload) -> dict:
         return {
-            "annotation_id": short_hash(sample_id, kind, text, value, native, language, json.dumps(payload, sort_keys=True)),
+            "annotation_id": short_hash(
+                sample_id, kind, text, value, native, language, json.dumps(payload, sort_keys=True)
+            ),
             "sample_id": sample_id,
             "source_id": self.card.id,
             "kind": kind,

@@ -42,7 +42,9 @@ class NiftiVolumes(Adapter):
         return ReadOptions(
             ct_window=self.card.image.window(),
             burned_in=self.card.image.burned_in,
-            plane=p.plane, slice_step=p.slice_step, slice_range=p.slice_range
+            plane=p.plane,
+            slice_step=p.slice_step,
+            slice_range=p.slice_range,
         )
 
     def items(self) -> Iterator[Item]:
@@ -88,7 +90,9 @@ class NiftiVolumes(Adapter):
                 label = Label(names.get(int(v), f"label {v}"))
                 rows, cols = np.nonzero(sl == v)
                 labels[k].append(label)
-                boxes[k].append(Box(label, (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)))
+                boxes[k].append(
+                    Box(label, (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1))
+                )
         return labels, boxes
 
 

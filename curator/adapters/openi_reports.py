@@ -9,7 +9,7 @@ Each image a report names is an item, carrying the report's FINDINGS and
 IMPRESSION (the INDICATION and COMPARISON sections are left out: they are
 where the publisher's ``XXXX`` de-identification sits thickest and they describe
 the request, not the image). MeSH ``major`` terms become labels (the first term
-of ``Cardiomegaly/borderline``; ``normal`` means no finding). A report that
+of ``Cardiomegaly/borderline``; the vocabulary maps ``normal`` to no finding). A report that
 names no image, or that is not well-formed XML, is one reject.
 """
 
@@ -87,7 +87,6 @@ class OpeniReports(Adapter):
             seen = set()
             for node in root.iter("major"):
                 term = (node.text or "").split("/")[0].strip()
-                term = "no finding" if term.lower() == "normal" else term
                 if term and term.lower() not in seen:
                     seen.add(term.lower())
                     labels.append(Label(term))
