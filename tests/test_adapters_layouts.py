@@ -250,3 +250,33 @@ def test_ingest_cli_mistakes_are_one_line(tmp_path):
     assert both.exit_code == 2 and "exactly one of --source" in both.output
     neither = runner.invoke(main, base)
     assert neither.exit_code == 2
+
+
+def test_blank_edge_slices_do_not_cost_the_volume(tmp_path):
+    """Zero-padded slices (common at the top and bottom of MRI) are skipped and counted, not rejected."""
+    import nibabel as nib
+
+    vol = np.zeros((16, 16, 6), np.float32)
+    vol[4:12, 4:12, 2:4] = np.random.default_rng(0).random((8, 8, 2)) + 1
+    (tmp_path / "imagesTr").mkdir()
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / "imagesTr" / "mr.nii.gz"))
+    (tmp_path / "dataset.json").write_text(
+        json.dumps({"modality": {"0": "MRI"}, "training": [{"image": "imagesTr/mr.nii.gz"}]})
+    )
+    stats, indexed, _ = _run(adhoc_card("nifti_volumes", tmp_path), tmp_path)
+    assert stats.indexed_items == 1 and stats.images == 2 and stats.blank_frames == 4
+    assert [r["frame_index"] for r in indexed[0].images] == [2, 3]
+    # both slices share the volume's intensity scale
+    windows = {json.loads(r["transform"])["window"]["from"] for r in indexed[0].images}
+    assert windows == {"volume percentile 0.5-99.5"}
+
+
+def test_multiframe_dicom_keeps_the_cards_frame_step(tmp_path):
+    from dicom_fixtures import make_dicom
+
+    frames = np.stack([np.arange(64, dtype=np.uint16).reshape(8, 8) + 10 * i for i in range(6)])
+    make_dicom(tmp_path / "cine" / "IM1", frames, modality="US", WindowCenter=60, WindowWidth=120)
+    card = adhoc_card("dicom_folder", tmp_path, params={"frame_step": 2})
+    _, indexed, _ = _run(card, tmp_path)
+    assert [r["frame_index"] for r in indexed[0].images] == [0, 2, 4]
+    assert len({r["sample_id"] for r in indexed[0].images}) == 3

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from curator.imaging import Encoded, normalise
 from curator.readers import ReadOptions
 from curator.registry import SourceCard
 from curator.vocab import VOCABULARY_VERSION, canonical_anatomy, canonical_label, canonical_modality
+
+log = logging.getLogger(__name__)
 
 SPLITS = {
     "train": "train",
@@ -108,6 +111,7 @@ class Stats:
     images: int = 0
     annotations: int = 0
     rejects: Counter = field(default_factory=Counter)
+    blank_frames: int = 0  # blank slices/frames skipped inside files that gave other images
 
     @property
     def rejected(self) -> int:
@@ -120,11 +124,19 @@ class Stats:
             "images": self.images,
             "annotations": self.annotations,
             "rejects": dict(sorted(self.rejects.items())),
+            "blank_frames": self.blank_frames,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Stats:
-        return cls(d["seen"], d["indexed_items"], d["images"], d["annotations"], Counter(d["rejects"]))
+        return cls(
+            d["seen"],
+            d["indexed_items"],
+            d["images"],
+            d["annotations"],
+            Counter(d["rejects"]),
+            d.get("blank_frames", 0),
+        )
 
 
 def short_hash(*parts: object, n: int = 16) -> str:
@@ -184,6 +196,7 @@ class Adapter:
         self._identifiers: dict[str, str] = {}
         # An image that several rows annotate is one sample with several annotations.
         self._samples: dict[str, list[tuple[str, int | None]]] = {}
+        self._blank_frames = 0
         for item in self.items():
             stats.seen += 1
             try:
@@ -199,6 +212,7 @@ class Adapter:
             stats.images += len(outcome.images)
             stats.annotations += len(outcome.annotations)
             yield outcome
+        stats.blank_frames += self._blank_frames
         for row in rejected:
             row["original_uri"] = self._redact(row["original_uri"])
             row["message"] = self._redact(row["message"])
@@ -244,8 +258,17 @@ class Adapter:
         split = SPLITS.get((item.split or "").lower()) or _split(settings, self.card.id, group)
 
         images, annotations, blobs = [], [], []
+        blank = 0
         for frame in frames:
-            enc = normalise(frame, self.card.image)
+            try:
+                enc = normalise(frame, self.card.image)
+            except ReadError as exc:
+                # A blank slice at the edge of a volume (air, zero padding) is not an image,
+                # but it must not cost the volume its other slices.
+                if exc.reason != "empty_image" or len(frames) == 1:
+                    raise
+                blank += 1
+                continue
             sample_id = f"{self.card.id}-{short_hash(self.card.id, uri, frame.index)}"
             modality = canonical_modality(item.modality or frame.meta.get("Modality") or self.card.modality)
             anatomy = canonical_anatomy(item.anatomy or _body_part(frame.meta) or self.card.anatomy)
@@ -283,6 +306,11 @@ class Adapter:
             h, w = frame.pixels.shape[:2]
             for box in (item.frame_boxes or {}).get(frame.index, []):
                 annotations.append(self._box_row(sample_id, box, enc.width / w, enc.height / h, domain))
+        if not images:
+            raise ReadError("empty_image", f"all {len(frames)} frames are blank after normalisation")
+        if blank:
+            self._blank_frames += blank
+            log.debug("%s: skipped %d blank frame(s) of %d", uri, blank, len(frames))
         self._samples[item.uri] = [(r["sample_id"], r["frame_index"], (r["modality"], r["anatomy"])) for r in images]
         return Indexed(item, images, annotations, blobs)
 

@@ -20,8 +20,8 @@ from pydantic import Field
 
 from curator.adapters.base import Adapter, Box, Item, Label, Params
 from curator.errors import CardError, ReadError
-from curator.readers import ReadOptions
-from curator.readers.nifti import PLANES, load_volume, slice_indices, take_slice
+from curator.readers import ReadOptions, slice_indices
+from curator.readers.nifti import PLANES, load_volume, take_slice
 
 
 class NiftiVolumesParams(Params):

@@ -80,6 +80,13 @@ def read(path: Path, options: ReadOptions | None = None, fmt: str | None = None)
     raise ReadError("unsupported_format", f"no reader for '{path.name}'")
 
 
+def slice_indices(n: int, options: ReadOptions) -> range:
+    """Indices of the slices (or frames) a card keeps: a fractional range, then a step."""
+    lo = int(round(options.slice_range[0] * n))
+    hi = max(lo + 1, int(round(options.slice_range[1] * n)))
+    return range(lo, min(hi, n), max(1, options.slice_step))
+
+
 def window_to_unit(values: np.ndarray, centre: float, width: float) -> np.ndarray:
     """Linear window (DICOM PS3.3 C.11.2.1.2 without the 0.5 offsets) to [0, 1]."""
     low = centre - width / 2.0

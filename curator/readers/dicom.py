@@ -40,7 +40,7 @@ from pydicom.misc import is_dicom
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 
 from curator.errors import ReadError
-from curator.readers import Frame, ReadOptions, percentile_to_unit, window_to_unit
+from curator.readers import Frame, ReadOptions, percentile_to_unit, slice_indices, window_to_unit
 
 # Attributes copied into the index: acquisition facts, nothing that identifies a person
 # (none of them is in the PS3.15 Annex E basic profile).
@@ -120,12 +120,17 @@ def read_dicom(path: Path, options: ReadOptions) -> list[Frame]:
     nframes = int(ds.get("NumberOfFrames", 1) or 1)
     spp = int(ds.get("SamplesPerPixel", 1) or 1)
     frames = list(arr) if nframes > 1 else [arr]
+    # Multi-frame objects (enhanced CT/MR volumes, cine loops) keep the card's frame step and
+    # range, the same rule as NIfTI slicing, so a 300-frame cine does not flood the corpus.
+    keep = set(slice_indices(nframes, options)) if nframes > 1 else {0}
     meta = {k: _plain(ds.get(k)) for k in SAFE_ATTRIBUTES if k in ds}
     meta["TransferSyntax"] = getattr(ts, "name", None)
     meta["format"] = "dicom"
 
     out = []
     for i, frame in enumerate(frames):
+        if i not in keep:
+            continue
         attrs = frame_attributes(ds, i)
         try:
             pixels, transform = _display(frame, ds, attrs, photometric, spp, options)

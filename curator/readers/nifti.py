@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from curator.errors import ReadError
-from curator.readers import Frame, ReadOptions, percentile_to_unit, window_to_unit
+from curator.readers import Frame, ReadOptions, slice_indices, window_to_unit
 
 PLANES = {"sagittal": 0, "coronal": 1, "axial": 2}
 
@@ -72,10 +72,18 @@ def _first_volume(img) -> np.ndarray:
     return np.asanyarray(img.dataobj[..., 0], dtype=np.float32)
 
 
-def slice_indices(n: int, options: ReadOptions) -> range:
-    lo = int(round(options.slice_range[0] * n))
-    hi = max(lo + 1, int(round(options.slice_range[1] * n)))
-    return range(lo, min(hi, n), max(1, options.slice_step))
+def _volume_range(volume: np.ndarray) -> tuple[float, float]:
+    """0.5-99.5 percentiles over the whole volume, so every slice of it shares one intensity scale.
+
+    Large volumes are subsampled on a fixed grid (deterministic) to keep this cheap.
+    """
+    step = max(1, round((volume.size / 8_000_000) ** (1 / 3)))
+    sample = volume[::step, ::step, ::step]
+    finite = sample[np.isfinite(sample)]
+    if finite.size == 0:
+        raise ReadError("empty_image", "volume has no finite values")
+    lo, hi = (float(x) for x in np.percentile(finite, [0.5, 99.5]))
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 
 def take_slice(volume: np.ndarray, plane: str, k: int) -> np.ndarray:
@@ -105,6 +113,7 @@ def read_nifti(path: Path, options: ReadOptions) -> list[Frame]:
     axis = PLANES[options.plane]
     frames = []
     spacing = slice_spacing(zooms, options.plane)
+    window = None if options.ct_window else _volume_range(volume)
     for k in slice_indices(volume.shape[axis], options):
         sl = take_slice(volume, options.plane, k)
         if options.ct_window:
@@ -112,11 +121,9 @@ def read_nifti(path: Path, options: ReadOptions) -> list[Frame]:
             unit = window_to_unit(sl, c, w)
             transform = {"window": {"centre": c, "width": w, "from": "card"}}
         else:
-            if float(np.nanmax(sl)) == float(np.nanmin(sl)):
-                unit, transform = np.zeros(sl.shape, np.float32), {"window": {"from": "constant slice"}}
-            else:
-                unit, (lo, hi) = percentile_to_unit(sl)
-                transform = {"window": {"low": lo, "high": hi, "from": "percentile 0.5-99.5"}}
+            lo, hi = window
+            unit = np.clip((np.nan_to_num(sl, nan=lo) - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+            transform = {"window": {"low": lo, "high": hi, "from": "volume percentile 0.5-99.5"}}
         transform.update({"orientation": "RAS canonical, radiological display", "voxel_mm": list(zooms)})
         frames.append(
             Frame(
