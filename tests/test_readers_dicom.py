@@ -174,3 +174,21 @@ def test_every_pydicom_file_yields_images_or_a_reason():
         outcomes["ok"] = outcomes.get("ok", 0) + 1
     assert outcomes["ok"] >= 80
     assert {"no_pixels", "not_dicom", "truncated", "undecodable_syntax"} <= set(outcomes)
+
+
+def test_ybr_colour_matches_the_rgb_original():
+    """The same picture stored RGB and YBR_FULL / YBR_FULL_422 (JPEG baseline) decodes to the same colours."""
+    ref = read(PYDICOM_FILES / "SC_rgb_dcmtk_+eb+cr.dcm", ReadOptions(), fmt="dicom")[0].pixels
+    assert tuple(ref[5, 5]) == (1.0, 0.0, 0.0)
+    for name in ("SC_rgb_dcmtk_+eb+cy+n1.dcm", "SC_rgb_dcmtk_+eb+cy+s2.dcm", "SC_ybr_full_422_uncompressed.dcm"):
+        pixels = read(PYDICOM_FILES / name, ReadOptions(), fmt="dicom")[0].pixels
+        assert float(np.abs(pixels - ref).mean()) < 0.02, name
+
+
+def test_pixel_padding_is_black_and_left_out_of_the_percentile_window(tmp_path):
+    stored = np.array([[0, 0, 100, 200, 300, 400]], dtype=np.uint16)
+    path = make_dicom(tmp_path / "pad.dcm", stored, modality="MR", photometric="MONOCHROME1", PixelPaddingValue=0)
+    [frame] = read(path, ReadOptions(), fmt="dicom")
+    assert frame.pixels[0, 0] == 0.0 and frame.pixels[0, 1] == 0.0  # black even though MONOCHROME1
+    assert frame.transform["window"]["low"] >= 100  # the window ignored the padding
+    assert frame.pixels[0, 2] == 1.0  # lowest real value: brightest in MONOCHROME1

@@ -207,12 +207,30 @@ def _display(frame, ds, attrs, photometric, spp, options) -> tuple[np.ndarray, d
         unit = voi_window(values, c, w, function)
         transform["window"] = {"centre": c, "width": w, "function": function, "from": "header"}
     else:
-        unit, (lo, hi) = percentile_to_unit(values)
+        pad = _padding(frame, ds)
+        unit, (lo, hi) = percentile_to_unit(np.where(pad, np.nan, values) if pad is not None else values)
         transform["window"] = {"low": lo, "high": hi, "from": "percentile 0.5-99.5"}
     if photometric == "MONOCHROME1":
         unit = 1.0 - unit
         transform["inverted"] = "MONOCHROME1"
+    pad = _padding(frame, ds)
+    if pad is not None and pad.any():
+        # Pixel Padding (outside the scanned field) shows as black, whatever the photometric.
+        unit = np.where(pad, 0.0, unit)
+        transform["padding"] = "Pixel Padding Value shown black"
     return unit.astype(np.float32), transform
+
+
+def _padding(frame: np.ndarray, ds: Dataset) -> np.ndarray | None:
+    """Stored values marked as padding (PS3.3 C.7.5.1.1.2), or None when the object declares none."""
+    value = ds.get("PixelPaddingValue")
+    if value is None or not isinstance(value, int | np.integer):
+        return None
+    limit = ds.get("PixelPaddingRangeLimit")
+    if isinstance(limit, int | np.integer):
+        lo, hi = sorted((int(value), int(limit)))
+        return (frame >= lo) & (frame <= hi)
+    return frame == int(value)
 
 
 def voi_window(values: np.ndarray, centre: float, width: float, function: str = "LINEAR") -> np.ndarray:
