@@ -192,3 +192,26 @@ def test_pixel_padding_is_black_and_left_out_of_the_percentile_window(tmp_path):
     assert frame.pixels[0, 0] == 0.0 and frame.pixels[0, 1] == 0.0  # black even though MONOCHROME1
     assert frame.transform["window"]["low"] >= 100  # the window ignored the padding
     assert frame.pixels[0, 2] == 1.0  # lowest real value: brightest in MONOCHROME1
+
+
+def test_jpeg_lossless_decodes_exactly(tmp_path):
+    """JPEG Lossless (process 14, and its selection value 1): made with GDCM's encoder, read through pydicom."""
+    gdcm = pytest.importorskip("gdcm")
+    ref = read(PYDICOM_FILES / "MR_small.dcm", ReadOptions(), fmt="dicom")[0].pixels
+    for syntax in (gdcm.TransferSyntax.JPEGLosslessProcess14_1, gdcm.TransferSyntax.JPEGLosslessProcess14):
+        reader = gdcm.ImageReader()
+        reader.SetFileName(str(PYDICOM_FILES / "MR_small.dcm"))
+        assert reader.Read()
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(syntax))
+        change.SetInput(reader.GetImage())
+        assert change.Change()
+        writer = gdcm.ImageWriter()
+        writer.SetFile(reader.GetFile())
+        writer.SetImage(change.GetOutput())
+        out = tmp_path / f"ll_{syntax}.dcm"
+        writer.SetFileName(str(out))
+        assert writer.Write()
+        [frame] = read(out, ReadOptions(), fmt="dicom")
+        assert frame.meta["TransferSyntax"].startswith("JPEG Lossless")
+        np.testing.assert_array_equal(frame.pixels, ref)
