@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pydicom
 import pytest
 from dicom_fixtures import CHARSET_FILES, PYDICOM_FILES, functional_group, make_dicom
 from pydicom.sequence import Sequence
@@ -215,3 +216,13 @@ def test_jpeg_lossless_decodes_exactly(tmp_path):
         [frame] = read(out, ReadOptions(), fmt="dicom")
         assert frame.meta["TransferSyntax"].startswith("JPEG Lossless")
         np.testing.assert_array_equal(frame.pixels, ref)
+
+
+def test_huge_header_geometry_rejected_before_decoding(tmp_path):
+    path = make_dicom(tmp_path / "big.dcm", STORED)
+    ds = pydicom.dcmread(path)
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 30000, 30000, 2000
+    ds.save_as(path)
+    with pytest.raises(ReadError) as err:
+        read(path, ReadOptions(), fmt="dicom")
+    assert err.value.reason == "decompression_bomb"

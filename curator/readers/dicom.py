@@ -55,6 +55,10 @@ SAFE_ATTRIBUTES = (
     "NumberOfFrames",
 )
 
+# Same per-image limit as raster files; the total bounds a multi-frame object (~4 GB as float32).
+MAX_PIXELS = 64_000_000
+MAX_SAMPLES = 1_000_000_000
+
 # Functional group macros holding what a frame needs for display.
 _GROUP_ATTRIBUTES = {
     "PixelValueTransformationSequence": ("RescaleSlope", "RescaleIntercept", "RescaleType"),
@@ -101,6 +105,8 @@ def read_dicom(path: Path, options: ReadOptions) -> list[Frame]:
         raise ReadError("no_pixels", f"no Pixel Data (SOP class {sop})", identity)
     if str(ds.get("BurnedInAnnotation", "")).upper() == "YES" and options.burned_in != "allow":
         raise ReadError("burned_in_annotation", "BurnedInAnnotation is YES and the card does not allow it", identity)
+    with _quiet_pydicom():
+        _check_size(ds, identity)
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     ts_name = f"{ts.name} ({ts})" if ts is not None else "unknown transfer syntax"
     if ts is not None and ts.is_compressed and not _decoder_available(ts):
@@ -147,6 +153,20 @@ def read_dicom(path: Path, options: ReadOptions) -> list[Frame]:
             )
         )
     return out
+
+
+def _check_size(ds: Dataset, identity: dict) -> None:
+    """Refuse what the header says would not fit in memory before decoding a byte (a crafted Rows/Columns)."""
+    try:
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    except (TypeError, ValueError) as exc:
+        raise ReadError("corrupt", f"image geometry unreadable: {exc}", identity) from None
+    if rows * cols > MAX_PIXELS or rows * cols * frames * samples > MAX_SAMPLES:
+        raise ReadError(
+            "decompression_bomb", f"{frames} frame(s) of {cols}x{rows}x{samples} exceed the safety limit", identity
+        )
 
 
 def frame_attributes(ds: Dataset, index: int) -> dict:
