@@ -113,7 +113,7 @@ def _nest(dotted: str, value) -> dict:
 
 def image_text(adapter: Adapter, root: Path) -> None:
     p = adapter.params
-    for t, table in enumerate(p.tables):
+    for t, table in enumerate(p.tables or ["pairs.jsonl"]):
         folder = p.image_dirs.get(table, p.image_dir)
         rows = []
         for i in range(3):
@@ -242,7 +242,7 @@ BUILDERS = {
 GENERIC_PARAMS = {
     "class_folders": {"levels": ["split", "label"]},
     "label_csv": {"csv": ["labels.csv"], "path_column": "path", "label_column": "labels"},
-    "image_text": {"tables": ["pairs.jsonl"]},
+    "image_text": {},  # tables discovered in the root
     "image_report": {"images_dir": "files", "reports_dir": "reports", "extensions": [".png"]},
     "openi_reports": {},
     "nifti_volumes": {},

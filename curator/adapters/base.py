@@ -55,7 +55,7 @@ class Label:
 
 @dataclass
 class Text:
-    kind: str  # caption | report | question | answer
+    kind: str  # caption | report
     text: str
     language: str
     payload: dict = field(default_factory=dict)
@@ -155,6 +155,8 @@ class Adapter:
     name: ClassVar[str]
     version: ClassVar[str] = "1"
     Params: ClassVar[type[BaseModel]] = Params
+    # True for table layouts where several rows may name one image (captions, label tables).
+    rows_repeat: ClassVar[bool] = False
 
     def __init__(self, card: SourceCard, root: Path):
         self.card = card
@@ -194,8 +196,9 @@ class Adapter:
         # file (a patient ID that names a folder) can be redacted from all of them.
         rejected: list[dict] = []
         self._identifiers: dict[str, str] = {}
-        # An image that several rows annotate is one sample with several annotations.
-        self._samples: dict[str, list[tuple[str, int | None]]] = {}
+        # An image that several rows annotate is one sample with several annotations
+        # (kept only for layouts whose rows can repeat an image: it costs memory per image).
+        self._samples: dict[str, tuple[list[tuple], set[str]]] = {}
         self._blank_frames = 0
         for item in self.items():
             stats.seen += 1
@@ -240,8 +243,8 @@ class Adapter:
     def _index(self, item: Item, settings: IngestSettings, key: bytes, options: ReadOptions) -> Indexed:
         if item.path is None:
             raise ReadError("missing_file", f"'{item.uri}' names no file")
-        if item.uri in self._samples:
-            return self._more_annotations(item, self._samples[item.uri])
+        if self.rows_repeat and item.uri in self._samples:
+            return self._more_annotations(item, *self._samples[item.uri])
         frames = readers.read(item.path, options, fmt=item.fmt)
         if not frames:
             raise ReadError("no_pixels", "no frames in file")
@@ -311,14 +314,19 @@ class Adapter:
         if blank:
             self._blank_frames += blank
             log.debug("%s: skipped %d blank frame(s) of %d", uri, blank, len(frames))
-        self._samples[item.uri] = [(r["sample_id"], r["frame_index"], (r["modality"], r["anatomy"])) for r in images]
+        if self.rows_repeat:
+            frames_of = [(r["sample_id"], r["frame_index"], (r["modality"], r["anatomy"])) for r in images]
+            self._samples[item.uri] = (frames_of, {a["annotation_id"] for a in annotations})
         return Indexed(item, images, annotations, blobs)
 
-    def _more_annotations(self, item: Item, samples: list) -> Indexed:
-        """A later row naming an image already indexed: its annotations join the existing sample(s)."""
+    def _more_annotations(self, item: Item, samples: list[tuple], seen: set[str]) -> Indexed:
+        """A later row naming an image already indexed: its new annotations join the existing sample(s)."""
         annotations = []
         for sample_id, index, domain in samples:
-            annotations += self._item_annotations(item, sample_id, index, domain)
+            for row in self._item_annotations(item, sample_id, index, domain):
+                if row["annotation_id"] not in seen:
+                    seen.add(row["annotation_id"])
+                    annotations.append(row)
         return Indexed(item, [], annotations, [])
 
     def _item_annotations(self, item: Item, sample_id: str, index: int | None, domain: tuple) -> list[dict]:

@@ -23,7 +23,10 @@ from curator.errors import CardError, ReadError
 
 
 class ImageTextParams(Params):
-    tables: list[str] = Field(min_length=1, description="CSV or JSONL files, relative to the root.")
+    tables: list[str] = Field(
+        default_factory=list,
+        description="CSV, JSONL or JSON files, relative to the root; empty: every such file directly in the root.",
+    )
     image_column: str = "image"
     text_column: str = "caption"
     image_dir: str = Field("", description="Folder the image names are relative to, below the root.")
@@ -41,10 +44,16 @@ class ImageTextParams(Params):
 class ImageText(Adapter):
     name = "image_text"
     version = "1"
+    rows_repeat = True
     Params = ImageTextParams
 
     def items(self) -> Iterator[Item]:
-        for table in self.params.tables:
+        tables = self.params.tables or sorted(
+            p.name for p in self.root.iterdir() if p.suffix.lower() in (".csv", ".jsonl", ".ndjson", ".json")
+        )
+        if not tables:
+            raise CardError(f"{self.card.id}: no CSV/JSONL/JSON table in {self.root}; set the 'tables' parameter")
+        for table in tables:
             path = self.root / table
             if not path.is_file():
                 raise CardError(f"{self.card.id}: table '{table}' not found under {self.root}")

@@ -72,6 +72,7 @@ class LabelCsvParams(Params):
 class LabelCsv(Adapter):
     name = "label_csv"
     version = "1"
+    rows_repeat = True
     Params = LabelCsvParams
 
     def items(self) -> Iterator[Item]:

@@ -35,6 +35,7 @@ class OpeniReportsParams(Params):
 class OpeniReports(Adapter):
     name = "openi_reports"
     version = "1"
+    rows_repeat = True
     Params = OpeniReportsParams
 
     def items(self) -> Iterator[Item]:
