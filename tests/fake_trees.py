@@ -123,6 +123,10 @@ def image_text(adapter: Adapter, root: Path) -> None:
             row.update(_nest(p.text_column, f"<image> Axial CT {i} of the chest. " if p.strip_text else f"Caption {i}"))
             if p.split_column:
                 row[p.split_column] = "train"
+            if p.kind == "vqa":
+                row[p.answer_column or "answer"] = ["yes", "left lung", "CT"][i]
+            if p.language_column:
+                row[p.language_column] = ["en", "zh", "en"][i]
             rows.append(row)
         rows.append({**rows[0], **_nest(p.text_column, "A second caption for the same image.")})
         rows.append({**rows[0], p.image_column: "../../etc/passwd"})

@@ -280,3 +280,14 @@ def test_multiframe_dicom_keeps_the_cards_frame_step(tmp_path):
     _, indexed, _ = _run(card, tmp_path)
     assert [r["frame_index"] for r in indexed[0].images] == [0, 2, 4]
     assert len({r["sample_id"] for r in indexed[0].images}) == 3
+
+
+def test_vqa_pairs_keep_answer_and_row_language(tmp_path):
+    card = _card("slake")
+    BUILDERS["image_text"](adapter_class("image_text")(card, tmp_path), tmp_path)
+    _, indexed, rejects = _run(card, tmp_path)
+    vqa = [a for o in indexed for a in o.annotations]
+    assert {a["kind"] for a in vqa} == {"vqa"} and {a["language"] for a in vqa} == {"en", "zh"}
+    answers = {json.loads(a["payload"])["answer"] for a in vqa}
+    assert {"yes", "left lung", "CT"} <= answers
+    assert {r["split"] for o in indexed for r in o.images} == {"train", "val", "test"}

@@ -3,7 +3,9 @@
 One row names one image and its text. ROCOv2 names images by ``ID`` without an
 extension, hence ``image_suffix``; LLaVA-Med's JSON keeps the caption inside a
 conversation, hence dotted column paths (``conversations.1.value``); Quilt-1M
-carries its split in a column (``split_column``). Rows whose image is missing or
+carries its split in a column (``split_column``). Visual question answering sets
+(VQA-RAD, SLAKE) use ``kind = "vqa"``: the text column is the question, the answer
+goes in the annotation's payload, and ``language_column`` gives each row's language. Rows whose image is missing or
 whose path escapes the root are rejected with the row's line (or array index).
 Several rows naming one image make one sample with several captions.
 """
@@ -33,7 +35,11 @@ class ImageTextParams(Params):
     image_dirs: dict[str, str] = Field(default_factory=dict, description="Per-table image folder (ROCOv2).")
     image_suffix: str = Field("", description="Appended to the image column (ROCOv2: '.jpg').")
     language: str = "en"
-    kind: Literal["caption", "report"] = "caption"
+    kind: Literal["caption", "report", "vqa"] = Field(
+        "caption", description="vqa: text_column is the question and answer_column its answer (VQA-RAD, SLAKE)."
+    )
+    answer_column: str | None = Field(None, description="With kind = vqa: the answer column.")
+    language_column: str | None = Field(None, description="Per-row language code (SLAKE's q_lang).")
     table_splits: dict[str, str] = Field(default_factory=dict)
     split_column: str | None = Field(None, description="Column holding train/val/test per row (Quilt-1M).")
     strip_text: list[str] = Field(
@@ -82,7 +88,15 @@ class ImageText(Adapter):
         except ReadError as exc:
             item.reject = (exc.reason, f"{table} line {line}: {exc.message}")
             return item
-        item.texts = [Text(p.kind, text, p.language)]
+        language = (str(_get(row, p.language_column) or "") if p.language_column else "") or p.language
+        payload = {}
+        if p.kind == "vqa":
+            answer = str(_get(row, p.answer_column or "answer") or "").strip()
+            if not answer:
+                item.reject = ("bad_row", f"{table} line {line}: empty {p.answer_column or 'answer'}")
+                return item
+            payload = {"answer": answer}
+        item.texts = [Text(p.kind, text, language, payload)]
         item.split = (str(_get(row, p.split_column) or "") if p.split_column else "") or p.table_splits.get(table)
         return item
 
