@@ -65,7 +65,9 @@ class Text:
 class Box:
     """A labelled region in the *reader's* frame pixels (x right, y down, [x0, y0, x1, y1) exclusive end).
 
-    The base scales it to the output image's pixel coordinates after any resize.
+    The base scales it to the output image's pixel coordinates after any resize and
+    attaches it to the matching label annotation's payload (``boxes``): a box is
+    where a label is, so it lives on the label rather than as a free-standing text.
     """
 
     label: Label
@@ -305,10 +307,9 @@ class Adapter:
             )
             blobs.append(enc)
             domain = (modality, anatomy)
-            annotations += self._item_annotations(item, sample_id, frame.index, domain)
             h, w = frame.pixels.shape[:2]
-            for box in (item.frame_boxes or {}).get(frame.index, []):
-                annotations.append(self._box_row(sample_id, box, enc.width / w, enc.height / h, domain))
+            boxes = _scaled_boxes((item.frame_boxes or {}).get(frame.index, []), enc.width / w, enc.height / h)
+            annotations += self._item_annotations(item, sample_id, frame.index, domain, boxes)
         if not images:
             raise ReadError("empty_image", f"all {len(frames)} frames are blank after normalisation")
         if blank:
@@ -329,35 +330,25 @@ class Adapter:
                     annotations.append(row)
         return Indexed(item, [], annotations, [])
 
-    def _item_annotations(self, item: Item, sample_id: str, index: int | None, domain: tuple) -> list[dict]:
+    def _item_annotations(
+        self, item: Item, sample_id: str, index: int | None, domain: tuple, boxes: dict | None = None
+    ) -> list[dict]:
         labels = list(item.labels)
         if item.frame_labels is not None:
             labels += item.frame_labels.get(index, [])
-        rows = [self._label_row(sample_id, label, domain) for label in labels]
+        rows = [self._label_row(sample_id, label, domain, (boxes or {}).get(label.native)) for label in labels]
         for text in item.texts:
             rows.append(self._annotation(sample_id, text.kind, text.text, None, None, text.language, text.payload))
         return rows
 
-    def _box_row(self, sample_id: str, box: Box, sx: float, sy: float, domain: tuple) -> dict:
-        x0, y0, x1, y1 = box.box
-        scaled = [round(x0 * sx, 2), round(y0 * sy, 2), round(x1 * sx, 2), round(y1 * sy, 2)]
-        payload = {
-            "box": scaled,
-            "coords": "output image pixels, xyxy, x right y down",
-            "vocabulary": VOCABULARY_VERSION,
-        }
-        label = canonical_label(box.label.native, *domain)
-        return self._annotation(sample_id, "box", label, box.label.value, box.label.native, None, payload)
-
-    def _label_row(self, sample_id: str, label: Label, domain: tuple) -> dict:
+    def _label_row(self, sample_id: str, label: Label, domain: tuple, boxes: list | None = None) -> dict:
+        """A label in the shared vocabulary; a mask-derived label carries its boxes in the payload."""
+        payload: dict = {"vocabulary": VOCABULARY_VERSION}
+        if boxes:
+            payload.update({"boxes": boxes, "box_coords": "output image pixels, [x0, y0, x1, y1), x right, y down"})
+        native = label.native
         return self._annotation(
-            sample_id,
-            "label",
-            canonical_label(label.native, *domain),
-            label.value,
-            label.native,
-            None,
-            {"vocabulary": VOCABULARY_VERSION},
+            sample_id, "label", canonical_label(native, *domain), label.value, native, None, payload
         )
 
     def _annotation(self, sample_id, kind, text, value, native, language, payload) -> dict:
@@ -374,6 +365,17 @@ class Adapter:
             "language": language,
             "payload": json.dumps(payload, sort_keys=True, ensure_ascii=False),
         }
+
+
+def _scaled_boxes(boxes: list[Box], sx: float, sy: float) -> dict[str, list[list[float]]]:
+    """Boxes from reader-frame pixels to output-image pixels, grouped by native label."""
+    out: dict[str, list[list[float]]] = {}
+    for b in boxes:
+        x0, y0, x1, y1 = b.box
+        out.setdefault(b.label.native, []).append(
+            [round(x0 * sx, 2), round(y0 * sy, 2), round(x1 * sx, 2), round(y1 * sy, 2)]
+        )
+    return out
 
 
 def _keyed(key: bytes, source_id: str, kind: str, value) -> str | None:
