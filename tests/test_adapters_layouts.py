@@ -291,3 +291,14 @@ def test_vqa_pairs_keep_answer_and_row_language(tmp_path):
     answers = {json.loads(a["payload"])["answer"] for a in vqa}
     assert {"yes", "left lung", "CT"} <= answers
     assert {r["split"] for o in indexed for r in o.images} == {"train", "val", "test"}
+
+
+def test_sources_list_shows_licence_and_access_of_real_cards():
+    result = CliRunner().invoke(main, ["sources", "list"])
+    assert result.exit_code == 0
+    lines = {line.split()[0]: line for line in result.output.splitlines()[1:]}
+    assert "credentialed" in lines["mimic_cxr"] and "PhysioNet-Credentialed-Health-Data" in lines["mimic_cxr"]
+    assert "on-request" in lines["chexpert"] and "on-request" in lines["radimagenet"]
+    assert "open" in lines["nih_chestxray14"] and "CC-BY-SA-4.0" in lines["msd_liver"]
+    for required in ("pmc_oa", "quilt_1m", "llava_med", "rocov2", "openi", "mm_retinal", "flair_fundus"):
+        assert required in lines
