@@ -65,6 +65,17 @@ def test_radiological_display_and_canonical_orientation(tmp_path):
     np.testing.assert_array_equal(read(lps, ReadOptions(), fmt="nifti")[2].pixels, sl)
 
 
+def test_coronal_and_sagittal_display(tmp_path):
+    data = np.zeros((8, 6, 4), np.float32)
+    data[0, 3, 3] = 100  # patient's right, superior
+    data[4, 5, 0] = 50  # anterior, inferior
+    path = _nifti(tmp_path / "v.nii.gz", data)
+    coronal = read(path, ReadOptions(plane="coronal"), fmt="nifti")[3].pixels
+    assert coronal.shape == (4, 8) and np.unravel_index(np.argmax(coronal), coronal.shape) == (0, 0)  # top, viewer left
+    sagittal = read(path, ReadOptions(plane="sagittal"), fmt="nifti")[4].pixels
+    assert sagittal.shape == (4, 6) and np.unravel_index(np.argmax(sagittal), sagittal.shape) == (3, 0)  # anterior left
+
+
 def test_anisotropic_voxels_keep_physical_aspect(tmp_path):
     rng = np.random.default_rng(0)
     path = _nifti(tmp_path / "aniso.nii", rng.random((20, 16, 5)).astype(np.float32), zooms=(1.0, 1.0, 4.0))
