@@ -28,7 +28,7 @@ class ClassFoldersParams(Params):
 
 class ClassFolders(Adapter):
     name = "class_folders"
-    version = "1"
+    version = "2"
     Params = ClassFoldersParams
 
     def items(self) -> Iterator[Item]:

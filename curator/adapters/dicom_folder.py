@@ -25,7 +25,7 @@ class DicomFolderParams(Params):
 
 class DicomFolder(Adapter):
     name = "dicom_folder"
-    version = "1"
+    version = "2"
     Params = DicomFolderParams
 
     def read_options(self) -> ReadOptions:

@@ -49,7 +49,7 @@ class ImageTextParams(Params):
 
 class ImageText(Adapter):
     name = "image_text"
-    version = "1"
+    version = "2"
     rows_repeat = True
     Params = ImageTextParams
 
