@@ -28,7 +28,7 @@ class ClassFoldersParams(Params):
 
 class ClassFolders(Adapter):
     name = "class_folders"
-    version = "2"
+    version = "1"
     Params = ClassFoldersParams
 
     def items(self) -> Iterator[Item]:

@@ -25,7 +25,7 @@ class DicomFolderParams(Params):
 
 class DicomFolder(Adapter):
     name = "dicom_folder"
-    version = "2"
+    version = "1"
     Params = DicomFolderParams
 
     def read_options(self) -> ReadOptions:

@@ -49,7 +49,7 @@ class ImageTextParams(Params):
 
 class ImageText(Adapter):
     name = "image_text"
-    version = "2"
+    version = "1"
     rows_repeat = True
     Params = ImageTextParams
 

@@ -71,7 +71,7 @@ class LabelCsvParams(Params):
 
 class LabelCsv(Adapter):
     name = "label_csv"
-    version = "2"
+    version = "1"
     rows_repeat = True
     Params = LabelCsvParams
 

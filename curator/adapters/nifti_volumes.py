@@ -34,7 +34,7 @@ class NiftiVolumesParams(Params):
 
 class NiftiVolumes(Adapter):
     name = "nifti_volumes"
-    version = "2"
+    version = "1"
     Params = NiftiVolumesParams
 
     def read_options(self) -> ReadOptions:
