@@ -16,6 +16,7 @@ import importlib
 import os
 import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -250,8 +251,14 @@ def adhoc_card(adapter: str, root: Path, *, source_id: str | None = None, **fiel
         card = SourceCard.model_validate(data)
     except ValidationError as exc:
         raise CardError(f"--adapter {adapter}: {_fmt_validation(exc)}") from None
+    model = adapter_class(adapter).Params
+    # On the command line a list parameter may be given as plain text: "a.csv,b.csv".
+    for name, value in list(params.items()):
+        field = model.model_fields.get(name)
+        if field is not None and isinstance(value, str) and typing.get_origin(field.annotation) is list:
+            params[name] = [v.strip() for v in value.split(",") if v.strip()]
     try:
-        adapter_class(adapter).Params.model_validate(params)
+        model.model_validate(params)
     except ValidationError as exc:
         raise CardError(f"--adapter {adapter}: --param {_fmt_validation(exc)}") from None
-    return card
+    return card.model_copy(update={"adapter": AdapterSpec(name=adapter, params=params)})

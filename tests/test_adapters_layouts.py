@@ -302,3 +302,8 @@ def test_sources_list_shows_licence_and_access_of_real_cards():
     assert "open" in lines["nih_chestxray14"] and "CC-BY-SA-4.0" in lines["msd_liver"]
     for required in ("pmc_oa", "quilt_1m", "llava_med", "rocov2", "openi", "mm_retinal", "flair_fundus"):
         assert required in lines
+
+
+def test_list_parameters_accept_plain_text_on_the_command_line(tmp_path):
+    card = adhoc_card("label_csv", tmp_path, params={"csv": "a.csv,b.csv", "label_column": "labels"})
+    assert card.adapter.params["csv"] == ["a.csv", "b.csv"]
