@@ -16,6 +16,7 @@ import importlib
 import os
 import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +30,8 @@ ADAPTERS: dict[str, str] = {
     "image_text": "curator.adapters.image_text:ImageText",
     "dicom_folder": "curator.adapters.dicom_folder:DicomFolder",
     "nifti_volumes": "curator.adapters.nifti_volumes:NiftiVolumes",
+    "image_report": "curator.adapters.image_report:ImageReport",
+    "openi_reports": "curator.adapters.openi_reports:OpeniReports",
 }
 
 # Named CT windows (centre, width) in Hounsfield units, the usual radiology presets.
@@ -54,14 +57,32 @@ class AdapterSpec(Strict):
 
 
 class ImagePolicy(Strict):
-    """How every image of a source is normalised and encoded.
+    """How every image of a source is normalised and encoded. The policy, stated once:
 
-    Policy, stated once: DICOM pixels go through the modality LUT (rescale), then a
-    VOI LUT or window (the card's ``ct_window`` for CT, else the header's first
-    window, else the 0.5-99.5 percentile range), then MONOCHROME1 inversion, then
-    quantisation to ``bit_depth``. NIfTI slices use ``ct_window`` for CT or the
-    percentile range otherwise. PNG/JPEG inputs keep their values when no resize
-    is needed and the depth matches. 16-bit output applies to greyscale only.
+    - **DICOM**, per frame in the standard's order: decode; modality LUT (Modality
+      LUT Sequence, else Rescale Slope/Intercept, per frame for enhanced
+      multi-frame objects); VOI: the card's ``ct_window`` for CT, else the VOI LUT
+      Sequence, else the header's first Window Centre/Width with its VOI LUT
+      Function (LINEAR, LINEAR_EXACT, SIGMOID), else the 0.5-99.5 percentile range;
+      MONOCHROME1 inverted *after* windowing; then quantised to ``bit_depth``.
+      RGB/YBR/palette colour becomes 8-bit RGB. Multi-frame files give one image
+      per frame. Files flagged BurnedInAnnotation=YES are rejected
+      (``burned_in_annotation``) unless ``burned_in = "allow"``.
+    - **NIfTI**: reoriented to RAS+, sliced along the adapter's plane; displayed
+      radiologically (patient right on the viewer's left, anterior/superior up);
+      scl_slope/inter applied; ``ct_window`` for CT, else percentile 0.5-99.5 per
+      slice; 4D volumes use the first volume (t=0 / first channel); free-text
+      header fields (descrip, aux_file, intent_name) are never read.
+    - **PNG/JPEG/TIFF**: EXIF orientation applied; grey+alpha and RGBA composited on
+      black; 8- and 16-bit values kept exactly when no resize is needed and the
+      output depth matches; images above 64 megapixels rejected
+      (``decompression_bomb``).
+    - **Geometry**: anisotropic pixels (DICOM Pixel Spacing / Imager Pixel Spacing /
+      Pixel Aspect Ratio, NIfTI voxel sizes) are resampled to square pixels, then
+      the longest side is limited to ``max_side`` (Lanczos). Boxes are given in the
+      output image's pixel coordinates.
+    - 16-bit output applies to greyscale PNG only; colour and JPEG are 8-bit.
+      The transform actually applied is recorded as JSON on each image row.
     """
 
     format: Literal["png", "jpeg"] = Field("png", description="Encoded output format.")
@@ -73,6 +94,11 @@ class ImagePolicy(Strict):
     ct_window: str | tuple[float, float] | None = Field(
         None,
         description="CT window: a preset name (lung, mediastinum, abdomen, liver, bone, brain) or [centre, width].",
+    )
+
+    burned_in: Literal["reject", "allow"] = Field(
+        "reject",
+        description="DICOM with BurnedInAnnotation=YES: reject (default) or allow when the publisher scrubbed pixels.",
     )
 
     @field_validator("ct_window")
@@ -193,3 +219,46 @@ def adapter_class(name: str):
         raise UnknownAdapterError(f"unknown adapter '{name}' (known: {', '.join(sorted(ADAPTERS))})") from None
     module, _, cls = target.partition(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def adhoc_card(adapter: str, root: Path, *, source_id: str | None = None, **fields: Any) -> SourceCard:
+    """A card for a generic adapter run without a registry file (``curator ingest --adapter``).
+
+    Fields left out get conservative defaults: licence ``LicenseRef-unspecified`` and
+    access ``on-request``, so nothing un-described is ever treated as open data.
+    """
+    params = fields.pop("params", None) or {}
+    image = fields.pop("image", None) or {}
+    sid = source_id or re.sub(r"[^a-z0-9]+", "_", f"{adapter}_{Path(root).resolve().name}".lower()).strip("_")
+    if not sid or not sid[0].isalpha():
+        sid = f"src_{sid}"
+    data = {
+        "id": sid,
+        "name": fields.pop("name", None) or f"{Path(root).name} (ingested with --adapter {adapter})",
+        "version": fields.pop("version", None) or "unversioned",
+        "license": fields.pop("license", None) or "LicenseRef-unspecified",
+        "access": fields.pop("access", None) or "on-request",
+        "citation": fields.pop("citation", None) or "not given (ingested without a source card)",
+        "modality": fields.pop("modality", None) or "mixed",
+        "anatomy": fields.pop("anatomy", None) or "unspecified",
+        "department": fields.pop("department", None) or "unspecified",
+        "adapter": {"name": adapter, "params": params},
+        "image": image,
+        "notes": "Made on the command line by `curator ingest --adapter`; no registry card describes this source.",
+    }
+    data.update({k: v for k, v in fields.items() if v is not None})
+    try:
+        card = SourceCard.model_validate(data)
+    except ValidationError as exc:
+        raise CardError(f"--adapter {adapter}: {_fmt_validation(exc)}") from None
+    model = adapter_class(adapter).Params
+    # On the command line a list parameter may be given as plain text: "a.csv,b.csv".
+    for name, value in list(params.items()):
+        field = model.model_fields.get(name)
+        if field is not None and isinstance(value, str) and typing.get_origin(field.annotation) is list:
+            params[name] = [v.strip() for v in value.split(",") if v.strip()]
+    try:
+        model.model_validate(params)
+    except ValidationError as exc:
+        raise CardError(f"--adapter {adapter}: --param {_fmt_validation(exc)}") from None
+    return card.model_copy(update={"adapter": AdapterSpec(name=adapter, params=params)})

@@ -130,4 +130,8 @@ REASONS = {
     "bad_layout": "a file sits where the layout expects none (e.g. above the class folders)",
     "decompression_bomb": "image dimensions exceed the safety limit",
     "empty_image": "image has no variation after normalisation",
+    "burned_in_annotation": "DICOM BurnedInAnnotation is YES and the card does not allow it (PHI may be in the pixels)",
+    "unknown_label": "a row or folder names a label outside the card's known_labels",
+    "missing_report": "an image whose study has no report file (image_report with require_report)",
+    "mask_mismatch": "a segmentation mask's shape differs from its image's",
 }

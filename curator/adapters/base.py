@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,7 +27,9 @@ from curator.errors import ReadError
 from curator.imaging import Encoded, normalise
 from curator.readers import ReadOptions
 from curator.registry import SourceCard
-from curator.vocab import canonical_anatomy, canonical_label, canonical_modality
+from curator.vocab import VOCABULARY_VERSION, canonical_anatomy, canonical_label, canonical_modality
+
+log = logging.getLogger(__name__)
 
 SPLITS = {
     "train": "train",
@@ -55,6 +58,20 @@ class Text:
     kind: str  # caption | report
     text: str
     language: str
+    payload: dict = field(default_factory=dict)
+
+
+@dataclass
+class Box:
+    """A labelled region in the *reader's* frame pixels (x right, y down, [x0, y0, x1, y1) exclusive end).
+
+    The base scales it to the output image's pixel coordinates after any resize and
+    attaches it to the matching label annotation's payload (``boxes``): a box is
+    where a label is, so it lives on the label rather than as a free-standing text.
+    """
+
+    label: Label
+    box: tuple[float, float, float, float]
 
 
 @dataclass
@@ -71,6 +88,7 @@ class Item:
     study_id: str | None = None
     split: str | None = None
     frame_labels: dict[int, list[Label]] | None = None
+    frame_boxes: dict[int, list[Box]] | None = None
     fmt: str | None = None
     reject: tuple[str, str] | None = None
 
@@ -95,6 +113,7 @@ class Stats:
     images: int = 0
     annotations: int = 0
     rejects: Counter = field(default_factory=Counter)
+    blank_frames: int = 0  # blank slices/frames skipped inside files that gave other images
 
     @property
     def rejected(self) -> int:
@@ -107,11 +126,19 @@ class Stats:
             "images": self.images,
             "annotations": self.annotations,
             "rejects": dict(sorted(self.rejects.items())),
+            "blank_frames": self.blank_frames,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Stats:
-        return cls(d["seen"], d["indexed_items"], d["images"], d["annotations"], Counter(d["rejects"]))
+        return cls(
+            d["seen"],
+            d["indexed_items"],
+            d["images"],
+            d["annotations"],
+            Counter(d["rejects"]),
+            d.get("blank_frames", 0),
+        )
 
 
 def short_hash(*parts: object, n: int = 16) -> str:
@@ -130,6 +157,8 @@ class Adapter:
     name: ClassVar[str]
     version: ClassVar[str] = "1"
     Params: ClassVar[type[BaseModel]] = Params
+    # True for table layouts where several rows may name one image (captions, label tables).
+    rows_repeat: ClassVar[bool] = False
 
     def __init__(self, card: SourceCard, root: Path):
         self.card = card
@@ -141,7 +170,7 @@ class Adapter:
         raise NotImplementedError
 
     def read_options(self) -> ReadOptions:
-        return ReadOptions(ct_window=self.card.image.window())
+        return ReadOptions(ct_window=self.card.image.window(), burned_in=self.card.image.burned_in)
 
     # -- helpers for subclasses --------------------------------------------------
     def files(self, under: Path | None = None) -> list[Path]:
@@ -169,6 +198,10 @@ class Adapter:
         # file (a patient ID that names a folder) can be redacted from all of them.
         rejected: list[dict] = []
         self._identifiers: dict[str, str] = {}
+        # An image that several rows annotate is one sample with several annotations
+        # (kept only for layouts whose rows can repeat an image: it costs memory per image).
+        self._samples: dict[str, tuple[list[tuple], set[str]]] = {}
+        self._blank_frames = 0
         for item in self.items():
             stats.seen += 1
             try:
@@ -184,6 +217,7 @@ class Adapter:
             stats.images += len(outcome.images)
             stats.annotations += len(outcome.annotations)
             yield outcome
+        stats.blank_frames += self._blank_frames
         for row in rejected:
             row["original_uri"] = self._redact(row["original_uri"])
             row["message"] = self._redact(row["message"])
@@ -211,6 +245,8 @@ class Adapter:
     def _index(self, item: Item, settings: IngestSettings, key: bytes, options: ReadOptions) -> Indexed:
         if item.path is None:
             raise ReadError("missing_file", f"'{item.uri}' names no file")
+        if self.rows_repeat and item.uri in self._samples:
+            return self._more_annotations(item, *self._samples[item.uri])
         frames = readers.read(item.path, options, fmt=item.fmt)
         if not frames:
             raise ReadError("no_pixels", "no frames in file")
@@ -227,8 +263,17 @@ class Adapter:
         split = SPLITS.get((item.split or "").lower()) or _split(settings, self.card.id, group)
 
         images, annotations, blobs = [], [], []
+        blank = 0
         for frame in frames:
-            enc = normalise(frame, self.card.image)
+            try:
+                enc = normalise(frame, self.card.image)
+            except ReadError as exc:
+                # A blank slice at the edge of a volume (air, zero padding) is not an image,
+                # but it must not cost the volume its other slices.
+                if exc.reason != "empty_image" or len(frames) == 1:
+                    raise
+                blank += 1
+                continue
             sample_id = f"{self.card.id}-{short_hash(self.card.id, uri, frame.index)}"
             modality = canonical_modality(item.modality or frame.meta.get("Modality") or self.card.modality)
             anatomy = canonical_anatomy(item.anatomy or _body_part(frame.meta) or self.card.anatomy)
@@ -261,29 +306,56 @@ class Adapter:
                 }
             )
             blobs.append(enc)
-            labels = list(item.labels)
-            if item.frame_labels is not None:
-                labels += item.frame_labels.get(frame.index, [])
-            for label in labels:
-                annotations.append(self._label_row(sample_id, label))
-            for text in item.texts:
-                annotations.append(self._annotation(sample_id, text.kind, text.text, None, None, text.language, {}))
+            domain = (modality, anatomy)
+            h, w = frame.pixels.shape[:2]
+            boxes = _scaled_boxes((item.frame_boxes or {}).get(frame.index, []), enc.width / w, enc.height / h)
+            annotations += self._item_annotations(item, sample_id, frame.index, domain, boxes)
+        if not images:
+            raise ReadError("empty_image", f"all {len(frames)} frames are blank after normalisation")
+        if blank:
+            self._blank_frames += blank
+            log.debug("%s: skipped %d blank frame(s) of %d", uri, blank, len(frames))
+        if self.rows_repeat:
+            frames_of = [(r["sample_id"], r["frame_index"], (r["modality"], r["anatomy"])) for r in images]
+            self._samples[item.uri] = (frames_of, {a["annotation_id"] for a in annotations})
         return Indexed(item, images, annotations, blobs)
 
-    def _label_row(self, sample_id: str, label: Label) -> dict:
+    def _more_annotations(self, item: Item, samples: list[tuple], seen: set[str]) -> Indexed:
+        """A later row naming an image already indexed: its new annotations join the existing sample(s)."""
+        annotations = []
+        for sample_id, index, domain in samples:
+            for row in self._item_annotations(item, sample_id, index, domain):
+                if row["annotation_id"] not in seen:
+                    seen.add(row["annotation_id"])
+                    annotations.append(row)
+        return Indexed(item, [], annotations, [])
+
+    def _item_annotations(
+        self, item: Item, sample_id: str, index: int | None, domain: tuple, boxes: dict | None = None
+    ) -> list[dict]:
+        labels = list(item.labels)
+        if item.frame_labels is not None:
+            labels += item.frame_labels.get(index, [])
+        rows = [self._label_row(sample_id, label, domain, (boxes or {}).get(label.native)) for label in labels]
+        for text in item.texts:
+            rows.append(self._annotation(sample_id, text.kind, text.text, None, None, text.language, text.payload))
+        return rows
+
+    def _label_row(self, sample_id: str, label: Label, domain: tuple, boxes: list | None = None) -> dict:
+        """A label in the shared vocabulary; a mask-derived label carries its boxes in the payload."""
+        payload: dict = {"vocabulary": VOCABULARY_VERSION}
+        if boxes:
+            payload.update({"boxes": boxes, "box_coords": "output image pixels, [x0, y0, x1, y1), x right, y down"})
+        native = label.native
         return self._annotation(
-            sample_id,
-            "label",
-            canonical_label(label.native),
-            label.value,
-            label.native,
-            None,
-            {"vocabulary": "curator-v1"},
+            sample_id, "label", canonical_label(native, *domain), label.value, native, None, payload
         )
 
     def _annotation(self, sample_id, kind, text, value, native, language, payload) -> dict:
         return {
-            "annotation_id": short_hash(sample_id, kind, text, value, native, language),
+            "annotation_id": short_hash(
+                sample_id, kind, text, value, native, language, json.dumps(payload, sort_keys=True)
+            ),
             "sample_id": sample_id,
             "source_id": self.card.id,
             "kind": kind,
@@ -293,6 +365,17 @@ class Adapter:
             "language": language,
             "payload": json.dumps(payload, sort_keys=True, ensure_ascii=False),
         }
+
+
+def _scaled_boxes(boxes: list[Box], sx: float, sy: float) -> dict[str, list[list[float]]]:
+    """Boxes from reader-frame pixels to output-image pixels, grouped by native label."""
+    out: dict[str, list[list[float]]] = {}
+    for b in boxes:
+        x0, y0, x1, y1 = b.box
+        out.setdefault(b.label.native, []).append(
+            [round(x0 * sx, 2), round(y0 * sy, 2), round(x1 * sx, 2), round(y1 * sy, 2)]
+        )
+    return out
 
 
 def _keyed(key: bytes, source_id: str, kind: str, value) -> str | None:

@@ -2,7 +2,8 @@
 
 ``levels`` names what each folder level means, e.g. RadImageNet's
 ``["modality", "anatomy", "label"]``. Every file is an item: a file at the wrong
-depth is rejected as ``bad_layout``, a non-image as ``unsupported_format``.
+depth is rejected as ``bad_layout``, a non-image as ``unsupported_format``, and a
+class folder outside ``known_labels`` (when the card sets it) as ``unknown_label``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ Level = Literal["label", "modality", "anatomy", "split", "patient", "ignore"]
 class ClassFoldersParams(Params):
     levels: list[Level] = Field(default_factory=lambda: ["label"], min_length=1)
     subdir: str = Field("", description="Folder below the root where the levels start.")
+    known_labels: list[str] = Field(
+        default_factory=list, description="If set, a folder naming another label is rejected."
+    )
 
 
 class ClassFolders(Adapter):
@@ -41,7 +45,9 @@ class ClassFolders(Adapter):
                 yield item
                 continue
             for level, value in zip(self.params.levels, parts[:-1], strict=True):
-                if level == "label":
+                if level == "label" and self.params.known_labels and value not in self.params.known_labels:
+                    item.reject = ("unknown_label", f"class folder '{value}' is not in known_labels")
+                elif level == "label":
                     item.labels.append(Label(value))
                 elif level == "modality":
                     item.modality = value

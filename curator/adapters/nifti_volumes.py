@@ -1,8 +1,12 @@
 """NIfTI volumes with a labels file: the Medical Segmentation Decathlon layout.
 
 ``dataset.json`` lists ``training`` pairs (image, label mask) and names the
-mask values (``labels``) and the modality. Each volume is sliced (plane, step and
-range from the card); a slice's labels are the mask values present in it.
+mask values (``labels``; MSD's ``{"0": "background", ...}`` or nnU-Net v2's
+``{"background": 0, ...}``) and the modality. Each volume is sliced (plane, step
+and range from the card); a slice's labels are the mask values present in it,
+and each present value also becomes a box: the bounding box of that value's
+pixels in the slice, which the adapter base scales to the output image's pixels.
+A mask whose shape differs from its image is rejected ``mask_mismatch``.
 4D images use their first channel (see readers.nifti).
 """
 
@@ -14,10 +18,10 @@ from collections.abc import Iterator
 import numpy as np
 from pydantic import Field
 
-from curator.adapters.base import Adapter, Item, Label, Params
+from curator.adapters.base import Adapter, Box, Item, Label, Params
 from curator.errors import CardError, ReadError
-from curator.readers import ReadOptions
-from curator.readers.nifti import PLANES, load_volume, slice_indices, take_slice
+from curator.readers import ReadOptions, slice_indices
+from curator.readers.nifti import PLANES, load_volume, take_slice
 
 
 class NiftiVolumesParams(Params):
@@ -36,7 +40,11 @@ class NiftiVolumes(Adapter):
     def read_options(self) -> ReadOptions:
         p = self.params
         return ReadOptions(
-            ct_window=self.card.image.window(), plane=p.plane, slice_step=p.slice_step, slice_range=p.slice_range
+            ct_window=self.card.image.window(),
+            burned_in=self.card.image.burned_in,
+            plane=p.plane,
+            slice_step=p.slice_step,
+            slice_range=p.slice_range,
         )
 
     def items(self) -> Iterator[Item]:
@@ -47,7 +55,7 @@ class NiftiVolumes(Adapter):
             meta = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise CardError(f"{self.card.id}: {self.params.dataset_json} is not valid JSON: {exc}") from None
-        names = {int(k): v for k, v in meta.get("labels", {}).items()}
+        names = _label_names(meta.get("labels", {}))
         modality = next(iter(meta.get("modality", {}).values()), None)
         entries = [(e.get("image"), e.get("label"), None) for e in meta.get("training", [])]
         if self.params.include_test:
@@ -58,16 +66,43 @@ class NiftiVolumes(Adapter):
                 item.path = self.resolve(str(image))
                 item.uri = self.rel(item.path)
                 if label:
-                    item.frame_labels = self._slice_labels(self.resolve(str(label)), names)
+                    item.frame_labels, item.frame_boxes = self._slice_labels(item.path, self.resolve(str(label)), names)
             except ReadError as exc:
                 item.reject = (exc.reason, exc.message)
             yield item
 
-    def _slice_labels(self, mask_path, names: dict[int, str]) -> dict[int, list[Label]]:
+    def _slice_labels(self, image_path, mask_path, names: dict[int, str]):
+        from curator.readers.nifti import volume_shape
+
         mask, _ = load_volume(mask_path)
+        shape = volume_shape(image_path)
+        if tuple(mask.shape[:3]) != tuple(shape[:3]):
+            raise ReadError("mask_mismatch", f"mask shape {mask.shape[:3]} differs from image shape {shape[:3]}")
         plane = self.params.plane
-        out: dict[int, list[Label]] = {}
+        labels: dict[int, list[Label]] = {}
+        boxes: dict[int, list[Box]] = {}
         for k in slice_indices(mask.shape[PLANES[plane]], self.read_options()):
-            values = np.unique(np.rint(take_slice(mask, plane, k)).astype(int))
-            out[k] = [Label(names.get(int(v), f"label {v}")) for v in values if v != 0]
-        return out
+            sl = np.rint(take_slice(mask, plane, k)).astype(int)
+            labels[k], boxes[k] = [], []
+            for v in np.unique(sl):
+                if v == 0:
+                    continue
+                label = Label(names.get(int(v), f"label {v}"))
+                rows, cols = np.nonzero(sl == v)
+                labels[k].append(label)
+                boxes[k].append(
+                    Box(label, (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1))
+                )
+        return labels, boxes
+
+
+def _label_names(labels: dict) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for k, v in labels.items():
+        if str(k).lstrip("-").isdigit():
+            out[int(k)] = str(v)
+        elif isinstance(v, int):
+            out[v] = str(k)
+        elif isinstance(v, list) and v and isinstance(v[0], int):  # nnU-Net v2 region labels
+            out[v[0]] = str(k)
+    return out

@@ -23,6 +23,7 @@ class ReadOptions:
     plane: str = "axial"
     slice_step: int = 1
     slice_range: tuple[float, float] = (0.0, 1.0)
+    burned_in: str = "reject"  # DICOM BurnedInAnnotation YES: "reject" or "allow" (see readers.dicom)
 
 
 @dataclass
@@ -77,6 +78,13 @@ def read(path: Path, options: ReadOptions | None = None, fmt: str | None = None)
 
         return read_nifti(path, options)
     raise ReadError("unsupported_format", f"no reader for '{path.name}'")
+
+
+def slice_indices(n: int, options: ReadOptions) -> range:
+    """Indices of the slices (or frames) a card keeps: a fractional range, then a step."""
+    lo = int(round(options.slice_range[0] * n))
+    hi = max(lo + 1, int(round(options.slice_range[1] * n)))
+    return range(lo, min(hi, n), max(1, options.slice_step))
 
 
 def window_to_unit(values: np.ndarray, centre: float, width: float) -> np.ndarray:

@@ -1,28 +1,49 @@
-"""DICOM through pydicom, in the standard's order.
+"""DICOM through pydicom, in the standard's order (PS3.3 C.7.6.3, C.11.1, C.11.2).
 
-decode -> modality LUT (rescale slope/intercept) -> VOI LUT or window -> MONOCHROME1
-inversion -> float [0, 1]. Quantisation to the output depth happens in imaging.
+Per frame: decode -> modality LUT (Modality LUT Sequence, else Rescale
+Slope/Intercept) -> VOI (the card's CT window for CT, else the VOI LUT Sequence,
+else Window Centre/Width with its VOI LUT Function, else the 0.5-99.5 percentile
+range) -> MONOCHROME1 inversion *after* windowing -> float [0, 1]. Quantisation to
+the output depth happens in :mod:`curator.imaging`.
+
+Enhanced multi-frame objects (Enhanced CT/MR/XA, ...) keep rescale, window and
+pixel spacing in the Per-Frame and Shared Functional Groups; pydicom's helpers
+read only the top level, so :func:`frame_attributes` looks them up per frame
+(per-frame group, then shared group, then top level).
+
+Colour: RGB as stored; YBR_* converted to RGB by pydicom's decoders; PALETTE
+COLOR through its LUTs, scaled by the LUT's own bit depth.
+
+Burned-in annotation policy: a file whose BurnedInAnnotation is "YES" may show
+patient names or dates in its pixels, which no header scrub removes, so it is
+rejected ``burned_in_annotation`` unless the card sets ``image.burned_in = "allow"``
+(for sources whose pixels were de-identified by their publisher).
+
 Only a short allow-list of non-identifying attributes leaves this module in
 ``Frame.meta``; PatientID and StudyInstanceUID leave in ``Frame.identity`` to be
-hashed by the adapter base.
+hashed by the adapter base, and patient names only to redact them from paths.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.misc import is_dicom
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_color_lut, apply_modality_lut
 
 from curator.errors import ReadError
-from curator.readers import Frame, ReadOptions, percentile_to_unit, window_to_unit
+from curator.readers import Frame, ReadOptions, percentile_to_unit, slice_indices, window_to_unit
 
-# Attributes copied into the index: acquisition facts, nothing that identifies a person.
+# Attributes copied into the index: acquisition facts, nothing that identifies a person
+# (none of them is in the PS3.15 Annex E basic profile).
 SAFE_ATTRIBUTES = (
     "Modality",
     "BodyPartExamined",
@@ -31,6 +52,32 @@ SAFE_ATTRIBUTES = (
     "Columns",
     "BitsStored",
     "SamplesPerPixel",
+    "NumberOfFrames",
+)
+
+# Same per-image limit as raster files; the total bounds a multi-frame object (~4 GB as float32).
+MAX_PIXELS = 64_000_000
+MAX_SAMPLES = 1_000_000_000
+
+# Functional group macros holding what a frame needs for display.
+_GROUP_ATTRIBUTES = {
+    "PixelValueTransformationSequence": ("RescaleSlope", "RescaleIntercept", "RescaleType"),
+    "FrameVOILUTSequence": ("WindowCenter", "WindowWidth", "VOILUTFunction"),
+    "PixelMeasuresSequence": ("PixelSpacing",),
+}
+
+# Exceptions pydicom and its decoder plugins raise for damaged or unsupported pixel data.
+_DECODE_ERRORS = (
+    ValueError,
+    EOFError,
+    RuntimeError,
+    NotImplementedError,
+    TypeError,
+    IndexError,
+    KeyError,
+    OSError,
+    AttributeError,
+    struct.error,
 )
 
 
@@ -44,47 +91,57 @@ def _decoder_available(ts) -> bool:
 
 
 def read_dicom(path: Path, options: ReadOptions) -> list[Frame]:
+    # force=True would turn any file into a garbage dataset: check the preamble first.
     if not is_dicom(path):
         raise ReadError("not_dicom", "no DICM preamble")
     try:
-        ds = pydicom.dcmread(path)
-    except (InvalidDicomError, EOFError, ValueError, OSError, KeyError) as exc:
+        with _quiet_pydicom():
+            ds = pydicom.dcmread(path)
+    except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError, struct.error) as exc:
         raise ReadError("corrupt", f"cannot parse DICOM: {exc}") from None
-    name = ds.get("PatientName")
-    identity = {
-        "patient": _plain(ds.get("PatientID")),
-        "study": _plain(ds.get("StudyInstanceUID")),
-        # used only to redact these strings from file paths, never stored
-        "names": [str(x) for x in (getattr(name, "family_name", None), getattr(name, "given_name", None)) if x],
-    }
-    if "PixelData" not in ds:
-        raise ReadError("no_pixels", f"no Pixel Data (SOP class {ds.get('SOPClassUID', 'unknown')})", identity)
+    identity = _identity(ds)
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        sop = getattr(ds.get("SOPClassUID"), "name", ds.get("SOPClassUID", "unknown"))
+        raise ReadError("no_pixels", f"no Pixel Data (SOP class {sop})", identity)
+    if str(ds.get("BurnedInAnnotation", "")).upper() == "YES" and options.burned_in != "allow":
+        raise ReadError("burned_in_annotation", "BurnedInAnnotation is YES and the card does not allow it", identity)
+    with _quiet_pydicom():
+        _check_size(ds, identity)
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    ts_name = f"{ts.name} ({ts})" if ts is not None else "unknown transfer syntax"
     if ts is not None and ts.is_compressed and not _decoder_available(ts):
-        raise ReadError("undecodable_syntax", f"no decoder installed for {ts.name} ({ts})", identity)
+        raise ReadError("undecodable_syntax", f"no decoder installed for {ts_name}", identity)
     try:
         with _quiet_pydicom():
             arr = ds.pixel_array
-    except (ValueError, EOFError) as exc:
+    except _DECODE_ERRORS as exc:
         text = str(exc).lower()
-        reason = "truncated" if any(w in text for w in ("less than expected", "length", "short")) else "corrupt"
-        raise ReadError(reason, f"pixel data: {exc}", identity) from None
-    except (RuntimeError, NotImplementedError) as exc:
-        raise ReadError("undecodable_syntax", f"{getattr(ts, 'name', ts)}: {exc}", identity) from None
+        if any(w in text for w in ("less than expected", "shorter than", "insufficient", "end of file", "truncat")):
+            raise ReadError("truncated", f"pixel data: {exc}", identity) from None
+        if ts is not None and ts.is_compressed:
+            raise ReadError("undecodable_syntax", f"{ts_name}: {exc}", identity) from None
+        raise ReadError("corrupt", f"pixel data: {exc}", identity) from None
 
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     nframes = int(ds.get("NumberOfFrames", 1) or 1)
     spp = int(ds.get("SamplesPerPixel", 1) or 1)
-    frames = [arr] if nframes == 1 else list(arr)
+    frames = list(arr) if nframes > 1 else [arr]
+    # Multi-frame objects (enhanced CT/MR volumes, cine loops) keep the card's frame step and
+    # range, the same rule as NIfTI slicing, so a 300-frame cine does not flood the corpus.
+    keep = set(slice_indices(nframes, options)) if nframes > 1 else {0}
     meta = {k: _plain(ds.get(k)) for k in SAFE_ATTRIBUTES if k in ds}
     meta["TransferSyntax"] = getattr(ts, "name", None)
     meta["format"] = "dicom"
-    spacing = ds.get("PixelSpacing")
-    spacing = (float(spacing[0]), float(spacing[1])) if spacing and len(spacing) == 2 else None
 
     out = []
     for i, frame in enumerate(frames):
-        pixels, transform = _display(frame, ds, photometric, spp, options, i if nframes > 1 else 0)
+        if i not in keep:
+            continue
+        attrs = frame_attributes(ds, i)
+        try:
+            pixels, transform = _display(frame, ds, attrs, photometric, spp, options)
+        except (ValueError, IndexError, KeyError, TypeError) as exc:
+            raise ReadError("corrupt", f"frame {i}: cannot apply LUTs: {exc}", identity) from None
         out.append(
             Frame(
                 pixels=pixels,
@@ -92,47 +149,159 @@ def read_dicom(path: Path, options: ReadOptions) -> list[Frame]:
                 meta=meta,
                 transform=transform,
                 identity=identity,
-                pixel_spacing=spacing,
+                pixel_spacing=_spacing(ds, attrs),
             )
         )
     return out
 
 
-def _display(frame, ds, photometric, spp, options, index) -> tuple[np.ndarray, dict]:
+def _check_size(ds: Dataset, identity: dict) -> None:
+    """Refuse what the header says would not fit in memory before decoding a byte (a crafted Rows/Columns)."""
+    try:
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    except (TypeError, ValueError) as exc:
+        raise ReadError("corrupt", f"image geometry unreadable: {exc}", identity) from None
+    if rows * cols > MAX_PIXELS or rows * cols * frames * samples > MAX_SAMPLES:
+        raise ReadError(
+            "decompression_bomb", f"{frames} frame(s) of {cols}x{rows}x{samples} exceed the safety limit", identity
+        )
+
+
+def frame_attributes(ds: Dataset, index: int) -> dict:
+    """Rescale, window and spacing for one frame: per-frame group, then shared group, then top level."""
+    found: dict = {}
+    for groups_name in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+        groups = ds.get(groups_name)
+        if not groups:
+            continue
+        group = groups[index] if groups_name.startswith("PerFrame") and index < len(groups) else groups[0]
+        for macro, names in _GROUP_ATTRIBUTES.items():
+            seq = group.get(macro)
+            if not seq:
+                continue
+            for name in names:
+                if name not in found and name in seq[0]:
+                    found[name] = seq[0][name].value
+    for names in _GROUP_ATTRIBUTES.values():
+        for name in names:
+            if name not in found and name in ds:
+                found[name] = ds[name].value
+    return found
+
+
+def _display(frame, ds, attrs, photometric, spp, options) -> tuple[np.ndarray, dict]:
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(frame, ds)
-        scale = 65535.0 if rgb.max() > 255 else 255.0
-        return (rgb.astype(np.float32) / scale), {"colour": "palette LUT applied"}
+        desc = ds.get("RedPaletteColorLookupTableDescriptor") or [0, 0, 16]
+        top = float(2 ** int(desc[2]) - 1) if int(desc[2]) in (8, 16) else float(rgb.max() or 1)
+        return np.clip(rgb.astype(np.float32) / top, 0, 1), {"colour": "palette LUT applied"}
     if spp == 3:
-        # pydicom converts YBR to RGB when decoding (as_rgb default)
+        # pydicom's decoders return YBR_* as RGB (as_rgb defaults to True)
         bits = int(ds.get("BitsStored", 8) or 8)
         return frame.astype(np.float32) / float(2**bits - 1), {"colour": f"{photometric} as RGB"}
 
     transform: dict = {}
-    values = apply_modality_lut(frame, ds).astype(np.float32)
-    if "RescaleSlope" in ds or "ModalityLUTSequence" in ds:
-        transform["modality_lut"] = "applied"
+    if "ModalityLUTSequence" in ds:
+        values = apply_modality_lut(frame, ds).astype(np.float32)
+        transform["modality_lut"] = "Modality LUT Sequence"
+    else:
+        slope = float(attrs.get("RescaleSlope", 1.0) or 1.0)
+        intercept = float(attrs.get("RescaleIntercept", 0.0) or 0.0)
+        values = frame.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+        if (slope, intercept) != (1.0, 0.0):
+            transform["modality_lut"] = {"slope": slope, "intercept": intercept}
+
     modality = str(ds.get("Modality", ""))
     if modality == "CT" and options.ct_window:
         c, w = options.ct_window
         unit = window_to_unit(values, c, w)
         transform["window"] = {"centre": c, "width": w, "from": "card"}
     elif "VOILUTSequence" in ds:
-        lut_out = apply_voi_lut(values, ds, index=0).astype(np.float32)
-        unit = _minmax(lut_out)
-        transform["window"] = {"from": "VOI LUT sequence"}
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
-        c = float(_first(ds.WindowCenter))
-        w = float(_first(ds.WindowWidth))
-        unit = window_to_unit(values, c, w)
-        transform["window"] = {"centre": c, "width": w, "from": "header"}
+        unit = _voi_lut(values, ds.VOILUTSequence[0])
+        transform["window"] = {"from": "VOI LUT Sequence"}
+    elif attrs.get("WindowCenter") is not None and attrs.get("WindowWidth") is not None:
+        c, w = float(_first(attrs["WindowCenter"])), float(_first(attrs["WindowWidth"]))
+        function = str(attrs.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+        unit = voi_window(values, c, w, function)
+        transform["window"] = {"centre": c, "width": w, "function": function, "from": "header"}
     else:
-        unit, (lo, hi) = percentile_to_unit(values)
+        pad = _padding(frame, ds)
+        unit, (lo, hi) = percentile_to_unit(np.where(pad, np.nan, values) if pad is not None else values)
         transform["window"] = {"low": lo, "high": hi, "from": "percentile 0.5-99.5"}
     if photometric == "MONOCHROME1":
         unit = 1.0 - unit
         transform["inverted"] = "MONOCHROME1"
-    return unit, transform
+    pad = _padding(frame, ds)
+    if pad is not None and pad.any():
+        # Pixel Padding (outside the scanned field) shows as black, whatever the photometric.
+        unit = np.where(pad, 0.0, unit)
+        transform["padding"] = "Pixel Padding Value shown black"
+    return unit.astype(np.float32), transform
+
+
+def _padding(frame: np.ndarray, ds: Dataset) -> np.ndarray | None:
+    """Stored values marked as padding (PS3.3 C.7.5.1.1.2), or None when the object declares none."""
+    value = ds.get("PixelPaddingValue")
+    if value is None or not isinstance(value, int | np.integer):
+        return None
+    limit = ds.get("PixelPaddingRangeLimit")
+    if isinstance(limit, int | np.integer):
+        lo, hi = sorted((int(value), int(limit)))
+        return (frame >= lo) & (frame <= hi)
+    return frame == int(value)
+
+
+def voi_window(values: np.ndarray, centre: float, width: float, function: str = "LINEAR") -> np.ndarray:
+    """Window to [0, 1] with the VOI LUT Function of PS3.3 C.11.2.1.2-3 (output range scaled to 1)."""
+    if function == "SIGMOID":
+        return (1.0 / (1.0 + np.exp(-4.0 * (values - centre) / max(width, 1e-6)))).astype(np.float32)
+    if function == "LINEAR_EXACT":
+        return window_to_unit(values, centre, width)
+    # LINEAR: the standard's 0.5 offsets; width must be >= 1
+    width = max(width, 1.0)
+    if width == 1.0:
+        return (values >= centre - 0.5).astype(np.float32)
+    return np.clip((values - (centre - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0).astype(np.float32)
+
+
+def _voi_lut(values: np.ndarray, item: Dataset) -> np.ndarray:
+    """Apply a VOI LUT: first entry maps the first value; out-of-range inputs clamp to the ends."""
+    n, first, bits = (int(x) for x in item.LUTDescriptor)
+    n = n or 65536
+    raw = item.LUTData
+    lut = np.asarray(raw if not isinstance(raw, bytes) else np.frombuffer(raw, "<u2"), dtype=np.float32)[:n]
+    idx = np.clip(np.rint(values).astype(np.int64) - first, 0, len(lut) - 1)
+    top = float(2 ** min(bits, 16) - 1) if bits else float(lut.max() or 1)
+    return np.clip(lut[idx] / top, 0.0, 1.0).astype(np.float32)
+
+
+def _spacing(ds: Dataset, attrs: dict) -> tuple[float, float] | None:
+    """(row, column) spacing for aspect correction: PixelSpacing, Imager Pixel Spacing, or Pixel Aspect Ratio."""
+    for value in (attrs.get("PixelSpacing"), ds.get("ImagerPixelSpacing"), ds.get("PixelAspectRatio")):
+        if value is not None and len(value) == 2:
+            try:
+                row, col = float(value[0]), float(value[1])
+            except (TypeError, ValueError):
+                continue
+            if row > 0 and col > 0:
+                return row, col
+    return None
+
+
+def _identity(ds: Dataset) -> dict:
+    try:
+        name = ds.get("PatientName")
+        names = [str(x) for x in (getattr(name, "family_name", None), getattr(name, "given_name", None)) if x]
+    except (ValueError, TypeError, AttributeError):
+        names = []
+    return {
+        "patient": _plain(ds.get("PatientID")),
+        "study": _plain(ds.get("StudyInstanceUID")),
+        # used only to redact these strings from file paths, never stored
+        "names": names,
+    }
 
 
 @contextlib.contextmanager
@@ -142,18 +311,15 @@ def _quiet_pydicom():
     level = logger.level
     logger.setLevel(logging.CRITICAL)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
     finally:
         logger.setLevel(level)
 
 
-def _minmax(a: np.ndarray) -> np.ndarray:
-    lo, hi = float(a.min()), float(a.max())
-    return np.zeros_like(a) if hi <= lo else ((a - lo) / (hi - lo)).astype(np.float32)
-
-
 def _first(v):
-    return v[0] if isinstance(v, pydicom.multival.MultiValue) else v
+    return v[0] if isinstance(v, pydicom.multival.MultiValue | list | tuple) else v
 
 
 def _plain(v):
@@ -161,6 +327,6 @@ def _plain(v):
         return None
     if isinstance(v, pydicom.multival.MultiValue):
         return [_plain(x) for x in v]
-    if isinstance(v, (int, float, str)):
+    if isinstance(v, int | float | str):
         return v
     return str(v)

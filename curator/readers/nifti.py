@@ -8,6 +8,7 @@ Free-text header fields (descrip, aux_file, intent_name, db_name) are never read
 
 from __future__ import annotations
 
+import struct
 import zlib
 from pathlib import Path
 
@@ -15,47 +16,87 @@ import nibabel as nib
 import numpy as np
 
 from curator.errors import ReadError
-from curator.readers import Frame, ReadOptions, percentile_to_unit, window_to_unit
+from curator.readers import Frame, ReadOptions, slice_indices, window_to_unit
 
 PLANES = {"sagittal": 0, "coronal": 1, "axial": 2}
 
 
-def load_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Canonical float32 volume (scl_slope/inter applied by nibabel) and voxel sizes."""
+_HEADER_ERRORS = (
+    nib.filebasedimages.ImageFileError,
+    nib.spatialimages.HeaderDataError,
+    OSError,
+    ValueError,
+    EOFError,
+    zlib.error,
+    struct.error,
+)
+
+
+def _open(path: Path):
     try:
-        img = nib.load(str(path))
-    except (nib.filebasedimages.ImageFileError, OSError, ValueError, EOFError) as exc:
+        return nib.load(str(path))
+    except _HEADER_ERRORS as exc:
         raise ReadError("corrupt", f"cannot parse NIfTI header: {exc}") from None
-    if len(img.shape) < 3:
-        raise ReadError("no_pixels", f"volume has shape {img.shape}, need 3 or 4 dimensions")
+
+
+def volume_shape(path: Path) -> tuple[int, ...]:
+    """The stored shape, from the header only (no voxel data read)."""
+    return tuple(int(n) for n in _open(path).shape)
+
+
+def load_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Canonical float32 volume (scl_slope/inter applied by nibabel) and voxel sizes.
+
+    2D images become one-slice volumes; 4D volumes keep their first volume (t=0 or
+    the first channel), a stated rule so a build never silently mixes timepoints;
+    more dimensions are rejected. Nothing from the free-text header fields is read.
+    """
+    img = _open(path)
+    if len(img.shape) < 2 or len(img.shape) > 4:
+        raise ReadError("unsupported_format", f"volume has shape {img.shape}, need 2 to 4 dimensions")
     try:
+        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+            raise ReadError("unsupported_format", f"{type(img).__name__} is not NIfTI")
+        if len(img.shape) == 2:
+            img = img.__class__(np.asanyarray(img.dataobj)[..., None], img.affine, img.header)
         img = nib.as_closest_canonical(img)
         # A truncated .nii.gz loads its header happily; only reading the data fails.
-        data = np.asanyarray(img.dataobj, dtype=np.float32)
-    except (EOFError, zlib.error, OSError, ValueError) as exc:
+        data = np.asanyarray(img.dataobj, dtype=np.float32) if img.ndim == 3 else _first_volume(img)
+    except (EOFError, zlib.error, OSError, ValueError, struct.error) as exc:
         raise ReadError("truncated", f"volume data unreadable: {exc}") from None
-    if data.ndim == 4:
-        data = data[..., 0]
-    elif data.ndim > 4:
-        raise ReadError("unsupported_format", f"{data.ndim}D volume")
-    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    zooms = tuple(float(z) if z > 0 else 1.0 for z in img.header.get_zooms()[:3])
     return data, zooms
 
 
-def slice_indices(n: int, options: ReadOptions) -> range:
-    lo = int(round(options.slice_range[0] * n))
-    hi = max(lo + 1, int(round(options.slice_range[1] * n)))
-    return range(lo, min(hi, n), max(1, options.slice_step))
+def _first_volume(img) -> np.ndarray:
+    return np.asanyarray(img.dataobj[..., 0], dtype=np.float32)
+
+
+def _volume_range(volume: np.ndarray) -> tuple[float, float]:
+    """0.5-99.5 percentiles over the whole volume, so every slice of it shares one intensity scale.
+
+    Large volumes are subsampled on a fixed grid (deterministic) to keep this cheap.
+    """
+    step = max(1, round((volume.size / 8_000_000) ** (1 / 3)))
+    sample = volume[::step, ::step, ::step]
+    finite = sample[np.isfinite(sample)]
+    if finite.size == 0:
+        raise ReadError("empty_image", "volume has no finite values")
+    lo, hi = (float(x) for x in np.percentile(finite, [0.5, 99.5]))
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 
 def take_slice(volume: np.ndarray, plane: str, k: int) -> np.ndarray:
     """2D slice in display orientation (rows top->bottom, columns viewer left->right)."""
     axis = PLANES[plane]
     sl = np.take(volume, k, axis=axis)
-    # remaining axes: sagittal (y, z), coronal (x, z), axial (x, y); put the vertical axis on rows
+    # remaining axes: sagittal (y, z), coronal (x, z), axial (x, y); put the vertical axis on rows,
+    # anterior (axial) or superior (coronal, sagittal) at the top.
     img = sl.T[::-1, :]
-    if plane != "sagittal":
-        img = img[:, ::-1]  # patient's right on the viewer's left
+    # RAS x grows towards the patient's left, so column 0 is already the patient's right:
+    # radiological convention with no flip. Sagittal: anterior on the viewer's left.
+    if plane == "sagittal":
+        img = img[:, ::-1]
     return np.ascontiguousarray(img)
 
 
@@ -72,6 +113,7 @@ def read_nifti(path: Path, options: ReadOptions) -> list[Frame]:
     axis = PLANES[options.plane]
     frames = []
     spacing = slice_spacing(zooms, options.plane)
+    window = None if options.ct_window else _volume_range(volume)
     for k in slice_indices(volume.shape[axis], options):
         sl = take_slice(volume, options.plane, k)
         if options.ct_window:
@@ -79,11 +121,9 @@ def read_nifti(path: Path, options: ReadOptions) -> list[Frame]:
             unit = window_to_unit(sl, c, w)
             transform = {"window": {"centre": c, "width": w, "from": "card"}}
         else:
-            if float(np.nanmax(sl)) == float(np.nanmin(sl)):
-                unit, transform = np.zeros(sl.shape, np.float32), {"window": {"from": "constant slice"}}
-            else:
-                unit, (lo, hi) = percentile_to_unit(sl)
-                transform = {"window": {"low": lo, "high": hi, "from": "percentile 0.5-99.5"}}
+            lo, hi = window
+            unit = np.clip((np.nan_to_num(sl, nan=lo) - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+            transform = {"window": {"low": lo, "high": hi, "from": "volume percentile 0.5-99.5"}}
         transform.update({"orientation": "RAS canonical, radiological display", "voxel_mm": list(zooms)})
         frames.append(
             Frame(

@@ -1,4 +1,12 @@
-"""PNG, JPEG, TIFF and BMP through Pillow, with exact 8/16-bit values."""
+"""PNG, JPEG, TIFF and BMP through Pillow, with exact 8/16-bit values.
+
+Policy: greyscale 8- and 16-bit values are kept exactly; grey+alpha and RGBA are
+composited on black (medical backgrounds are dark); palette and CMYK become RGB;
+EXIF orientation is applied; a multi-page TIFF gives its first page only (later
+pages are usually thumbnails or other resolutions); the pixel count is checked
+against :data:`MAX_PIXELS` before any decoding, and ``load()`` (not ``verify()``,
+which passes truncated JPEGs) decodes the data.
+"""
 
 from __future__ import annotations
 
