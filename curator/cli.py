@@ -315,7 +315,7 @@ def query(sql: str, out: str, fmt: str, output: Path | None, limit: int) -> None
 
     n = query_to(Corpus(out), sql, fmt, output, sys.stdout, None if fmt != "table" else limit)
     if output is not None:
-        click.echo(f"{n} rows written to {output}", err=True)
+        click.echo(f"{n} row{'' if n == 1 else 's'} written to {output}", err=True)
 
 
 @main.command()

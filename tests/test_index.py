@@ -293,3 +293,21 @@ def test_select_matches_licence_patterns_and_access_classes():
     assert "'LicenseRef-*'" in exclusion(card, SelectSettings(exclude_licenses=["LicenseRef-*"]))
     assert exclusion(card, SelectSettings(access=["open"])) is None
     assert "exclude_access" in exclusion(card, SelectSettings(exclude_access=["open"]))
+
+
+def test_build_summary_prints_merge_duplicate_split_and_leakage_counts(merged, mini):
+    from click.testing import CliRunner
+
+    from curator.cli import main
+
+    tmp, _ = mini
+    out, report = merged
+    result = CliRunner().invoke(main, ["build", "--recipe", str(tmp / "merged.toml"), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    r = report.index
+    assert f"  {r.images} images -> {r.samples} samples, {r.kept} kept  (unchanged, skipped)" in text
+    assert "  exact duplicates merged: 0 within a source, 2 across sources (2 samples hold several sources)" in text
+    assert f"  near-duplicates: {r.near_pairs} dropped" in text
+    assert "  splits: 2 samples with disagreeing members, 3 moved to the stricter split" in text
+    assert "  hold-out benchmarks: 2 samples excluded, 0 near matches flagged" in text

@@ -119,7 +119,8 @@ def gather(corpus: Corpus) -> tuple[dict, list[Section]]:
             _counts(
                 con,
                 f"""
-                SELECT language, sum(source_texts)::BIGINT AS source_texts, sum(generated)::BIGINT AS generated_captions
+                SELECT language, sum(source_texts)::BIGINT AS source_texts,
+                       sum(generated)::BIGINT AS unique_generated_captions
                 FROM (
                     SELECT a.language, count(*) AS source_texts, 0 AS generated
                     FROM samples s JOIN members mb USING (sample_id) JOIN annotations a ON a.sample_id = mb.member_id
@@ -219,7 +220,7 @@ def _bar(ax, labels, series: dict[str, list[float]], title: str) -> None:
     ax.margins(x=0.15)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if n > 1:
-        ax.legend(frameon=False, fontsize=9, loc="lower right")
+        ax.legend(frameon=False, fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
 def _chart(section: Section, con, path: Path) -> bool:
@@ -232,6 +233,8 @@ def _chart(section: Section, con, path: Path) -> bool:
     numeric = [k for k, v in t[0].items() if isinstance(v, int | float) and k != key and k != "version"]
     if section.chart == "sources":
         numeric = ["images", "samples"]
+    if len(numeric) > 1:  # a series of zeros (nothing moved) says nothing a table does not
+        numeric = [k for k in numeric if any(r[k] for r in t)] or numeric[:1]
     if section.chart == "licence":
         labels = [f"{r['licence']} ({r['access']})" for r in t]
     else:
