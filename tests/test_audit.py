@@ -9,6 +9,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import fsspec
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -242,3 +243,51 @@ def test_report_writes_html_markdown_and_charts(corpus_copy):
     assert "| truncated | 4 |" in md  # one truncated file in each of four demo sources
     assert "| exact, same source (merged) | 2 |" in md
     assert "No sample matched a hold-out benchmark." in md
+
+
+# -- object storage ------------------------------------------------------------------------
+@pytest.fixture
+def s3_corpus(demo_build, monkeypatch):
+    """The demo build copied to a bucket on a real S3-compatible server on loopback (moto server mode)."""
+    import logging
+
+    s3fs = pytest.importorskip("s3fs")
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    # fsspec read FSSPEC_S3_* at import; Corpus("s3://...") picks the endpoint up from its config
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": endpoint})
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
+    fs.mkdir("audit")
+    out, _ = demo_build
+    fs.put(f"{out}/", "audit/demo/", recursive=True)
+    yield "s3://audit/demo", fs
+    s3fs.S3FileSystem.clear_instance_cache()
+    server.stop()
+
+
+def test_audit_tools_read_a_corpus_on_object_storage(s3_corpus, demo_build):
+    url, fs = s3_corpus
+    _, report = demo_build
+    counted = run("query", "SELECT count(*) AS n FROM samples WHERE status = 'keep'", "--out", url, "--format", "json")
+    assert json.loads(counted.output) == {"n": report.index.kept}
+    data = json.loads(run("trace", "demo_dicom-94d047f104ca2732", "--out", url, "--json").output)
+    assert len(data["provenance"]) == 3
+    assert run("verify", "--out", url, "--quiet").exit_code == 0
+    assert run("report", "--out", url).exit_code == 2  # no local folder to default to: --to is required
+    victim = sorted(fs.find("audit/demo/shards/val"))[0]
+    fs.rm(victim)
+    result = run("verify", "--out", url, "--quiet")
+    assert result.exit_code == 1
+    assert f"shard_missing          shards/val/{victim.rsplit('/', 1)[-1]}" in result.output

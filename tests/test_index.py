@@ -226,6 +226,12 @@ def test_holdout_benchmark_images_are_excluded_and_listed(merged):
     # kept + left out = samples, and every kept sample is sharded exactly once
     kept = {r[0] for r in _sql(out, "SELECT sample_id FROM samples WHERE status = 'keep'")}
     assert kept == sharded and len(kept) == report.index.kept == report.shard.samples
+    from curator.audit.trace import format_trace, trace
+    from curator.storage import Corpus
+
+    text = format_trace(trace(Corpus(str(out)), p7))
+    assert "hold-out    bench/case7.jpg by original_sha256 (distance 0), excluded" in text
+    assert "shard       none (left out: held_out)" in text
 
 
 def test_the_open_subset_leaves_credentialed_sources_out(mini):
