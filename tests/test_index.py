@@ -317,3 +317,25 @@ def test_build_summary_prints_merge_duplicate_split_and_leakage_counts(merged, m
     assert f"  near-duplicates: {r.near_pairs} dropped" in text
     assert "  splits: 2 samples with disagreeing members, 3 moved to the stricter split" in text
     assert "  hold-out benchmarks: 2 samples excluded, 0 near matches flagged" in text
+
+
+def test_split_moves_reach_only_components_with_a_disagreement():
+    from curator.stages.index import _reconcile_splits
+
+    con = duckdb.connect()
+    con.execute(
+        """
+        CREATE TEMP TABLE m AS SELECT * FROM (VALUES
+            ('s1', 'a-1', 'src1/p1', 'train'),  -- s1 merges a train image (patient p1) ...
+            ('s1', 'b-1', 'src2/q1', 'test'),   -- ... with a test image of another source
+            ('s2', 'a-2', 'src1/p1', 'train'),  -- p1's other image must follow s1 into test
+            ('s3', 'a-3', 'src1/p2', 'train'),  -- another patient: untouched
+            ('s4', 'c-1', 'src3/r1', 'train'),  -- a source that put one patient in two splits,
+            ('s5', 'c-2', 'src3/r1', 'val'),    -- with no merge involved: its choice stands
+            ('s6', 'c-3', NULL, 'val')          -- no patient or study: a group of its own
+        ) t(sample_id, member_id, grp, split)
+        """
+    )
+    fixes, conflicts = _reconcile_splits(con)
+    assert conflicts == 1
+    assert fixes == {"s1": "test", "s2": "test"}

@@ -414,7 +414,11 @@ def _reconcile_splits(con) -> tuple[dict[str, str], int]:
     np.minimum.at(low, s_idx, rank)
     np.maximum.at(high, s_idx, rank)
     target = strictest[label[:n_samples]]
-    moved = np.flatnonzero((low != target) | (high != target))
+    # Only components holding a sample whose members disagree move: elsewhere a source's
+    # own choices (an official split that puts one patient in two splits) are its to make.
+    touched = np.zeros(len(label), dtype=bool)
+    touched[label[:n_samples][low != high]] = True
+    moved = np.flatnonzero(touched[label[:n_samples]] & ((low != target) | (high != target)))
     names = samples.dictionary.to_pylist()
     return {names[i]: _SPLIT_BY_RANK[int(target[i])] for i in sorted(moved, key=lambda i: names[i])}, int(conflicts)
 
