@@ -339,3 +339,35 @@ def test_split_moves_reach_only_components_with_a_disagreement():
     fixes, conflicts = _reconcile_splits(con)
     assert conflicts == 1
     assert fixes == {"s1": "test", "s2": "test"}
+
+
+def test_stages_run_one_by_one_refuse_a_missing_or_stale_index(demo_data, tmp_path):
+    from click.testing import CliRunner
+
+    from curator.cli import main
+
+    def run(*args):
+        return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    out = tmp_path / "c"
+    assert run("ingest", "--source", "demo_rocov2", "--root", demo_data / "rocov2", "--out", out, "-q").exit_code == 0
+    early = run("caption", "--out", out)
+    assert early.exit_code == 1
+    assert (
+        early.stderr.strip() == f"error: {out} has no 'samples' table: run `curator index` (or `curator build`) first"
+    )
+    indexed = run("index", "--out", out)
+    assert indexed.exit_code == 0 and "index\n  8 images -> 8 samples, 8 kept" in indexed.output
+    assert run("caption", "--out", out).exit_code == 0
+    assert (
+        run("ingest", "--source", "demo_zh_captions", "--root", demo_data / "zh_captions", "--out", out, "-q").exit_code
+        == 0
+    )
+    stale = run("shard", "--out", out, "-q")
+    assert stale.exit_code == 1
+    assert stale.stderr.strip() == (
+        f"error: {out}: sources were ingested after the index step: run `curator index` again"
+    )
+    assert run("index", "--out", out).exit_code == 0
+    assert run("shard", "--out", out, "-q").exit_code == 0
+    assert run("verify", "--out", out, "-q").exit_code == 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from curator.adapters.base import short_hash
 from curator.config import CaptionSettings
-from curator.errors import CorpusError, CuratorError
+from curator.errors import CuratorError
 from curator.llm.offline import GENERATOR, TemplateGenerator, Triplet, _translate
 from curator.llm.prompts import load_prompt
 from curator.llm.validate import validate
@@ -41,9 +41,9 @@ def sample_triplets(corpus: Corpus) -> dict[str, Triplet]:
     member's positive findings. Modality and anatomy are the canonical member's.
     """
     from curator.audit.db import connect  # the index's SQL views; imported here to keep stage imports light
+    from curator.stages.index import require_current_index
 
-    if not corpus.table_parts("samples"):
-        raise CorpusError(f"{corpus.url} has no 'samples' table: run `curator index` (or `curator build`) first")
+    require_current_index(corpus)
     con = connect(corpus, ["samples", "members", "annotations"])
     rows = con.execute(
         f"""

@@ -42,7 +42,7 @@ from curator import __version__, readers
 from curator.adapters.base import sha256_file, short_hash
 from curator.audit.db import connect
 from curator.config import DuplicateSettings, HoldoutSettings
-from curator.errors import CuratorError, ReadError
+from curator.errors import CorpusError, CuratorError, ReadError
 from curator.imaging import normalise
 from curator.registry import ImagePolicy
 from curator.schema import TABLES as SCHEMAS
@@ -124,10 +124,11 @@ def run_index(
 ) -> IndexResult:
     """Write ``samples``, ``members``, ``duplicates`` and ``leakage`` from ``images``; skip if unchanged."""
     bench = load_benchmarks(holdout)
+    inputs = inputs_fingerprint or _ingest_fingerprint(corpus)
     fingerprint = short_hash(
         VERSION,
         __version__,
-        inputs_fingerprint or _ingest_fingerprint(corpus),
+        inputs,
         duplicates.model_dump_json(),
         holdout.near_threshold,
         holdout.near_action,
@@ -247,9 +248,18 @@ def run_index(
             "WHERE a.split <> b.split"
         ).fetchall()[0][0]
     result.leak_flagged = sum(1 for r in leaks if r["action"] == "flagged")
-    corpus.set_marker("index", "all", {"fingerprint": fingerprint, "result": asdict(result)})
+    corpus.set_marker("index", "all", {"fingerprint": fingerprint, "inputs": inputs, "result": asdict(result)})
     log.info("index: %d images -> %d samples (%d kept)", result.images, result.samples, result.kept)
     return result
+
+
+def require_current_index(corpus: Corpus) -> None:
+    """Raise unless the index step ran after the last ingest (a source ingested alone makes it stale)."""
+    marker = corpus.marker("index", "all")
+    if marker is None or not corpus.table_parts("samples"):
+        raise CorpusError(f"{corpus.url} has no 'samples' table: run `curator index` (or `curator build`) first")
+    if marker.get("inputs") != _ingest_fingerprint(corpus):
+        raise CorpusError(f"{corpus.url}: sources were ingested after the index step: run `curator index` again")
 
 
 def _ingest_fingerprint(corpus: Corpus) -> str:
