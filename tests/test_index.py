@@ -371,3 +371,12 @@ def test_stages_run_one_by_one_refuse_a_missing_or_stale_index(demo_data, tmp_pa
     assert run("index", "--out", out).exit_code == 0
     assert run("shard", "--out", out, "-q").exit_code == 0
     assert run("verify", "--out", out, "-q").exit_code == 0
+
+
+def test_the_open_demo_recipe_leaves_out_only_the_licenceref_source():
+    from curator.registry import find_card
+    from curator.stages.build import exclusion
+
+    recipe = load_recipe(REPO / "recipes" / "demo-open.toml")
+    left_out = {s.id for s in recipe.sources if exclusion(find_card(s.id)[0], recipe.select)}
+    assert left_out == {"demo_dicom"}
