@@ -120,6 +120,56 @@ class ShardSettings(Strict):
     seed: int = 0
 
 
+class SelectSettings(Strict):
+    """Which sources a build takes, by licence and access class.
+
+    GMAI-VL publishes its openly licensed part apart from the rest; two recipes that
+    differ only here build an openly redistributable corpus next to a credentialed one.
+    Patterns are shell-style (``CC-BY-*``, ``LicenseRef-*``); an empty include list means any.
+    """
+
+    licenses: list[str] = Field(default_factory=list, description="Licence patterns to include (empty: any).")
+    exclude_licenses: list[str] = Field(default_factory=list, description="Licence patterns to exclude.")
+    access: list[Literal["open", "credentialed", "on-request"]] = Field(
+        default_factory=list, description="Access classes to include (empty: any)."
+    )
+    exclude_access: list[Literal["open", "credentialed", "on-request"]] = Field(
+        default_factory=list, description="Access classes to exclude."
+    )
+
+
+class DuplicateSettings(Strict):
+    """What the index step does with duplicate images.
+
+    Exact duplicates (same normalised pixels, same ``image_sha256``) always become one
+    sample holding every member's annotations and provenance: keeping two copies
+    would weight that image twice and let it straddle splits. Near-duplicates
+    (64-bit dHash within ``near_threshold`` bits) are a judgement call, so the
+    default only flags them; ``drop`` keeps one per cluster (the one in the
+    strictest split, so a near copy of a test image leaves training).
+    """
+
+    # 2 of 64 bits catches re-encodes, resizes and light crops of one picture; much
+    # more and smooth, similar-looking scans (adjacent anatomy, the demo's synthetic
+    # images) start to collide. None turns the search off.
+    near_threshold: int | None = Field(2, ge=0, le=16, description="Max dHash Hamming distance for near-duplicates.")
+    near_action: Literal["flag", "drop"] = Field("flag", description="flag: keep and list them; drop: keep one.")
+
+
+class HoldoutSettings(Strict):
+    """Benchmark images that must not be trained on (GMAI-VL's hash check against benchmarks).
+
+    A hash list holds one sha256 per line (``sha256sum`` output works); a folder holds
+    the benchmark's image files. A match by file or pixel hash is excluded from the
+    corpus; a perceptual (dHash) match is excluded too unless ``near_action`` is flag.
+    """
+
+    hash_lists: list[str] = Field(default_factory=list, description="Files of sha256 hashes, one per line.")
+    folders: list[str] = Field(default_factory=list, description="Folders of benchmark images.")
+    near_threshold: int | None = Field(2, ge=0, le=16, description="dHash distance for a near match; None: exact only.")
+    near_action: Literal["flag", "drop"] = Field("drop", description="What a near match does to a sample.")
+
+
 class RecipeSource(Strict):
     id: str
     root: str = Field(description="The dataset folder as downloaded; relative paths are relative to the recipe.")
@@ -133,6 +183,9 @@ class Recipe(Strict):
     split: SplitSettings = Field(default_factory=SplitSettings)
     caption: CaptionSettings = Field(default_factory=CaptionSettings)
     shard: ShardSettings = Field(default_factory=ShardSettings)
+    select: SelectSettings = Field(default_factory=SelectSettings)
+    duplicates: DuplicateSettings = Field(default_factory=DuplicateSettings)
+    holdout: HoldoutSettings = Field(default_factory=HoldoutSettings)
 
     def ingest_settings(self) -> IngestSettings:
         return IngestSettings(seed=self.seed, split=self.split)
@@ -156,6 +209,8 @@ def load_recipe(path: str | Path) -> Recipe:
     for src in recipe.sources:
         root = Path(os.path.expandvars(src.root))
         src.root = str(root if root.is_absolute() else (base / root).resolve())
+    recipe.holdout.hash_lists = [_resolve(base, p) for p in recipe.holdout.hash_lists]
+    recipe.holdout.folders = [_resolve(base, p) for p in recipe.holdout.folders]
     if recipe.registry:
         reg = Path(os.path.expandvars(recipe.registry))
         recipe.registry = str(reg if reg.is_absolute() else (base / reg).resolve())
@@ -163,3 +218,8 @@ def load_recipe(path: str | Path) -> Recipe:
         if "seed" not in part.model_fields_set:
             part.seed = recipe.seed
     return recipe
+
+
+def _resolve(base: Path, value: str) -> str:
+    path = Path(os.path.expandvars(value))
+    return str(path if path.is_absolute() else (base / path).resolve())

@@ -107,6 +107,59 @@ SHARDS = pa.schema(
     ]
 )
 
+# Written by the index step (curator.stages.index) after ingest. A *sample* is one
+# distinct image (by image_sha256): every images row is a *member* of exactly one
+# sample; the sample's id is its smallest member id, so an image seen once keeps the
+# id ingest gave it. Shards, captions and trace work on samples.
+SAMPLES = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("image_sha256", pa.string()),
+        ("phash", pa.string()),
+        ("n_members", pa.int32()),
+        ("source_ids", pa.list_(pa.string())),
+        ("modality", pa.string()),
+        ("anatomy", pa.string()),
+        ("department", pa.string()),
+        ("split", pa.string()),
+        ("split_rule", pa.string()),  # members | strictest: see curator.stages.index
+        ("status", pa.string()),  # keep | near_duplicate | held_out
+        ("duplicate_of", pa.string()),  # near_duplicate: the sample kept in its cluster
+    ]
+)
+
+MEMBERS = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("member_id", pa.string()),  # images.sample_id
+        ("source_id", pa.string()),
+        ("canonical", pa.bool_()),
+    ]
+)
+
+DUPLICATES = pa.schema(
+    [
+        ("kind", pa.string()),  # exact_same_source | exact_cross_source | near
+        ("sample_id", pa.string()),  # the sample kept (exact: the merged sample; near: the cluster's keeper)
+        ("other_id", pa.string()),  # exact: the merged member; near: the other sample
+        ("source_id", pa.string()),
+        ("other_source_id", pa.string()),
+        ("distance", pa.int16()),  # dHash Hamming distance (0 for exact)
+        ("action", pa.string()),  # merged | dropped | flagged
+    ]
+)
+
+LEAKAGE = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("benchmark", pa.string()),  # the hash list's or folder's name
+        ("benchmark_item", pa.string()),  # the file in the folder, or the name on the hash list's line
+        ("match", pa.string()),  # original_sha256 | image_sha256 | phash
+        ("distance", pa.int16()),
+        ("action", pa.string()),  # excluded | flagged
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "sources": SOURCES,
     "images": IMAGES,
@@ -114,6 +167,10 @@ TABLES: dict[str, pa.Schema] = {
     "captions": CAPTIONS,
     "rejects": REJECTS,
     "shards": SHARDS,
+    "samples": SAMPLES,
+    "members": MEMBERS,
+    "duplicates": DUPLICATES,
+    "leakage": LEAKAGE,
 }
 
 # Reject reason codes. Adapters and readers use these names so counts group cleanly.

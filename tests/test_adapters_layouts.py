@@ -18,9 +18,10 @@ from pydicom.misc import is_dicom
 
 from curator.adapters.base import Indexed, Rejected, Stats
 from curator.cli import main
-from curator.config import IngestSettings, ShardSettings
+from curator.config import DuplicateSettings, HoldoutSettings, IngestSettings, ShardSettings
 from curator.registry import adapter_class, adhoc_card, find_card
 from curator.stages.ingest import ingest_source
+from curator.stages.index import run_index
 from curator.stages.shard import run_shard
 from curator.storage import Corpus
 from curator.vocab import canonical_label
@@ -196,6 +197,7 @@ def test_no_dicom_identifier_reaches_index_or_shards(tmp_path):
     corpus = Corpus(str(tmp_path / "corpus"))
     result = ingest_source(corpus, card, card_path, root, IngestSettings(), progress=False)
     assert result.stats.images > 80 and result.stats.rejected > 50
+    run_index(corpus, DuplicateSettings(), HoldoutSettings())
     run_shard(corpus, ShardSettings(), "phi", progress=False)
 
     texts = []

@@ -86,9 +86,15 @@ def test_shards_read_back_with_webdataset_match_the_index(demo_build):
         assert hashlib.sha256(img_bytes).hexdigest() == row["image_sha256"]
         with Image.open(io.BytesIO(img_bytes)) as im:
             assert im.size == (row["width"], row["height"])
-        for field in ("source_id", "original_uri", "original_sha256", "modality", "anatomy", "split"):
+        # one sample per distinct image: its canonical member is the image row of the same id
+        prov = meta["provenance"][0]
+        assert prov["member_id"] == key
+        for field in ("source_id", "original_uri", "original_sha256", "split"):
+            assert prov[field] == row[field], field
+        for field in ("modality", "anatomy", "split"):
             assert meta[field] == row[field], field
-        assert meta["license"] == sources[row["source_id"]]["license"]
+        assert prov["license"] == sources[row["source_id"]]["license"]
+        assert meta["licenses"] == sorted({p["license"] for p in meta["provenance"]})
         assert sample["txt"].decode().strip(), key
         assert manifest[key]["shard_url"].endswith(Path(sample["__url__"]).name)
         if meta["triplet"]:
@@ -98,7 +104,8 @@ def test_shards_read_back_with_webdataset_match_the_index(demo_build):
         else:
             assert meta["texts"], key
         seen.add(key)
-    assert seen == set(images)
+    kept = set(_table(out, "samples").filter(pl.col("status") == "keep")["sample_id"])
+    assert seen == kept and kept <= set(images)
 
 
 def test_label_only_samples_carry_their_labels_and_captions(demo_build):

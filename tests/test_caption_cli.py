@@ -32,7 +32,9 @@ def _env(monkeypatch):
 def corpus_dir(demo_build, tmp_path) -> Path:
     out, _ = demo_build
     dest = tmp_path / "corpus"
-    shutil.copytree(out, dest, ignore=shutil.ignore_patterns("shards", "_markers"))
+    shutil.copytree(out, dest, ignore=shutil.ignore_patterns("shards"))
+    for stage in ("caption", "shard"):  # keep ingest and index done, caption afresh
+        shutil.rmtree(dest / "_markers" / stage, ignore_errors=True)
     return dest
 
 

@@ -81,7 +81,7 @@ def test_build_prints_the_summary(demo_recipe_path, tmp_path):
     assert "captions by generator: template=" in out
     assert "shards/train/demo-train-000000.tar" in out
     again = run("build", "--recipe", str(demo_recipe_path), "--out", str(tmp_path / "c"), "--quiet")
-    assert again.output.count("(unchanged, skipped)") == 6 + 2
+    assert again.output.count("(unchanged, skipped)") == 6 + 3  # sources, index, caption, shard
 
 
 def test_trace_shows_the_lineage(demo_build):
@@ -91,7 +91,7 @@ def test_trace_shows_the_lineage(demo_build):
     text = run("trace", sid, "--out", str(out))
     assert text.exit_code == 0
     assert f"sample      {sid}" in text.output
-    assert "licence     CC0-1.0  access: open" in text.output
+    assert "  licence   CC0-1.0  access: open" in text.output
     assert "label_csv v1" in text.output and "shard       shards/" in text.output
     data = json.loads(run("trace", sid, "--out", str(out), "--json").output)
     assert data["source"]["source_id"] == "demo_chexpert"

@@ -37,7 +37,9 @@ def corpus(demo_build, tmp_path) -> Corpus:
     """A private copy of the demo corpus (index, blobs), captioned afresh by each test."""
     out, _ = demo_build
     dest = tmp_path / "corpus"
-    shutil.copytree(out, dest, ignore=shutil.ignore_patterns("shards", "_markers"))
+    shutil.copytree(out, dest, ignore=shutil.ignore_patterns("shards"))
+    for stage in ("caption", "shard"):  # keep ingest and index done, caption afresh
+        shutil.rmtree(dest / "_markers" / stage, ignore_errors=True)
     return Corpus(str(dest))
 
 

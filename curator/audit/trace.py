@@ -1,41 +1,88 @@
-"""trace: the full lineage of one sample, from the tables alone."""
+"""trace: the full lineage of one sample, from the tables alone.
+
+Accepts a sample id, the id of any member merged into a sample (the id ingest
+gave one source's copy), or ``SHARD_URL#KEY`` as a loader reports it. Every
+lookup is a DuckDB query filtered on that one sample, so tracing costs the same
+in a corpus of a thousand or of millions of images.
+"""
 
 from __future__ import annotations
 
 import json
 
-import pyarrow.compute as pc
-
+from curator.audit.db import connect, rows
 from curator.errors import CuratorError
-from curator.stages.caption import sample_triplets
+from curator.llm.offline import Triplet
+from curator.stages.caption import TEXT_KINDS
 from curator.storage import Corpus
 
-
-def _rows(corpus: Corpus, table: str, column: str, value: str, required: bool = True) -> list[dict]:
-    t = corpus.read_table(table, required=required)
-    return t.filter(pc.equal(t[column], value)).to_pylist() if t.num_rows else []
+CARD_FIELDS = ("source_id", "name", "version", "license", "access", "citation", "homepage", "adapter", "card_sha256")
 
 
-def trace(corpus: Corpus, sample_id: str) -> dict:
-    if "#" in sample_id:  # SHARD_URL#KEY
-        sample_id = sample_id.rsplit("#", 1)[1]
-    images = _rows(corpus, "images", "sample_id", sample_id)
-    if not images:
-        raise CuratorError(f"sample '{sample_id}' is not in {corpus.url}")
-    image = images[0]
-    image["transform"] = json.loads(image["transform"])
-    source = _rows(corpus, "sources", "source_id", image["source_id"])[0]
-    annotations = _rows(corpus, "annotations", "sample_id", sample_id)
+def resolve(con, key: str) -> str | None:
+    """The sample a sample id or member id belongs to."""
+    hit = con.execute(
+        "SELECT sample_id FROM members WHERE member_id = ? OR sample_id = ? ORDER BY sample_id LIMIT 1", [key, key]
+    ).fetchall()
+    return hit[0][0] if hit else None
+
+
+def trace(corpus: Corpus, ident: str) -> dict:
+    shard_url, _, key = ident.rpartition("#") if "#" in ident else ("", "", ident)
+    con = connect(corpus)
+    if not corpus.table_parts("images"):
+        raise CuratorError(f"{corpus.url} has no index: run `curator build` first")
+    sample_id = resolve(con, key)
+    if sample_id is None:
+        raise CuratorError(f"sample '{key}' is not in {corpus.url}")
+    sample = rows(con, "SELECT * FROM samples WHERE sample_id = ?", [sample_id])[0]
+    provenance = []
+    for r in rows(
+        con,
+        f"""
+        SELECT i.*, {", ".join(f"src.{c} AS src_{c}" for c in CARD_FIELDS)}
+        FROM members mb JOIN images i ON i.sample_id = mb.member_id JOIN sources src ON src.source_id = i.source_id
+        WHERE mb.sample_id = ? ORDER BY mb.member_id
+        """,
+        [sample_id],
+    ):
+        source = {c: r.pop(f"src_{c}") for c in CARD_FIELDS}
+        r["transform"] = json.loads(r["transform"])
+        provenance.append({"member_id": r["sample_id"], "source": source, "image": r})
+    annotations = rows(
+        con,
+        "SELECT a.* FROM members mb JOIN annotations a ON a.sample_id = mb.member_id "
+        "WHERE mb.sample_id = ? ORDER BY a.source_id, a.annotation_id",
+        [sample_id],
+    )
     for a in annotations:
         a["payload"] = json.loads(a["payload"])
-    triplet = sample_triplets(corpus).get(sample_id)
-    captions = _rows(corpus, "captions", "triplet_id", triplet.id, required=False) if triplet else []
-    shards = _rows(corpus, "shards", "sample_id", sample_id, required=False)
+    triplet = _triplet(sample, annotations)
+    captions = (
+        rows(con, "SELECT * FROM captions WHERE triplet_id = ? ORDER BY language, caption_index", [triplet.id])
+        if triplet
+        else []
+    )
+    shards = rows(con, "SELECT * FROM shards WHERE sample_id = ?", [sample_id])
+    if shard_url and shards and not shards[0]["shard_url"].endswith(shard_url.removeprefix("shards/")):
+        raise CuratorError(f"sample '{sample_id}' is in {shards[0]['shard_url']}, not {shard_url}")
+    member_ids = [p["member_id"] for p in provenance]
+    duplicates = rows(
+        con,
+        "SELECT * FROM duplicates WHERE sample_id = ? OR other_id IN (SELECT unnest(?::VARCHAR[])) "
+        "ORDER BY kind, sample_id, other_id",
+        [sample_id, member_ids],
+    )
+    leakage = rows(con, "SELECT * FROM leakage WHERE sample_id = ? ORDER BY benchmark, benchmark_item", [sample_id])
     return {
         "sample_id": sample_id,
-        "source": source,
-        "image": image,
-        "annotations": sorted(annotations, key=lambda a: a["annotation_id"]),
+        "requested": key,
+        "sample": sample,
+        # the canonical member's card and image, for readers that want one answer
+        "source": provenance[0]["source"],
+        "image": provenance[0]["image"],
+        "provenance": provenance,
+        "annotations": annotations,
         "triplet": None
         if triplet is None
         else {
@@ -44,35 +91,61 @@ def trace(corpus: Corpus, sample_id: str) -> dict:
             "anatomy": triplet.anatomy,
             "modality": triplet.modality,
         },
-        "captions": sorted(captions, key=lambda c: (c["language"], c["caption_index"])),
+        "captions": captions,
         "shard": shards[0] if shards else None,
+        "duplicates": duplicates,
+        "leakage": leakage,
     }
 
 
+def _triplet(sample: dict, annotations: list[dict]) -> Triplet | None:
+    """The sample's caption triplet, by the rule of curator.stages.caption.sample_triplets."""
+    if sample["status"] != "keep" or any(a["kind"] in TEXT_KINDS for a in annotations):
+        return None
+    positives = sorted({a["text"] for a in annotations if a["kind"] == "label" and a["value"] == "positive"})
+    return Triplet(", ".join(positives) or None, sample["anatomy"] or "unspecified", sample["modality"] or "mixed")
+
+
 def format_trace(t: dict) -> str:
-    src, img = t["source"], t["image"]
-    lines = [
-        f"sample      {t['sample_id']}",
-        f"source      {src['source_id']}  {src['name']} (version {src['version']})",
-        f"licence     {src['license']}  access: {src['access']}",
-        f"homepage    {src['homepage'] or '-'}",
-        f"citation    {src['citation']}",
-        f"original    {img['original_uri']}"
-        + (f"  frame {img['frame_index']}" if img["frame_index"] is not None else "")
-        + (f"  plane {img['plane']}" if img["plane"] else ""),
-        f"  sha256    {img['original_sha256']}  ({img['original_format']})",
-        f"adapter     {img['adapter']} v{img['adapter_version']}",
-        f"image       {img['width']}x{img['height']} {img['bit_depth']}-bit {img['image_format']}  "
-        f"sha256 {img['image_sha256']}",
-        f"transform   {json.dumps(img['transform'], sort_keys=True)}",
-        f"metadata    modality={img['modality']} anatomy={img['anatomy']} department={img['department']} "
-        f"split={img['split']}",
-        f"annotations {len(t['annotations'])}",
+    s = t["sample"]
+    lines = [f"sample      {t['sample_id']}"]
+    if t["requested"] != t["sample_id"]:
+        lines.append(f"  (asked for {t['requested']}, merged into this sample)")
+    lines += [
+        f"status      {s['status']}"
+        + (f"  duplicate of {s['duplicate_of']}" if s["duplicate_of"] else "")
+        + f"  split={s['split']} ({s['split_rule']})",
+        f"metadata    modality={s['modality']} anatomy={s['anatomy']} department={s['department']}",
+        f"image       sha256 {s['image_sha256']}  dhash {s['phash']}",
+        f"provenance  {len(t['provenance'])} member(s) from {', '.join(s['source_ids'])}",
     ]
+    shown: set[str] = set()
+    for p in t["provenance"]:
+        src, img = p["source"], p["image"]
+        if src["source_id"] not in shown:  # a source's card once, then each of its members
+            shown.add(src["source_id"])
+            lines += [
+                f"  source    {src['source_id']}  {src['name']} (version {src['version']})",
+                f"  licence   {src['license']}  access: {src['access']}",
+                f"  homepage  {src['homepage'] or '-'}",
+                f"  citation  {src['citation']}",
+            ]
+        lines += [
+            f"  - member    {p['member_id']}",
+            f"    original  {img['original_uri']}"
+            + (f"  frame {img['frame_index']}" if img["frame_index"] is not None else "")
+            + (f"  plane {img['plane']}" if img["plane"] else ""),
+            f"      sha256  {img['original_sha256']}  ({img['original_format']})",
+            f"    adapter   {img['adapter']} v{img['adapter_version']}",
+            f"    image     {img['width']}x{img['height']} {img['bit_depth']}-bit {img['image_format']}  "
+            f"split from source: {img['split']}",
+            f"    transform {json.dumps(img['transform'], sort_keys=True)}",
+        ]
+    lines.append(f"annotations {len(t['annotations'])}")
     for a in t["annotations"]:
         detail = a["value"] if a["kind"] == "label" else a["language"]
         native = f" (native: {a['native']})" if a["native"] and a["native"] != a["text"] else ""
-        lines.append(f"  - {a['kind']}: {a['text']} [{detail}]{native}")
+        lines.append(f"  - {a['kind']}: {a['text']} [{detail}]{native}  <{a['source_id']}>")
     if t["triplet"]:
         tr = t["triplet"]
         lines.append(
@@ -85,9 +158,19 @@ def format_trace(t: dict) -> str:
             f"sha256 {c['prompt_sha256'][:12]}, {c['validation']})"
         )
     if t["shard"]:
-        s = t["shard"]
-        lines.append(f"shard       {s['shard_url']}  members {', '.join(s['members'])}")
-        lines.append(f"  sha256    {s['shard_sha256']}")
+        sh = t["shard"]
+        lines.append(f"shard       {sh['shard_url']}  members {', '.join(sh['members'])}")
+        lines.append(f"  sha256    {sh['shard_sha256']}")
     else:
-        lines.append("shard       not sharded yet")
+        lines.append(f"shard       none ({'not sharded yet' if s['status'] == 'keep' else 'left out: ' + s['status']})")
+    for d in t["duplicates"]:
+        lines.append(
+            f"duplicate   {d['kind']}: {d['other_id']} ({d['other_source_id']}) of {d['sample_id']} "
+            f"distance {d['distance']}, {d['action']}"
+        )
+    for lk in t["leakage"]:
+        lines.append(
+            f"hold-out    {lk['benchmark']}/{lk['benchmark_item']} by {lk['match']} "
+            f"(distance {lk['distance']}), {lk['action']}"
+        )
     return "\n".join(lines)

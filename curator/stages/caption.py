@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
@@ -64,23 +64,36 @@ class CaptionResult:
 
 
 def sample_triplets(corpus: Corpus) -> dict[str, Triplet]:
-    """The triplet of every label-only sample, keyed by sample_id."""
-    images = corpus.read_table("images", ["sample_id", "modality", "anatomy"]).to_pylist()
-    notes = corpus.read_table("annotations", ["sample_id", "kind", "text", "value"]).to_pylist()
-    positives: dict[str, set[str]] = defaultdict(set)
-    has_text: set[str] = set()
-    for a in notes:
-        if a["kind"] in TEXT_KINDS:
-            has_text.add(a["sample_id"])
-        elif a["kind"] == "label" and a["value"] == "positive":
-            positives[a["sample_id"]].add(a["text"])
+    """The triplet of every label-only sample the corpus keeps, keyed by (merged) sample_id.
+
+    A merged sample pools its members' annotations: it is label-only when no member
+    from any source carries text, and its label is the sorted union of every
+    member's positive findings. Modality and anatomy are the canonical member's.
+    """
+    from curator.audit.db import connect  # the index's SQL views; imported here to keep stage imports light
+    from curator.stages.index import require_current_index
+
+    require_current_index(corpus)
+    con = connect(corpus, ["samples", "members", "annotations"])
+    rows = con.execute(
+        f"""
+        SELECT s.sample_id, any_value(s.modality), any_value(s.anatomy),
+               bool_or(coalesce(a.kind IN {TEXT_KINDS}, false)),
+               list(DISTINCT a.text ORDER BY a.text) FILTER (WHERE a.kind = 'label' AND a.value = 'positive')
+        FROM samples s
+        JOIN members mb ON mb.sample_id = s.sample_id
+        LEFT JOIN annotations a ON a.sample_id = mb.member_id
+        WHERE s.status <> 'held_out' AND s.status <> 'near_duplicate'
+        GROUP BY s.sample_id
+        ORDER BY s.sample_id
+        """
+    ).fetchall()
     out = {}
-    for img in images:
-        sid = img["sample_id"]
-        if sid in has_text:
+    for sid, modality, anatomy, has_text, positives in rows:
+        if has_text:
             continue
-        label = ", ".join(sorted(positives[sid])) or None
-        out[sid] = Triplet(label, img["anatomy"] or "unspecified", img["modality"] or "mixed")
+        label = ", ".join(positives or []) or None
+        out[sid] = Triplet(label, anatomy or "unspecified", modality or "mixed")
     return out
 
 

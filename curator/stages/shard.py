@@ -74,49 +74,98 @@ def _member_size(n: int) -> int:
 
 
 def build_samples(corpus: Corpus, settings: ShardSettings) -> dict[str, dict]:
-    """Everything a shard needs per sample: json record, txt, image location. Keyed by sample_id."""
-    images = corpus.read_table("images").to_pylist()
-    sources = {r["source_id"]: r for r in corpus.read_table("sources").to_pylist()}
+    """Everything a shard needs per sample: json record, txt, image location. Keyed by sample_id.
+
+    One entry per sample the index keeps (``samples.status = 'keep'``): a merged
+    sample's ``.json`` lists every member's provenance (source card, original file
+    and hash, adapter, transform) and the annotations of all its sources, each
+    tagged with its source. Annotations identical within one source (the copies of
+    one image a source holds twice) appear once.
+    """
+    from curator.audit.db import connect, stream
+
+    con = connect(corpus, ["samples", "members", "images", "sources", "annotations", "captions"])
+    provenance: dict[str, list[dict]] = defaultdict(list)
+    for p in stream(
+        con,
+        """
+        SELECT mb.sample_id AS merged_id, i.*, src.name AS source_name, src.version AS source_version,
+               src.license, src.access, src.citation, src.homepage
+        FROM members mb
+        JOIN samples s ON s.sample_id = mb.sample_id AND s.status = 'keep'
+        JOIN images i ON i.sample_id = mb.member_id
+        JOIN sources src ON src.source_id = i.source_id
+        ORDER BY mb.sample_id, mb.member_id
+        """,
+    ):
+        provenance[p["merged_id"]].append(p)
     notes: dict[str, list[dict]] = defaultdict(list)
-    for a in corpus.read_table("annotations").to_pylist():
+    for a in stream(
+        con,
+        """
+        SELECT DISTINCT mb.sample_id, a.source_id, a.kind, a.text, a.value, a.native, a.language
+        FROM members mb
+        JOIN samples s ON s.sample_id = mb.sample_id AND s.status = 'keep'
+        JOIN annotations a ON a.sample_id = mb.member_id
+        ORDER BY ALL
+        """,
+    ):
         notes[a["sample_id"]].append(a)
     captions: dict[str, list[dict]] = defaultdict(list)
-    for c in corpus.read_table("captions", required=False).to_pylist():
-        if c["validation"] == "ok":
-            captions[c["triplet_id"]].append(c)
+    for c in stream(con, "SELECT * FROM captions WHERE validation = 'ok' ORDER BY triplet_id, language, caption_index"):
+        captions[c["triplet_id"]].append(c)
     triplets = sample_triplets(corpus)
 
     samples = {}
-    for img in images:
-        sid = img["sample_id"]
-        src = sources[img["source_id"]]
-        anns = sorted(notes.get(sid, []), key=lambda a: a["annotation_id"])
+    for smp in stream(con, "SELECT * FROM samples WHERE status = 'keep' ORDER BY sample_id"):
+        sid = smp["sample_id"]
+        members = provenance[sid]
+        img = members[0]  # the canonical member: its id is the sample's
+        anns = notes.get(sid, [])
         trip = triplets.get(sid)
-        caps = sorted(captions.get(trip.id, []), key=lambda c: (c["language"], c["caption_index"])) if trip else []
+        caps = captions.get(trip.id, []) if trip else []
         record = {
             "sample_id": sid,
-            "source_id": img["source_id"],
-            "source_name": src["name"],
-            "license": src["license"],
-            "access": src["access"],
-            "citation": src["citation"],
-            "original_uri": img["original_uri"],
-            "original_sha256": img["original_sha256"],
-            "original_format": img["original_format"],
-            "frame_index": img["frame_index"],
-            "plane": img["plane"],
             "image": {k: img[k] for k in ("image_sha256", "image_format", "width", "height", "bit_depth", "channels")},
-            "modality": img["modality"],
-            "anatomy": img["anatomy"],
-            "department": img["department"],
-            "split": img["split"],
-            "adapter": {"name": img["adapter"], "version": img["adapter_version"]},
-            "transform": json.loads(img["transform"]),
+            "modality": smp["modality"],
+            "anatomy": smp["anatomy"],
+            "department": smp["department"],
+            "split": smp["split"],
+            "split_rule": smp["split_rule"],
+            "sources": sorted({m["source_id"] for m in members}),
+            "licenses": sorted({m["license"] for m in members}),
+            "access": sorted({m["access"] for m in members}),
+            "near_duplicate_of": smp["duplicate_of"],
+            "provenance": [
+                {
+                    "member_id": m["sample_id"],
+                    "source_id": m["source_id"],
+                    "source_name": m["source_name"],
+                    "source_version": m["source_version"],
+                    "license": m["license"],
+                    "access": m["access"],
+                    "citation": m["citation"],
+                    "homepage": m["homepage"],
+                    "original_uri": m["original_uri"],
+                    "original_sha256": m["original_sha256"],
+                    "original_format": m["original_format"],
+                    "frame_index": m["frame_index"],
+                    "plane": m["plane"],
+                    "split": m["split"],
+                    "adapter": {"name": m["adapter"], "version": m["adapter_version"]},
+                    "transform": json.loads(m["transform"]),
+                }
+                for m in members
+            ],
             "labels": [
-                {"label": a["text"], "value": a["value"], "native": a["native"]} for a in anns if a["kind"] == "label"
+                {"label": a["text"], "value": a["value"], "native": a["native"], "source_id": a["source_id"]}
+                for a in anns
+                if a["kind"] == "label"
             ],
             "texts": [
-                {"kind": a["kind"], "text": a["text"], "language": a["language"]} for a in anns if a["kind"] != "label"
+                {"kind": a["kind"], "text": a["text"], "language": a["language"], "source_id": a["source_id"]}
+                for a in anns
+                if a["kind"] != "label"
             ],
             "triplet": None
             if trip is None
@@ -137,7 +186,7 @@ def build_samples(corpus: Corpus, settings: ShardSettings) -> dict[str, dict]:
         ext = "png" if img["image_format"] == "png" else "jpg"
         js = json.dumps(record, sort_keys=True, ensure_ascii=False).encode()
         samples[sid] = {
-            "split": img["split"],
+            "split": smp["split"],
             "blob": blob_path(img["image_sha256"], ext),
             "members": [(ext, None), ("json", js), ("txt", txt.encode())],
             "size": _member_size(img["image_bytes"]) + _member_size(len(js)) + _member_size(len(txt.encode())),

@@ -1,0 +1,364 @@
+"""report: a corpus card in HTML and Markdown with PNG charts, from the index tables alone.
+
+Every figure is one DuckDB aggregate; charts are drawn with matplotlib's Agg
+backend (no display needed) at a size that reads on a laptop screen. The card
+answers what an auditor or a training team asks first: what is in the corpus,
+under which licences, how it splits, what was rejected and why, what was merged
+or dropped as a duplicate, and whether benchmark images leaked in.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from curator.audit.db import connect, rows  # noqa: E402
+from curator.errors import CorpusError  # noqa: E402
+from curator.storage import Corpus  # noqa: E402
+
+log = logging.getLogger(__name__)
+KEPT = "s.status = 'keep'"
+COLOURS = ("#3b6ea8", "#d9822b", "#5a9e5a", "#b04a4a", "#7d62a8", "#8c6d4f")
+
+
+@dataclass
+class Card:
+    html: Path
+    markdown: Path
+    charts: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class Section:
+    title: str
+    chart: str | None
+    table: list[dict]
+    note: str = ""
+
+
+def _counts(con, sql: str) -> list[dict]:
+    return rows(con, sql)
+
+
+def gather(corpus: Corpus) -> tuple[dict, list[Section]]:
+    """The figures of a card: headline numbers and one section per chart."""
+    if not corpus.table_parts("samples"):
+        raise CorpusError(f"{corpus.url} has no 'samples' table: run `curator build` first")
+    con = connect(corpus)
+    head = rows(
+        con,
+        f"""
+        SELECT (SELECT count(*) FROM sources) AS sources, (SELECT count(*) FROM images) AS images,
+               (SELECT count(*) FROM samples) AS samples, (SELECT count(*) FROM samples s WHERE {KEPT}) AS kept,
+               (SELECT count(*) FROM rejects) AS rejects, (SELECT count(DISTINCT shard_url) FROM shards) AS shards,
+               (SELECT count(*) FROM shards) AS sharded
+        """,
+    )[0]
+    by = "FROM samples s JOIN members mb USING (sample_id) JOIN sources src ON src.source_id = mb.source_id"
+    sections = [
+        Section(
+            "Sources",
+            "sources",
+            _counts(
+                con,
+                f"""
+                SELECT src.source_id AS source, any_value(src.name) AS name, any_value(src.version) AS version,
+                       any_value(src.license) AS licence, any_value(src.access) AS access,
+                       count(DISTINCT mb.member_id) AS images,
+                       count(DISTINCT s.sample_id) FILTER (WHERE {KEPT}) AS samples
+                {by} GROUP BY 1 ORDER BY samples DESC, source
+                """,
+            ),
+            "A sample merged from several sources counts once for each.",
+        ),
+        Section(
+            "Modality",
+            "modality",
+            _counts(
+                con, f"SELECT modality, count(*) AS samples FROM samples s WHERE {KEPT} GROUP BY 1 ORDER BY 2 DESC"
+            ),
+        ),
+        Section(
+            "Department",
+            "department",
+            _counts(
+                con, f"SELECT department, count(*) AS samples FROM samples s WHERE {KEPT} GROUP BY 1 ORDER BY 2 DESC"
+            ),
+        ),
+        Section(
+            "Licence and access",
+            "licence",
+            _counts(
+                con,
+                f"SELECT src.license AS licence, src.access AS access, count(DISTINCT s.sample_id) AS samples "
+                f"{by} WHERE {KEPT} GROUP BY 1, 2 ORDER BY 3 DESC",
+            ),
+        ),
+        Section(
+            "Split",
+            "split",
+            _counts(
+                con,
+                f"SELECT split, count(*) AS samples, count(*) FILTER (WHERE split_rule = 'strictest') AS moved "
+                f"FROM samples s WHERE {KEPT} GROUP BY 1 ORDER BY CASE split WHEN 'train' THEN 0 "
+                f"WHEN 'val' THEN 1 ELSE 2 END",
+            ),
+            "moved: samples put in a stricter split because merged members or their patient disagreed.",
+        ),
+        Section(
+            "Language",
+            "language",
+            _counts(
+                con,
+                f"""
+                SELECT language, sum(source_texts)::BIGINT AS source_texts,
+                       sum(generated)::BIGINT AS unique_generated_captions
+                FROM (
+                    SELECT a.language, count(*) AS source_texts, 0 AS generated
+                    FROM samples s JOIN members mb USING (sample_id) JOIN annotations a ON a.sample_id = mb.member_id
+                    WHERE {KEPT} AND a.kind <> 'label' GROUP BY 1
+                    UNION ALL
+                    SELECT language, 0, count(*) FROM captions WHERE validation = 'ok' GROUP BY 1
+                ) GROUP BY 1 ORDER BY 1
+                """,
+            ),
+            "Generated captions are counted once per (label, anatomy, modality) triplet, not per image.",
+        ),
+        Section(
+            "Text length",
+            "text_length",
+            _counts(
+                con,
+                f"""
+                SELECT 'source text' AS kind, a.language, count(*) AS n, min(length(a.text)) AS min_chars,
+                       CAST(median(length(a.text)) AS INTEGER) AS median_chars, max(length(a.text)) AS max_chars
+                FROM samples s JOIN members mb USING (sample_id) JOIN annotations a ON a.sample_id = mb.member_id
+                WHERE {KEPT} AND a.kind <> 'label' GROUP BY 1, 2
+                UNION ALL
+                SELECT 'generated caption', language, count(*), min(length(caption)),
+                       CAST(median(length(caption)) AS INTEGER), max(length(caption))
+                FROM captions GROUP BY 1, 2 ORDER BY 1, 2
+                """,
+            ),
+            "Lengths in characters (Chinese has no word spaces).",
+        ),
+        Section(
+            "Rejects by reason",
+            "rejects",
+            _counts(
+                con,
+                "SELECT reason, count(*) AS inputs, string_agg(DISTINCT source_id, ', ' ORDER BY source_id) AS sources "
+                "FROM rejects GROUP BY 1 ORDER BY 2 DESC, 1",
+            ),
+            "Every input an adapter saw is either indexed or rejected with one of these reasons.",
+        ),
+        Section(
+            "Duplicates and hold-out benchmarks",
+            "duplicates",
+            _counts(
+                con,
+                """
+                SELECT k.what, coalesce(c.n, 0) AS n
+                FROM (VALUES (1, 'exact, same source (merged)'), (2, 'exact, across sources (merged)'),
+                             (3, 'near (flagged)'), (4, 'near (dropped)'),
+                             (5, 'hold-out match (excluded)'), (6, 'hold-out near match (flagged)')) k(i, what)
+                LEFT JOIN (
+                    SELECT CASE kind WHEN 'exact_same_source' THEN 'exact, same source (merged)'
+                                     WHEN 'exact_cross_source' THEN 'exact, across sources (merged)'
+                                     ELSE 'near (' || action || ')' END AS what, count(*) AS n
+                    FROM duplicates GROUP BY 1
+                    UNION ALL
+                    SELECT CASE action WHEN 'excluded' THEN 'hold-out match (excluded)'
+                                       ELSE 'hold-out near match (flagged)' END, count(DISTINCT sample_id)
+                    FROM leakage GROUP BY 1
+                ) c USING (what)
+                ORDER BY k.i
+                """,
+            ),
+            "exact: identical pixels merged into one sample; near: dHash within the recipe's threshold; "
+            "hold-out: benchmark images matched by file hash, pixel hash or dHash (GMAI-VL's leakage check).",
+        ),
+    ]
+    leaks = _counts(
+        con,
+        "SELECT l.benchmark, l.benchmark_item, l.match, l.distance, l.action, l.sample_id, s.split "
+        "FROM leakage l JOIN samples s USING (sample_id) ORDER BY 1, 2 LIMIT 50",
+    )
+    sections.append(
+        Section(
+            "Leakage check",
+            None,
+            leaks,
+            "No sample matched a hold-out benchmark." if not leaks else "First 50 matches; `curator query` lists all.",
+        )
+    )
+    return head, sections
+
+
+def _bar(ax, labels, series: dict[str, list[float]], title: str) -> None:
+    """Horizontal bars, one colour per series, value labels at the bar ends."""
+    labels = [str(x) if x is not None else "(none)" for x in labels]
+    n = len(series)
+    height = 0.8 / max(n, 1)
+    positions = range(len(labels))
+    for k, (name, values) in enumerate(series.items()):
+        ys = [p + (k - (n - 1) / 2) * height for p in positions]
+        bars = ax.barh(ys, values, height=height, label=name, color=COLOURS[k % len(COLOURS)])
+        ax.bar_label(bars, labels=[f"{int(v):,}" for v in values], padding=3, fontsize=9)
+    ax.set_yticks(list(positions), labels)
+    ax.invert_yaxis()
+    ax.set_title(title, loc="left", fontsize=12, fontweight="bold")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.margins(x=0.15)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if n > 1:
+        ax.legend(frameon=False, fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+
+def _chart(section: Section, con, path: Path) -> bool:
+    t = section.table
+    if section.chart == "text_length":
+        return _length_chart(con, path)
+    if not t:
+        return False
+    key = next(iter(t[0]))
+    numeric = [k for k, v in t[0].items() if isinstance(v, int | float) and k != key and k != "version"]
+    if section.chart == "sources":
+        numeric = ["images", "samples"]
+    if len(numeric) > 1:  # a series of zeros (nothing moved) says nothing a table does not
+        numeric = [k for k in numeric if any(r[k] for r in t)] or numeric[:1]
+    if section.chart == "licence":
+        labels = [f"{r['licence']} ({r['access']})" for r in t]
+    else:
+        labels = [r[key] for r in t]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(labels) * max(1, len(numeric) * 0.7) + 1.2), dpi=110)
+    _bar(ax, labels, {k.replace("_", " "): [r[k] or 0 for r in t] for k in numeric}, section.title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def _length_chart(con, path: Path) -> bool:
+    data = rows(
+        con,
+        """
+        SELECT 'source text, ' || coalesce(a.language, '?') AS series, length(a.text) AS n
+        FROM samples s JOIN members mb USING (sample_id) JOIN annotations a ON a.sample_id = mb.member_id
+        WHERE s.status = 'keep' AND a.kind <> 'label'
+        UNION ALL
+        SELECT 'generated caption, ' || language, length(caption) FROM captions
+        """,
+    )
+    if not data:
+        return False
+    series: dict[str, list[int]] = {}
+    for r in data:
+        series.setdefault(r["series"], []).append(r["n"])
+    fig, ax = plt.subplots(figsize=(8, 3.8), dpi=110)
+    top = max(max(v) for v in series.values())
+    bins = list(range(0, top + 10, max(5, top // 30)))
+    for k, (name, values) in enumerate(sorted(series.items())):
+        ax.hist(values, bins=bins, alpha=0.6, label=f"{name} (n={len(values)})", color=COLOURS[k % len(COLOURS)])
+    ax.set_xlabel("characters")
+    ax.set_ylabel("texts")
+    ax.set_title("Text length", loc="left", fontsize=12, fontweight="bold")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(frameon=False, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def _md_table(t: list[dict]) -> str:
+    if not t:
+        return "_none_\n"
+    cols = list(t[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r[c]).replace("|", "\\|") for c in cols) + " |" for r in t]
+    return "\n".join(lines) + "\n"
+
+
+def _html_table(t: list[dict]) -> str:
+    if not t:
+        return "<p><em>none</em></p>"
+    cols = list(t[0])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in cols) + "</tr>" for r in t)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+table { border-collapse: collapse; margin: .5rem 0 1rem; font-size: .9rem; }
+th, td { border-bottom: 1px solid #ddd; padding: .25rem .6rem; text-align: left; }
+th { background: #f3f3f3; } img { max-width: 100%; } .note { color: #555; font-size: .9rem; }
+.head { display: flex; gap: 1.5rem; flex-wrap: wrap; } .head div { font-size: 1.4rem; }
+.head span { display: block; font-size: .8rem; color: #666; }
+"""
+
+
+def write_report(corpus: Corpus, dest: Path) -> Card:
+    """Write ``index.html``, ``README.md`` and ``*.png`` into ``dest``."""
+    head, sections = gather(corpus)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    con = connect(corpus)
+    card = Card(dest / "index.html", dest / "README.md")
+    charts: dict[str, str] = {}
+    for s in sections:
+        if s.chart:
+            path = dest / f"{s.chart}.png"
+            if _chart(s, con, path):
+                charts[s.title] = path.name
+                card.charts.append(path)
+    title = f"Corpus card: {corpus.url}"
+    headline = [
+        ("sources", head["sources"]),
+        ("image rows", head["images"]),
+        ("samples kept", head["kept"]),
+        ("samples left out", head["samples"] - head["kept"]),
+        ("in shards", head["sharded"]),
+        ("shards", head["shards"]),
+        ("inputs rejected", head["rejects"]),
+    ]
+    md = [f"# {title}\n", " · ".join(f"**{v:,}** {k}" for k, v in headline) + "\n"]
+    body = [f"<h1>{html.escape(title)}</h1>", '<div class="head">']
+    body += [f"<div>{v:,}<span>{html.escape(k)}</span></div>" for k, v in headline]
+    body.append("</div>")
+    for s in sections:
+        md.append(f"## {s.title}\n")
+        body.append(f"<h2>{html.escape(s.title)}</h2>")
+        if s.title in charts:
+            md.append(f"![{s.title}]({charts[s.title]})\n")
+            body.append(f'<img src="{charts[s.title]}" alt="{html.escape(s.title)}">')
+        if s.note:
+            md.append(f"_{s.note}_\n")
+            body.append(f'<p class="note">{html.escape(s.note)}</p>')
+        md.append(_md_table(s.table))
+        body.append(_html_table(s.table))
+    card.markdown.write_text("\n".join(md), encoding="utf-8")
+    card.html.write_text(
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n",
+        encoding="utf-8",
+    )
+    log.info("report written to %s", dest)
+    return card

@@ -1,0 +1,239 @@
+"""verify: do shards, manifest and index agree? Optionally, are the original files unchanged?
+
+Checks, each a kind of :class:`Problem`:
+
+* every shard the manifest lists exists, and its sha256, size and md5 (wids
+  index) match what was recorded when it was written (``shard_missing``,
+  ``shard_hash``, ``shard_size``, ``wids_entry``);
+* inside each shard, the members are exactly the manifest's, every image member
+  hashes to its sample's ``image_sha256``, and every ``.json`` names its own
+  sample (``member_missing``, ``member_unexpected``, ``image_hash``, ``json_mismatch``);
+* manifest and index agree both ways: each manifest row is a kept sample in the
+  same split, each kept sample is in the manifest, each image row belongs to a
+  sample and each member to an image row (``manifest_orphan``, ``not_sharded``,
+  ``split_mismatch``, ``image_without_sample``, ``member_without_image``);
+* with source roots given, every original file re-hashes to ``original_sha256``
+  (``original_missing``, ``original_changed``).
+
+Shards are read once each, streaming: hashing and tar parsing share one pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tarfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from curator.adapters.base import sha256_file
+from curator.audit.db import connect
+from curator.errors import CorpusError
+from curator.storage import Corpus
+
+REDACTED = re.compile(r"\[patient-[0-9a-f]{8}\]")
+IMAGE_EXTS = ("png", "jpg", "jpeg")
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str
+    subject: str
+    detail: str
+
+
+@dataclass
+class VerifyResult:
+    problems: list[Problem] = field(default_factory=list)
+    shards: int = 0
+    samples: int = 0
+    originals: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, kind: str, subject: str, detail: str) -> None:
+        self.problems.append(Problem(kind, subject, detail))
+
+
+class _HashingReader:
+    """A read-only file wrapper that hashes what passes through it."""
+
+    def __init__(self, fh):
+        self.fh = fh
+        self.sha = hashlib.sha256()
+        self.md5 = hashlib.md5()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fh.read(n)
+        self.sha.update(data)
+        self.md5.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+def verify(corpus: Corpus, roots: dict[str, Path] | None = None, progress: bool = True) -> VerifyResult:
+    if not corpus.table_parts("shards"):
+        raise CorpusError(f"{corpus.url} has no shard manifest: run `curator build` (or `curator shard`) first")
+    con = connect(corpus)
+    result = VerifyResult()
+    manifest: dict[str, dict] = {}
+    if corpus.exists("shards/manifest.json"):
+        manifest = {f"shards/{s['url']}": s for s in corpus.read_json("shards/manifest.json")["shards"]}
+    else:
+        result.add("manifest_missing", "shards/manifest.json", "the shard list is missing")
+    wids: dict[str, dict] = {}
+    for path in corpus.ls("shards"):
+        if path.endswith(".wids.json"):
+            for entry in corpus.read_json(corpus.rel(path))["shardlist"]:
+                wids[f"shards/{entry['url']}"] = entry
+
+    by_shard: dict[str, list[tuple[str, list[str]]]] = defaultdict(list)
+    recorded: dict[str, str] = {}
+    for url, sha, sid, members in con.execute(
+        "SELECT shard_url, shard_sha256, sample_id, members FROM shards ORDER BY shard_url, sample_id"
+    ).fetchall():
+        by_shard[url].append((sid, members))
+        recorded[url] = sha
+    for url in sorted(set(manifest) - set(by_shard)):
+        result.add("manifest_orphan", url, "listed in manifest.json but has no rows in the shards table")
+    image_sha = dict(con.execute("SELECT sample_id, image_sha256 FROM samples").fetchall())
+
+    for url in tqdm(sorted(by_shard), desc="verify shards", unit="shard", disable=None if progress else True):
+        result.shards += 1
+        _check_shard(corpus, url, by_shard[url], recorded[url], manifest.get(url), wids.get(url), image_sha, result)
+
+    _check_index(con, result)
+    if roots:
+        _check_originals(con, roots, result, progress)
+    return result
+
+
+def _check_shard(corpus, url, samples, sha, listed, wids_entry, image_sha, result: VerifyResult) -> None:
+    if not corpus.exists(url):
+        result.add("shard_missing", url, f"{len(samples)} samples recorded in a shard that does not exist")
+        return
+    expected = {m: sid for sid, members in samples for m in members}
+    seen: set[str] = set()
+    with corpus.fs.open(corpus.path(url), "rb") as raw:
+        reader = _HashingReader(raw)
+        try:
+            with tarfile.open(fileobj=reader, mode="r|") as tar:
+                for info in tar:
+                    name = info.name
+                    if name not in expected:
+                        result.add("member_unexpected", f"{url}:{name}", "not in the manifest")
+                        continue
+                    seen.add(name)
+                    data = tar.extractfile(info).read() if info.isfile() else b""
+                    sid, _, ext = name.partition(".")
+                    if ext in IMAGE_EXTS and hashlib.sha256(data).hexdigest() != image_sha.get(sid):
+                        result.add("image_hash", f"{url}:{name}", "image bytes differ from the index's image_sha256")
+                    if ext == "json":
+                        try:
+                            got = json.loads(data).get("sample_id")
+                        except (ValueError, AttributeError):
+                            got = None
+                        if got != sid:
+                            result.add("json_mismatch", f"{url}:{name}", f"names sample {got!r}")
+        except tarfile.TarError as exc:
+            result.add("shard_corrupt", url, f"not a readable tar: {exc}")
+        reader.drain()
+    result.samples += len(samples)
+    if reader.sha.hexdigest() != sha:
+        result.add("shard_hash", url, f"sha256 {reader.sha.hexdigest()[:16]}... differs from manifest {sha[:16]}...")
+    if listed is not None and (listed["sha256"] != sha or listed["bytes"] != reader.size):
+        result.add("shard_size", url, f"{reader.size} bytes on disk, manifest.json says {listed['bytes']}")
+    if wids_entry is not None and (
+        wids_entry["md5sum"] != reader.md5.hexdigest() or wids_entry["filesize"] != reader.size
+    ):
+        result.add("wids_entry", url, "md5 or size differs from the wids shard index")
+    for name in sorted(set(expected) - seen):
+        result.add("member_missing", f"{url}:{name}", f"sample {expected[name]} is in the manifest, not in the shard")
+
+
+def _check_index(con, result: VerifyResult) -> None:
+    checks = [
+        (
+            "manifest_orphan",
+            "SELECT sh.sample_id, sh.shard_url FROM shards sh LEFT JOIN samples s USING (sample_id) "
+            "WHERE s.sample_id IS NULL OR s.status <> 'keep'",
+            "in {} but not a kept sample of the index",
+        ),
+        (
+            "not_sharded",
+            "SELECT s.sample_id, s.split FROM samples s ANTI JOIN shards sh USING (sample_id) WHERE s.status = 'keep'",
+            "a kept sample ({} split) is in no shard",
+        ),
+        (
+            "split_mismatch",
+            "SELECT s.sample_id, sh.split || ' in the manifest, ' || s.split || ' in the index' "
+            "FROM samples s JOIN shards sh USING (sample_id) WHERE s.split <> sh.split",
+            "{}",
+        ),
+        (
+            "image_without_sample",
+            "SELECT i.sample_id, i.source_id FROM images i ANTI JOIN members mb ON mb.member_id = i.sample_id",
+            "image row of {} belongs to no sample",
+        ),
+        (
+            "member_without_image",
+            "SELECT mb.member_id, mb.sample_id FROM members mb ANTI JOIN images i ON i.sample_id = mb.member_id",
+            "member of {} has no image row",
+        ),
+    ]
+    for kind, sql, detail in checks:
+        for subject, value in con.execute(sql + " ORDER BY 1").fetchall():
+            result.add(kind, subject, detail.format(value))
+
+
+def _check_originals(con, roots: dict[str, Path], result: VerifyResult, progress: bool) -> None:
+    for source_id in sorted(roots):
+        root = Path(roots[source_id])
+        files = con.execute(
+            "SELECT DISTINCT original_uri, original_sha256 FROM images WHERE source_id = ? ORDER BY 1", [source_id]
+        ).fetchall()
+        if not files:
+            result.add("original_source_unknown", source_id, "no images of this source in the index")
+            continue
+        for uri, sha in tqdm(files, desc=f"verify {source_id}", unit="file", disable=None if progress else True):
+            result.originals += 1
+            if REDACTED.search(uri):
+                # a patient ID named a folder; ingest redacted it, so find the file by its pattern and hash
+                candidates = sorted(root.glob(REDACTED.sub("*", uri)))
+                if not candidates:
+                    result.add("original_missing", f"{source_id}:{uri}", f"nothing under {root} matches")
+                elif not any(sha256_file(p) == sha for p in candidates):
+                    result.add("original_changed", f"{source_id}:{uri}", "no matching file has the recorded sha256")
+                continue
+            path = root / uri
+            if not path.is_file():
+                result.add("original_missing", f"{source_id}:{uri}", f"not found under {root}")
+            elif sha256_file(path) != sha:
+                result.add("original_changed", f"{source_id}:{uri}", "sha256 differs from original_sha256")
+
+
+def format_verify(r: VerifyResult) -> str:
+    lines = [f"{p.kind:<22} {p.subject}  {p.detail}" for p in r.problems]
+    checked = f"{r.shards} shards, {r.samples} samples"
+    if r.originals:
+        checked += f", {r.originals} original files"
+    if r.ok:
+        lines.append(f"ok: {checked} checked, shards, manifest and index agree")
+    else:
+        kinds = defaultdict(int)
+        for p in r.problems:
+            kinds[p.kind] += 1
+        summary = ", ".join(f"{k}={v}" for k, v in sorted(kinds.items()))
+        lines.append(f"FAILED: {len(r.problems)} problem(s) in {checked}: {summary}")
+    return "\n".join(lines)
