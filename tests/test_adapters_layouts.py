@@ -20,8 +20,8 @@ from curator.adapters.base import Indexed, Rejected, Stats
 from curator.cli import main
 from curator.config import DuplicateSettings, HoldoutSettings, IngestSettings, ShardSettings
 from curator.registry import adapter_class, adhoc_card, find_card
-from curator.stages.ingest import ingest_source
 from curator.stages.index import run_index
+from curator.stages.ingest import ingest_source
 from curator.stages.shard import run_shard
 from curator.storage import Corpus
 from curator.vocab import canonical_label
