@@ -225,12 +225,7 @@ def sample_sources(sample: dict) -> list[str]:
 
 
 def single_label(sample: dict) -> str | None:
-    """The label of a single-label sample (exactly one distinct label, positive), else None.
-
-    That is what a class index means: folder-per-class sources (RadImageNet,
-    Kaggle sets) qualify; multi-label findings (CheXpert) and masks with several
-    structures do not, and keep their labels only in ``.json``.
-    """
+    """The label of a sample with exactly one distinct label, positive; else None."""
     labels = _record(sample).get("labels") or []
     names = {lab.get("label") for lab in labels}
     if len(names) == 1 and all(lab.get("value", "positive") == "positive" for lab in labels):
@@ -238,18 +233,40 @@ def single_label(sample: dict) -> str | None:
     return None
 
 
-def class_vocabulary(samples: dict[str, dict]) -> list[str]:
-    """Sorted canonical labels of every single-label sample, over all splits: index = position."""
-    return sorted({lab for s in samples.values() if (lab := single_label(s)) is not None})
+def class_labels(samples: dict[str, dict]) -> dict[str, str]:
+    """sample_id -> class label, for samples where a class index applies.
+
+    A class index applies to single-label *sources*: every labelled sample of
+    the source carries exactly one positive label (folder-per-class layouts such
+    as RadImageNet or Kaggle sets). Multi-label findings (CheXpert) and masks
+    whose slices name one or several structures (MSD) do not qualify, not even
+    for the samples that happen to carry one label: their labels stay in
+    ``.json``. A merged sample qualifies only if all its sources do.
+    """
+    single = {sid: single_label(s) for sid, s in samples.items()}
+    qualifies: dict[str, bool] = {}
+    for sid, s in samples.items():
+        if _record(s).get("labels"):
+            for source in sample_sources(s):
+                qualifies[source] = qualifies.get(source, True) and single[sid] is not None
+    return {
+        sid: label
+        for sid, label in single.items()
+        if label is not None and all(qualifies.get(src, False) for src in sample_sources(samples[sid]))
+    }
 
 
-def _add_class_members(samples: dict[str, dict], classes: list[str]) -> None:
+def class_vocabulary(labels: dict[str, str]) -> list[str]:
+    """Sorted class labels over all splits (so train, val and test agree): class index = position."""
+    return sorted(set(labels.values()))
+
+
+def _add_class_members(samples: dict[str, dict], labels: dict[str, str], classes: list[str]) -> None:
     index = {label: i for i, label in enumerate(classes)}
-    for s in samples.values():
+    for sid, s in samples.items():
         s["source_ids"] = sample_sources(s)
-        label = single_label(s)
-        if label is not None and not any(ext == "cls" for ext, _ in s["members"]):
-            data = str(index[label]).encode()
+        if sid in labels and not any(ext == "cls" for ext, _ in s["members"]):
+            data = str(index[labels[sid]]).encode()
             s["members"].append(("cls", data))
             s["size"] += _member_size(len(data))
             s["digest"] = short_hash(s["digest"], data.decode(), n=32)
@@ -422,8 +439,9 @@ def run_shard(
     it a shard is kept when its marker matches and its size is right.
     """
     samples = build_samples(corpus, settings)
-    classes = class_vocabulary(samples)
-    _add_class_members(samples, classes)
+    labels = class_labels(samples)
+    classes = class_vocabulary(labels)
+    _add_class_members(samples, labels, classes)
     plan = plan_shards(samples, settings, name)
     fingerprint = short_hash(
         settings.model_dump_json(),
@@ -514,8 +532,8 @@ def _write_indexes(corpus: Corpus, shards: list[ShardInfo], root: str, name: str
         f"{root}/classes.json",
         {
             "kind": CLASSES_KIND,
-            "rule": "a sample has <key>.cls when it carries exactly one label (positive); "
-            "the .cls value is that label's position in 'classes'",
+            "rule": "<key>.cls is the position in 'classes' of the sample's one label; only samples of "
+            "single-label sources (every labelled sample has exactly one positive label) have a .cls",
             "classes": classes,
         },
     )
