@@ -52,6 +52,13 @@ class Corpus:
             # fsspec reuses filesystem instances, and s3fs caches listings in them:
             # what another process (an earlier, killed run) wrote would stay unseen.
             self.fs.invalidate_cache()
+        if self.atomic_upload:
+            bucket = self.root.split("/", 1)[0]
+            if not self.fs.exists(bucket):
+                raise CorpusError(
+                    f"{self.url}: bucket '{bucket}' not found or not accessible with the current credentials "
+                    "(AWS_* environment variables, ~/.aws, or fsspec configuration)"
+                )
 
     def path(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), *parts])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import fsspec
 import pytest
@@ -190,3 +191,25 @@ def test_a_killed_upload_resumes_keeping_shards_that_verify(s3_build, demo_recip
     assert [e["url"] for e in index["shardlist"]] == [
         s.url.removeprefix("shards/") for s in result.shards if s.split == "train"
     ]
+
+
+def test_a_missing_bucket_is_one_clear_line(s3_endpoint, demo_recipe_path):
+    result = CliRunner().invoke(
+        main, ["build", "--recipe", str(demo_recipe_path), "--out", "s3://no-such-bucket/demo", "--quiet"]
+    )
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith("error: s3://no-such-bucket/demo: bucket 'no-such-bucket' not found")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_endpoint_from_fsspec_config_instead_of_aws_endpoint_url(s3_build, monkeypatch):
+    """fsspec's own configuration (~/.config/fsspec/*.json or FSSPEC_S3_* variables) is the other standard place."""
+    url, _ = s3_build
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": os.environ["AWS_ENDPOINT_URL"]})
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    fsspec.filesystem("s3").clear_instance_cache()
+    try:
+        assert len(shard_urls(f"{url}/shards", "train")) >= 2
+        assert Corpus(url).read_table("shards").num_rows > 0
+    finally:
+        fsspec.filesystem("s3").clear_instance_cache()
