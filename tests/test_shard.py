@@ -13,9 +13,11 @@ import pytest
 import webdataset as wds
 
 from curator.config import Mixture, ShardSettings, load_recipe
-from curator.errors import RecipeError
+from curator.errors import CuratorError, RecipeError
 from curator.stages.shard import (
     TAR_MTIME,
+    _tar_header,
+    _tar_header_slow,
     _write_shard,
     build_samples,
     expand,
@@ -134,6 +136,18 @@ def test_hand_written_tar_is_byte_identical_to_tarfile(corpus_copy):
     assert size == len(buf.getvalue())
     with tarfile.open(corpus_copy / "x.tar") as tar:
         assert all(m.mtime == TAR_MTIME and m.uname == "" for m in tar.getmembers())
+
+
+@pytest.mark.parametrize(
+    "name,size", [("demo_x-0123456789abcdef.png", 12345), ("a.json", 0), ("x" * 100, 5), ("é-k.txt", 8**11 - 1)]
+)
+def test_fast_tar_header_matches_tarfile(name, size):
+    assert _tar_header(name, size) == _tar_header_slow(name, size)
+
+
+def test_a_key_too_long_for_ustar_is_a_clear_error():
+    with pytest.raises(CuratorError, match="over USTAR's 100 bytes"):
+        _tar_header("k" * 97 + ".json", 1)
 
 
 # -- mixtures end to end ---------------------------------------------------------------

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from curator.adapters.base import short_hash
 from curator.config import Mixture, ShardSettings
+from curator.errors import CuratorError
 from curator.stages.caption import sample_triplets
 from curator.stages.ingest import blob_path
 from curator.storage import Corpus
@@ -86,18 +87,30 @@ class PlannedShard:
 
 
 class _HashingWriter:
-    def __init__(self, fh):
+    """Buffers small writes (tar headers, json, padding) into large ones, hashing each once."""
+
+    def __init__(self, fh, buffer: int = 4 * 1024**2):
         self.fh = fh
         self.sha = hashlib.sha256()
         self.md5 = hashlib.md5()
         self.size = 0
+        self._buf = bytearray()
+        self._limit = buffer
 
     def write(self, data: bytes) -> int:
-        self.fh.write(data)
-        self.sha.update(data)
-        self.md5.update(data)
+        self._buf += data
         self.size += len(data)
+        if len(self._buf) >= self._limit:
+            self.flush()
         return len(data)
+
+    def flush(self) -> None:
+        if self._buf:
+            view = bytes(self._buf)
+            self.fh.write(view)
+            self.sha.update(view)
+            self.md5.update(view)
+            self._buf = bytearray()
 
 
 def repeat_key(sample_id: str, repeat: int) -> str:
@@ -205,10 +218,11 @@ def _choose_text(record: dict, settings: ShardSettings) -> str:
 
 
 def _record(sample: dict) -> dict:
-    for ext, data in sample["members"]:
-        if ext == "json":
-            return json.loads(data)
-    return {}
+    """The sample's ``.json`` member, parsed once and kept on the sample."""
+    if "_record" not in sample:
+        data = next((d for ext, d in sample["members"] if ext == "json"), None)
+        sample["_record"] = json.loads(data) if data else {}
+    return sample["_record"]
 
 
 def sample_sources(sample: dict) -> list[str]:
@@ -378,7 +392,7 @@ def plan_shards(samples: dict[str, dict], settings: ShardSettings, name: str) ->
     return plan
 
 
-def _tar_header(name: str, size: int) -> bytes:
+def _tar_header_slow(name: str, size: int) -> bytes:
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = TAR_MTIME
@@ -388,13 +402,35 @@ def _tar_header(name: str, size: int) -> bytes:
     return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
 
 
+# The fields after the name that never change: mode 0444, uid/gid 0, then size, mtime, checksum, type.
+_HEAD = b"0000444\x000000000\x000000000\x00"
+_MTIME = b"%011o\x00" % TAR_MTIME
+_TAIL = b"0" + bytes(100) + b"ustar\x0000" + bytes(64 + 16 + 155 + 12)  # names, devs, prefix: NUL
+
+
+def _tar_header(name: str, size: int) -> bytes:
+    """A USTAR header byte-identical to ``tarfile``'s for our fixed fields, built without its machinery.
+
+    ``tarfile`` spends more time building headers than hashing the data.
+    ``_tar_header_slow`` is the reference a test compares against.
+    """
+    raw = name.encode("utf-8")
+    if len(raw) > 100:  # keys hold no '/', so USTAR's prefix field cannot help
+        raise CuratorError(f"tar member name '{name}' is over USTAR's 100 bytes: use a shorter source id")
+    if size >= 8**11:
+        raise CuratorError(f"tar member '{name}' is {size} bytes, over USTAR's 8 GiB limit")
+    head = raw + bytes(100 - len(raw)) + _HEAD + b"%011o\x00" % size + _MTIME
+    checksum = sum(head) + sum(_TAIL) + 8 * 32
+    return head + b"%06o\x00 " % checksum + _TAIL
+
+
 def _write_shard(
     corpus: Corpus, rel: str, keys: list[tuple[str, str]], samples: dict[str, dict]
 ) -> tuple[int, str, str]:
     """Stream one USTAR tar: header, data, zero padding per member, then two zero blocks.
 
-    Written by hand rather than through ``tarfile``'s stream mode: the same bytes,
-    without copying every member through a BytesIO.
+    Written by hand rather than through ``tarfile``'s stream mode: the same bytes
+    (a test compares them), at several times the speed.
     """
     with corpus.open_atomic(rel) as fh:
         out = _HashingWriter(fh)
@@ -412,6 +448,7 @@ def _write_shard(
         record = tarfile.RECORDSIZE
         if out.size % record:
             out.write(bytes(record - out.size % record))
+        out.flush()
     return out.size, out.sha.hexdigest(), out.md5.hexdigest()
 
 
