@@ -174,6 +174,7 @@ def caption(out: str, recipe_path: Path | None) -> None:
     help="Shard count per split a multiple of N (nodes x GPUs x workers), balanced sample counts.",
 )
 @click.option("--no-verify", is_flag=True, help="Keep earlier shards whose marker and size match, without re-hashing.")
+@click.option("--threads", type=int, default=4, show_default=True, help="Shards written at once (same output).")
 @QUIET
 def shard(
     out: str,
@@ -183,6 +184,7 @@ def shard(
     max_samples: int | None,
     multiple_of: int | None,
     no_verify: bool,
+    threads: int,
     quiet: bool,
 ) -> None:
     """Write WebDataset tar shards, a manifest, classes.json and wids shard indexes.
@@ -212,7 +214,7 @@ def shard(
             first = exc.errors()[0]
             raise click.BadParameter(f"{first['loc'][0]}: {first['msg']}") from None
     name = name or (recipe.name if recipe else "corpus")
-    result = run_shard(Corpus(out), settings, name, progress=not quiet, verify=not no_verify)
+    result = run_shard(Corpus(out), settings, name, progress=not quiet, verify=not no_verify, threads=threads)
     _print_shards(result, out)
 
 

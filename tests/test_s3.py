@@ -166,7 +166,7 @@ def test_a_killed_upload_resumes_keeping_shards_that_verify(s3_build, demo_recip
     monkeypatch.setattr(Corpus, "set_marker", counting_marker)
     monkeypatch.setattr(Corpus, "read_bytes", dying_read)
     with pytest.raises(Killed):
-        run_shard(corpus, settings, "demo", progress=False)
+        run_shard(corpus, settings, "demo", progress=False, threads=1)
     monkeypatch.setattr(Corpus, "read_bytes", real_read)
 
     fs = fsspec.filesystem("s3")

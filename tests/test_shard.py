@@ -245,7 +245,7 @@ def test_killed_local_run_leaves_no_partial_shard_and_resumes(corpus_copy, demo_
 
     monkeypatch.setattr(shard_mod, "_write_shard", dying)
     with pytest.raises(Killed):
-        run_shard(Corpus(str(corpus_copy)), settings, "demo", progress=False)
+        run_shard(Corpus(str(corpus_copy)), settings, "demo", progress=False, threads=1)
     monkeypatch.setattr(shard_mod, "_write_shard", real)
     files = sorted(p.name for p in (corpus_copy / "shards").rglob("*") if p.is_file())
     assert files == ["demo-train-000000.tar", "demo-train-000001.tar"]

@@ -28,7 +28,8 @@ import logging
 import math
 import re
 import tarfile
-from collections import defaultdict
+from collections import defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +51,8 @@ SPLIT_ORDER = ("train", "val", "test")
 
 
 SHARDS_DIR = "shards"
+# Shards written at once: enough to keep an object store's uploads busy, few enough for 2 cores.
+DEFAULT_THREADS = 4
 CLASSES_KIND = "curator-classes-v1"
 REPEAT_KEY = re.compile(r"^(?P<sample_id>.+)-r(?P<repeat>[0-9]+)$")
 
@@ -456,24 +459,31 @@ def _unit(rel: str) -> str:
     return rel.replace("/", "__")
 
 
-def _verified(corpus: Corpus, shard: PlannedShard, unit_fp: str) -> dict | None:
+def _verified(corpus: Corpus, shard: PlannedShard, unit_fp: str, rehash: bool = True) -> dict | None:
     """The marker of a shard an earlier run finished, if the stored bytes still match it."""
     done = corpus.marker("shard", _unit(shard.rel))
     if not done or done["fingerprint"] != unit_fp or not corpus.exists(shard.rel):
         return None
-    if corpus.size(shard.rel) != done["bytes"] or corpus.sha256(shard.rel) != done["sha256"]:
+    if corpus.size(shard.rel) != done["bytes"] or (rehash and corpus.sha256(shard.rel) != done["sha256"]):
         log.warning("%s does not match its marker: rewriting it", shard.rel)
         return None
     return done
 
 
 def run_shard(
-    corpus: Corpus, settings: ShardSettings, name: str, progress: bool = True, verify: bool = True
+    corpus: Corpus,
+    settings: ShardSettings,
+    name: str,
+    progress: bool = True,
+    verify: bool = True,
+    threads: int = DEFAULT_THREADS,
 ) -> ShardResult:
     """Write every planned shard, then the manifest table and indexes; skip it all if nothing changed.
 
     ``verify`` re-hashes each shard an earlier run left before keeping it; without
-    it a shard is kept when its marker matches and its size is right.
+    it a shard is kept when its marker matches and its size is right. ``threads``
+    shards are written at once (uploads wait on the network, hashing releases the
+    GIL); the output does not depend on it.
     """
     samples = build_samples(corpus, settings)
     labels = class_labels(samples)
@@ -495,36 +505,42 @@ def run_shard(
     roots = {mixture_root(m) for m in settings.all_mixtures()}
     _remove_indexes(corpus)  # an index must never describe shards that are being rewritten
 
-    result = ShardResult(samples=len(samples), classes=classes)
-    manifests: dict[str | None, list[dict]] = defaultdict(list)
-    bar = tqdm(plan, desc="shard", unit="shard", disable=None if progress else True, leave=False)
-    for shard in bar:
+    def produce(shard: PlannedShard) -> ShardInfo:
         unit_fp = short_hash(shard.rel, *[f"{k}={samples[s]['digest']}" for k, s in shard.keys], n=32)
-        done = _verified(corpus, shard, unit_fp) if verify else None
+        done = _verified(corpus, shard, unit_fp, rehash=verify)
         if done:
             size, sha, md5 = done["bytes"], done["sha256"], done["md5"]
         else:
             size, sha, md5 = _write_shard(corpus, shard.rel, shard.keys, samples)
-            corpus.set_marker(
-                "shard", _unit(shard.rel), {"fingerprint": unit_fp, "bytes": size, "sha256": sha, "md5": md5}
-            )
-        result.shards.append(
-            ShardInfo(shard.rel, shard.split, len(shard.keys), size, sha, md5, shard.mixture, bool(done))
-        )
-        for key, sid in shard.keys:
-            s = samples[sid]
-            manifests[shard.mixture].append(
-                {
-                    "sample_id": sid,
-                    "key": key,
-                    "mixture": shard.mixture,
-                    "split": shard.split,
-                    "shard_url": shard.rel,
-                    "members": [f"{key}.{ext}" for ext, _ in s["members"]],
-                    "bytes": s["size"],
-                    "shard_sha256": sha,
-                }
-            )
+            payload = {"fingerprint": unit_fp, "bytes": size, "sha256": sha, "md5": md5}
+            corpus.set_marker("shard", _unit(shard.rel), payload)
+        return ShardInfo(shard.rel, shard.split, len(shard.keys), size, sha, md5, shard.mixture, bool(done))
+
+    result = ShardResult(samples=len(samples), classes=classes)
+    manifests: dict[str | None, list[dict]] = defaultdict(list)
+    bar = tqdm(total=len(plan), desc="shard", unit="shard", disable=None if progress else True, leave=False)
+    threads = max(1, threads)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        # A window of `threads` shards in flight, consumed in plan order: a failure stops the run with
+        # at most threads-1 others finishing, as a kill would.
+        window: deque = deque()
+        todo = iter(plan)
+        try:
+            for shard in todo:
+                window.append((shard, pool.submit(produce, shard)))
+                if len(window) < threads:
+                    continue
+                _collect(window.popleft(), result, manifests, samples)
+                bar.update()
+            while window:
+                _collect(window.popleft(), result, manifests, samples)
+                bar.update()
+        except BaseException:
+            for _, future in window:
+                future.cancel()
+            raise
+        finally:
+            bar.close()
     _remove_stale(corpus, {p.rel for p in plan}, set(settings.mixtures))
     for mixture in settings.all_mixtures():
         part = "manifest" if mixture is None else f"mixture-{mixture}"
@@ -533,6 +549,26 @@ def run_shard(
         _write_indexes(corpus, [s for s in result.shards if mixture_root(s.mixture) == root], root, name, classes)
     corpus.set_marker("shard", "all", {"fingerprint": fingerprint, "shards": [_info_dict(s) for s in result.shards]})
     return result
+
+
+def _collect(item, result: ShardResult, manifests: dict, samples: dict[str, dict]) -> None:
+    shard, future = item
+    info = future.result()
+    result.shards.append(info)
+    for key, sid in shard.keys:
+        s = samples[sid]
+        manifests[shard.mixture].append(
+            {
+                "sample_id": sid,
+                "key": key,
+                "mixture": shard.mixture,
+                "split": shard.split,
+                "shard_url": shard.rel,
+                "members": [f"{key}.{ext}" for ext, _ in s["members"]],
+                "bytes": s["size"],
+                "shard_sha256": info.sha256,
+            }
+        )
 
 
 def _info_dict(s: ShardInfo) -> dict:
