@@ -212,7 +212,7 @@ def shard(
             settings = ShardSettings.model_validate({**settings.model_dump(), **overrides})
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise click.BadParameter(f"{first['loc'][0]}: {first['msg']}") from None
+            raise CuratorError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
     name = name or (recipe.name if recipe else "corpus")
     result = run_shard(Corpus(out), settings, name, progress=not quiet, verify=not no_verify, threads=threads)
     _print_shards(result, out)

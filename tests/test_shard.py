@@ -265,3 +265,40 @@ def test_weights_for_an_unknown_source_are_one_clear_error(demo_recipe_path, tmp
     bad.write_text(demo_recipe_path.read_text() + "\n[shard.mixtures.stage1.weights]\nno_such_source = 2.0\n")
     with pytest.raises(RecipeError, match="shard.mixtures.stage1 names source"):
         load_recipe(bad)
+
+
+def test_a_reshard_removes_the_old_indexes_before_writing_any_shard(corpus_copy, demo_recipe_path, monkeypatch):
+    settings = load_recipe(demo_recipe_path).shard
+    run_shard(Corpus(str(corpus_copy)), settings.model_copy(update={"max_samples": 8}), "demo", progress=False)
+    shards = corpus_copy / "shards"
+    assert (shards / "train.wids.json").exists() and (shards / "manifest.json").exists()
+    import curator.stages.shard as shard_mod
+
+    def killed(*args):
+        raise Killed
+
+    monkeypatch.setattr(shard_mod, "_write_shard", killed)
+    with pytest.raises(Killed):
+        run_shard(Corpus(str(corpus_copy)), settings, "demo", progress=False)
+    assert not [p.name for p in shards.rglob("*.json")], "an old index survived into a rewrite"
+
+
+def test_shard_command_sizes_and_reports(corpus_copy, demo_recipe_path):
+    from click.testing import CliRunner
+
+    from curator.cli import main
+
+    args = ["shard", "--out", str(corpus_copy), "--recipe", str(demo_recipe_path), "--quiet"]
+    result = CliRunner().invoke(main, [*args, "--multiple-of", "2", "--max-samples", "100"])
+    assert result.exit_code == 0, result.output
+    lines = [line.split() for line in result.output.splitlines() if ".tar" in line]
+    train = [int(parts[1]) for parts in lines if "/train/" in parts[0]]
+    assert len(train) == 2 and abs(train[0] - train[1]) <= 1
+    assert "classes for .cls" in result.output
+
+    again = CliRunner().invoke(main, [*args, "--multiple-of", "2", "--max-samples", "100"])
+    assert "(unchanged, skipped)" in again.output
+
+    bad = CliRunner().invoke(main, [*args, "--max-bytes", "lots"])
+    assert bad.exit_code == 1
+    assert bad.stderr.startswith("error: --max-bytes: ") and len(bad.stderr.strip().splitlines()) == 1
