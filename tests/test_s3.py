@@ -213,3 +213,24 @@ def test_endpoint_from_fsspec_config_instead_of_aws_endpoint_url(s3_build, monke
         assert Corpus(url).read_table("shards").num_rows > 0
     finally:
         fsspec.filesystem("s3").clear_instance_cache()
+
+
+def test_a_failed_multipart_upload_is_aborted_not_committed(s3_endpoint, monkeypatch):
+    """A shard bigger than one upload part: parts reach the server, but the object never appears."""
+    corpus = Corpus(f"s3://{BUCKET}/mpu")
+    monkeypatch.setattr(corpus.fs, "default_block_size", 5 * 1024**2)  # S3's smallest part
+    chunk = bytes(range(256)) * 4096  # 1 MiB
+    with pytest.raises(Killed), corpus.open_atomic("shards/train/big.tar") as fh:
+        for _ in range(11):
+            fh.write(chunk)
+        assert fh.mpu is not None and len(fh.parts) == 2, "the upload should be under way"
+        raise Killed
+    fs = corpus.fs
+    fs.invalidate_cache()
+    assert not fs.exists(f"{BUCKET}/mpu/shards/train/big.tar")
+    assert not [u for u in fs.list_multipart_uploads(BUCKET) if u["Key"].startswith("mpu/")]
+
+    with corpus.open_atomic("shards/train/big.tar") as fh:
+        for _ in range(11):
+            fh.write(chunk)
+    assert corpus.size("shards/train/big.tar") == 11 * len(chunk)
