@@ -53,7 +53,12 @@ def main(verbose: int) -> None:
 
 
 OUT = click.option(
-    "--out", "out", required=True, metavar="DIR", help="Corpus directory (a local path; later any fsspec URL)."
+    "--out",
+    "out",
+    required=True,
+    metavar="DIR",
+    help="Corpus directory: a local path or any fsspec URL (s3://bucket/prefix; credentials and endpoint from "
+    "AWS_* variables or fsspec config).",
 )
 RECIPE = click.option(
     "--recipe", "recipe_path", type=click.Path(path_type=Path), metavar="FILE", help="Build recipe (TOML)."
@@ -91,6 +96,7 @@ def build(recipe_path: Path | None, out: str, quiet: bool) -> None:
     \b
     Example:
       curator build --recipe recipes/demo.toml --out shards/demo
+      AWS_ENDPOINT_URL=http://127.0.0.1:9000 curator build --recipe recipes/demo.toml --out s3://bucket/demo
     """
     from curator.config import load_recipe
     from curator.stages.build import run_build
@@ -236,21 +242,57 @@ def caption(out: str, recipe_path: Path | None, dry_run: bool, quiet: bool) -> N
 @OUT
 @RECIPE
 @click.option("--name", default=None, help="Shard name prefix (default: the recipe's name, else 'corpus').")
+@click.option("--max-bytes", default=None, metavar="SIZE", help="Target shard size, e.g. 512MiB (overrides recipe).")
+@click.option("--max-samples", type=int, default=None, metavar="N", help="Samples per shard at most.")
+@click.option(
+    "--multiple-of",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Shard count per split a multiple of N (nodes x GPUs x workers), balanced sample counts.",
+)
+@click.option("--no-verify", is_flag=True, help="Keep earlier shards whose marker and size match, without re-hashing.")
+@click.option("--threads", type=int, default=4, show_default=True, help="Shards written at once (same output).")
 @QUIET
-def shard(out: str, recipe_path: Path | None, name: str | None, quiet: bool) -> None:
-    """Write WebDataset tar shards, a manifest and wids shard indexes.
+def shard(
+    out: str,
+    recipe_path: Path | None,
+    name: str | None,
+    max_bytes: str | None,
+    max_samples: int | None,
+    multiple_of: int | None,
+    no_verify: bool,
+    threads: int,
+    quiet: bool,
+) -> None:
+    """Write WebDataset tar shards, a manifest, classes.json and wids shard indexes.
+
+    Named mixtures and per-source weights come from the recipe's [shard] table.
+    A re-run keeps shards that still hash to their marker and rewrites the rest.
 
     \b
     Example:
       curator shard --out shards/demo --recipe recipes/demo.toml
+      curator shard --out s3://bucket/demo --recipe recipes/demo.toml --multiple-of 64
     """
+    from pydantic import ValidationError
+
     from curator.config import ShardSettings, load_recipe
     from curator.stages.shard import run_shard
     from curator.storage import Corpus
 
     recipe = load_recipe(recipe_path) if recipe_path else None
     settings = recipe.shard if recipe else ShardSettings()
-    result = run_shard(Corpus(out), settings, name or (recipe.name if recipe else "corpus"), progress=not quiet)
+    overrides = {"max_bytes": max_bytes, "max_samples": max_samples, "multiple_of": multiple_of}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides:
+        try:
+            settings = ShardSettings.model_validate({**settings.model_dump(), **overrides})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise CuratorError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+    name = name or (recipe.name if recipe else "corpus")
+    result = run_shard(Corpus(out), settings, name, progress=not quiet, verify=not no_verify, threads=threads)
     _print_shards(result, out)
 
 
@@ -555,7 +597,11 @@ def _print_caption(result) -> None:
 def _print_shards(result, out: str) -> None:
     total = sum(s.bytes for s in result.shards)
     note = "  (unchanged, skipped)" if result.skipped else ""
-    click.echo(f"shard\n  {result.samples} samples in {len(result.shards)} shards, {_human(total)}{note}")
+    kept = sum(s.kept for s in result.shards) if not result.skipped else 0
+    resumed = f", {kept} kept from an earlier run (verified)" if kept else ""
+    click.echo(f"shard\n  {result.samples} samples in {len(result.shards)} shards, {_human(total)}{note}{resumed}")
     for s in result.shards:
         click.echo(f"  {s.url:<40} {s.nsamples:>5} samples  {_human(s.bytes):>10}")
+    if result.classes:
+        click.echo(f"  {len(result.classes)} classes for .cls (shards/classes.json)")
     click.echo(f"  written to {out}")

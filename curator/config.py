@@ -6,11 +6,12 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 
 from curator.errors import RecipeError
 
@@ -111,13 +112,68 @@ class CaptionSettings(Strict):
     )
 
 
+MIXTURE_NAME = r"^[a-z0-9][a-z0-9_\-]*$"
+
+
+class Mixture(Strict):
+    """Per-source sampling weights for one training stage (GMAI-VL: captions first, instructions later).
+
+    A weight of 2.5 writes every sample of the source twice and a seeded half of
+    them a third time; 0.3 keeps a seeded 30%; 0 leaves the source out. A repeat
+    gets its own key, ``<sample_id>-r<N>``.
+    """
+
+    weights: dict[str, float] = Field(default_factory=dict, description="source_id -> weight (>= 0).")
+    default_weight: float = Field(1.0, ge=0, description="Weight of sources not listed in weights.")
+    splits: list[str] | None = Field(None, description="Splits to write (default: every split).")
+
+    @model_validator(mode="after")
+    def _weights(self):
+        for source, weight in self.weights.items():
+            if weight < 0:
+                raise ValueError(f"weight of '{source}' must be >= 0")
+        return self
+
+
 class ShardSettings(Strict):
     # WebDataset's guidance is 100 MB-1 GB per shard: big enough for sequential
     # reads from object storage, small enough to spread over loader workers.
-    max_bytes: int = Field(512 * 1024**2, ge=1024, description="Target upper bound of a shard's size.")
+    max_bytes: ByteSize = Field(
+        512 * 1024**2,
+        ge=1024,
+        description="Target shard size, an int or e.g. '512MiB'; a shard exceeds it only when one sample alone does.",
+    )
     max_samples: int = Field(10_000, ge=1, description="Upper bound of samples per shard.")
+    multiple_of: int = Field(
+        1,
+        ge=1,
+        description="Make each split's shard count a multiple of this (nodes x GPUs x loader workers); sample "
+        "counts per shard then differ by at most one, so no rank runs dry early.",
+    )
     txt_language: str = Field("en", description="Language of the caption chosen for .txt when several exist.")
+    weights: dict[str, float] = Field(
+        default_factory=dict, description="source_id -> weight for the main shard set (default 1 each)."
+    )
+    # Up-sampling val/test would distort evaluation: weights apply to these splits only.
+    weighted_splits: list[str] = Field(default_factory=lambda: ["train"])
+    mixtures: dict[str, Mixture] = Field(
+        default_factory=dict, description="Named mixtures, each written to shards/mixtures/<name>/."
+    )
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self):
+        for name in self.mixtures:
+            if not re.match(MIXTURE_NAME, name):
+                raise ValueError(f"mixture name '{name}' must match {MIXTURE_NAME}")
+        for source, weight in self.weights.items():
+            if weight < 0:
+                raise ValueError(f"weight of '{source}' must be >= 0")
+        return self
+
+    def all_mixtures(self) -> dict[str | None, Mixture]:
+        """The main set (key None, written to shards/) and every named mixture."""
+        return {None: Mixture(weights=self.weights), **self.mixtures}
 
 
 class SelectSettings(Strict):
@@ -186,6 +242,17 @@ class Recipe(Strict):
     select: SelectSettings = Field(default_factory=SelectSettings)
     duplicates: DuplicateSettings = Field(default_factory=DuplicateSettings)
     holdout: HoldoutSettings = Field(default_factory=HoldoutSettings)
+
+    @model_validator(mode="after")
+    def _known_sources(self):
+        known = {s.id for s in self.sources}
+        for mixture, weights in [("shard.weights", self.shard.weights)] + [
+            (f"shard.mixtures.{n}", m.weights) for n, m in self.shard.mixtures.items()
+        ]:
+            unknown = sorted(set(weights) - known)
+            if unknown:
+                raise ValueError(f"{mixture} names source(s) not in the recipe: {', '.join(unknown)}")
+        return self
 
     def ingest_settings(self) -> IngestSettings:
         return IngestSettings(seed=self.seed, split=self.split)

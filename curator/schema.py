@@ -104,6 +104,10 @@ SHARDS = pa.schema(
         ("members", pa.list_(pa.string())),
         ("bytes", pa.int64()),
         ("shard_sha256", pa.string()),
+        # The WebDataset key: the sample_id, or <sample_id>-r<N> for the Nth up-sampled repeat.
+        ("key", pa.string()),
+        # Named mixture (shards/mixtures/<name>/), null for the main set in shards/.
+        ("mixture", pa.string()),
     ]
 )
 

@@ -1,13 +1,23 @@
 """The corpus directory: fsspec paths, atomic writes, completion markers, table parts.
 
 Everything a build writes goes through :class:`Corpus`, so a local folder and an
-``s3://bucket/prefix`` behave alike. Every file is written under a temporary name
-and moved into place when complete; a stage unit is done only when its marker
-exists, so a killed run leaves nothing that a re-run would mistake for finished.
+``s3://bucket/prefix`` behave alike. A file appears under its final name only when
+complete: on a local disk it is written under a temporary name and renamed; on an
+object store (s3, gcs, azure) the upload itself is atomic (a single PUT, or a
+multipart upload that is completed only on a clean close and aborted on error), so
+it is written in place: a temporary object plus ``mv`` would cost a server-side
+copy and a delete per file. A stage unit is done only when its marker exists, so a
+killed run leaves nothing that a re-run would mistake for finished.
+
+Credentials and endpoints are never passed or stored here: fsspec and the backend
+take them from their standard places (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/
+``AWS_ENDPOINT_URL`` and ``~/.aws`` for s3, or fsspec's own configuration such as
+``FSSPEC_S3_ENDPOINT_URL`` / ``~/.config/fsspec/*.json``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Iterable
@@ -24,6 +34,11 @@ from curator.schema import TABLES
 # enough that a million-image source never sits in memory at once.
 ROW_GROUP_ROWS = 4096
 
+# Backends whose uploads become visible only when complete (single PUT, or a
+# multipart/resumable upload committed on close): written in place, no rename.
+ATOMIC_UPLOAD_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
+HASH_CHUNK = 8 * 1024**2
+
 
 class Corpus:
     """One build's output: index tables, encoded image blobs, shards and markers."""
@@ -32,6 +47,18 @@ class Corpus:
         self.url = url.rstrip("/") or url
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
         self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        self.atomic_upload = self.protocol in ATOMIC_UPLOAD_PROTOCOLS
+        if self.protocol not in ("file", "local"):
+            # fsspec reuses filesystem instances, and s3fs caches listings in them:
+            # what another process (an earlier, killed run) wrote would stay unseen.
+            self.fs.invalidate_cache()
+        if self.atomic_upload:
+            bucket = self.root.split("/", 1)[0]
+            if not self.fs.exists(bucket):
+                raise CorpusError(
+                    f"{self.url}: bucket '{bucket}' not found or not accessible with the current credentials "
+                    "(AWS_* environment variables, ~/.aws, or fsspec configuration)"
+                )
 
     def path(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), *parts])
@@ -50,12 +77,31 @@ class Corpus:
         return f"{head}/.tmp-{uuid.uuid4().hex[:12]}-{tail}"
 
     def write_bytes(self, rel: str, data: bytes) -> None:
+        if self.atomic_upload:
+            self.fs.pipe_file(self.path(rel), data)  # one PUT: visible only when complete
+            return
         path = self.path(rel)
         self.fs.makedirs(path.rpartition("/")[0], exist_ok=True)
         tmp = self._tmp(path)
         with self.fs.open(tmp, "wb") as fh:
             fh.write(data)
         self.fs.mv(tmp, path)
+
+    def size(self, rel: str) -> int:
+        return int(self.fs.size(self.path(rel)))
+
+    def sha256(self, rel: str) -> str:
+        """The sha256 of a stored file, streamed (a shard can be a GiB)."""
+        digest = hashlib.sha256()
+        with self.fs.open(self.path(rel), "rb", block_size=HASH_CHUNK) as fh:
+            while chunk := fh.read(HASH_CHUNK):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def remove(self, rel: str) -> None:
+        path = self.path(rel)
+        if self.fs.exists(path):
+            self.fs.rm(path)
 
     def read_bytes(self, rel: str) -> bytes:
         with self.fs.open(self.path(rel), "rb") as fh:
@@ -146,11 +192,22 @@ class AtomicFile:
         self._fh = None
 
     def __enter__(self):
+        if self.corpus.atomic_upload:
+            self._fh = self.corpus.fs.open(self.path, "wb")
+            return self._fh
         self.corpus.fs.makedirs(self.path.rpartition("/")[0], exist_ok=True)
         self._fh = self.corpus.fs.open(self.tmp, "wb")
         return self._fh
 
     def __exit__(self, exc_type, exc, tb):
+        if self.corpus.atomic_upload:
+            if exc_type is None:
+                self._fh.close()  # completes the upload: the object appears now, whole
+            else:
+                # close() would commit what was written so far: abort the upload instead
+                self._fh.discard()
+                self._fh.closed = True
+            return False
         self._fh.close()
         if exc_type is None:
             self.corpus.fs.mv(self.tmp, self.path)

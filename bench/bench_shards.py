@@ -1,0 +1,140 @@
+"""Shards: writing throughput against GNU tar, loader throughput against loose files.
+
+A folder-per-class source of noise PNGs (incompressible, all distinct, so no
+blob is shared) is ingested once; then
+
+* the sharder writes it (all members: image, .json, .txt, .cls) and GNU tar
+  archives the very same member files exported as loose files (``--format=ustar``,
+  page cache warm for both), both in MB of tar written per second;
+* a torch DataLoader (2 workers, the machine has 2 cores) reads every sample
+  (image bytes + parsed json + text) from the shards through
+  ``curator.loader.webdataset_loader``, and from the loose files through a
+  map-style Dataset, in samples per second.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from curator.config import IngestSettings, ShardSettings
+from curator.registry import find_card
+from curator.stages.ingest import ingest_source
+from curator.stages.shard import build_samples, run_shard
+from curator.storage import Corpus
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGES = 1500
+WORKERS = 2
+CLASSES = [("CT", "lung", "normal"), ("CT", "lung", "nodule"), ("MR", "knee", "meniscal_tear")]
+
+
+def _make_source(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(IMAGES):
+        modality, anatomy, label = CLASSES[i % len(CLASSES)]
+        path = root / "radiology_ai" / modality / anatomy / label / f"img{i:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (256, 256), dtype=np.uint8)).save(path)
+
+
+def _export_loose(corpus: Corpus, loose: Path) -> list[Path]:
+    """Every sample's members as loose files, named as in the tar: <key>.<ext>."""
+    samples = build_samples(corpus, ShardSettings())
+    paths = []
+    for sid in sorted(samples):
+        s = samples[sid]
+        for ext, data in s["members"]:
+            path = loose / f"{sid}.{ext}"
+            path.write_bytes(corpus.read_bytes(s["blob"]) if data is None else data)
+            paths.append(path)
+    return paths
+
+
+class LooseFiles:
+    """Map-style dataset over loose files: the baseline a training team would otherwise use."""
+
+    def __init__(self, folder: Path):
+        self.stems = sorted({p.name.split(".", 1)[0] for p in folder.iterdir()})
+        self.folder = folder
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    def __getitem__(self, i: int) -> dict:
+        stem = self.folder / self.stems[i]
+        image = stem.with_suffix(".png")
+        if not image.exists():
+            image = stem.with_suffix(".jpg")
+        return {
+            "key": self.stems[i],
+            "image": image.read_bytes(),
+            "meta": json.loads(stem.with_suffix(".json").read_bytes()),
+            "text": stem.with_suffix(".txt").read_text(),
+        }
+
+
+def _keep_list(batch):
+    return batch
+
+
+def run(workdir: Path) -> list[tuple[str, float, str]]:
+    from torch.utils.data import DataLoader
+
+    from curator.loader import iterate_records, shard_urls, webdataset_loader
+
+    source = workdir / "source"
+    _make_source(source)
+    card, card_path = find_card("demo_radimagenet", REPO / "source_registry")
+    corpus = Corpus(str(workdir / "corpus"))
+    ingest_source(corpus, card, card_path, source, IngestSettings(), progress=False)
+
+    loose = workdir / "loose"
+    loose.mkdir()
+    files = _export_loose(corpus, loose)
+
+    # one split, several shards: ~32 MiB each at this scale
+    settings = ShardSettings(max_bytes=32 * 1024**2)
+    run_shard(corpus, settings, "warm", progress=False)  # page cache warm for the blobs
+    shutil.rmtree(workdir / "corpus" / "shards")
+    shutil.rmtree(workdir / "corpus" / "_markers" / "shard")
+    t = time.perf_counter()
+    result = run_shard(corpus, settings, "bench", progress=False)
+    shard_s = time.perf_counter() - t
+    shard_mb = sum(s.bytes for s in result.shards) / 1e6
+
+    tar_out = workdir / "gnu.tar"
+    names = [p.name for p in files]
+    (workdir / "names.txt").write_text("\n".join(names) + "\n")
+    t = time.perf_counter()
+    subprocess.run(
+        ["tar", "--format=ustar", "-cf", str(tar_out), "-C", str(loose), "-T", str(workdir / "names.txt")], check=True
+    )
+    tar_s = time.perf_counter() - t
+    tar_mb = tar_out.stat().st_size / 1e6
+
+    splits = sorted({s.split for s in result.shards})
+    urls = [u for split in splits for u in shard_urls(str(workdir / "corpus" / "shards"), split)]
+    n_shards = sum(1 for _ in iterate_records(webdataset_loader(urls, batch_size=64, num_workers=WORKERS)))  # warm
+    t = time.perf_counter()
+    n_shards = sum(1 for _ in iterate_records(webdataset_loader(urls, batch_size=64, num_workers=WORKERS)))
+    wds_s = time.perf_counter() - t
+
+    loader = DataLoader(LooseFiles(loose), batch_size=64, num_workers=WORKERS, collate_fn=_keep_list)
+    sum(len(b) for b in loader)  # warm
+    t = time.perf_counter()
+    n_loose = sum(len(b) for b in loader)
+    loose_s = time.perf_counter() - t
+
+    return [
+        (f"shard writing ({len(result.shards)} shards, {shard_mb:.0f} MB)", shard_mb / shard_s, "MB/s"),
+        (f"GNU tar, same member files ({len(files)} files)", tar_mb / tar_s, "MB/s"),
+        (f"loader from shards, webdataset ({n_shards} samples, all splits)", n_shards / wds_s, "samples/s"),
+        (f"loader from loose files ({n_loose} samples, all splits)", n_loose / loose_s, "samples/s"),
+    ]

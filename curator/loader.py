@@ -1,0 +1,223 @@
+"""Reading curator shards in training: streamed with webdataset, or indexed with wids.
+
+A training job needs only the shard folder (local, or any fsspec URL such as
+``s3://bucket/corpus/shards``); nothing here reads the index tables.
+
+    from curator.loader import shard_urls, webdataset_loader
+    urls = shard_urls("s3://bucket/corpus/shards", "train")
+    loader = webdataset_loader(urls, batch_size=64, num_workers=8)
+
+Remote URLs are opened through fsspec, so credentials and endpoints come from
+their standard places (``AWS_*`` environment variables including
+``AWS_ENDPOINT_URL``, ``~/.aws``, or fsspec's configuration) and are never
+passed around. :func:`register_fsspec` teaches webdataset's ``gopen`` and wids'
+downloader every fsspec protocol; the helpers here call it for you.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import fsspec
+
+log = logging.getLogger(__name__)
+
+# Protocols webdataset/wids handle themselves (or that are local): left alone.
+_NATIVE = {"", "file", "pipe", "http", "https"}
+# Object-store protocols registered for webdataset's gopen and wids' downloader.
+FSSPEC_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "memory")
+# Read-ahead for streaming a shard: large sequential range requests.
+STREAM_BLOCK = 16 * 1024**2
+
+
+def _gopen_fsspec(url: str, mode: str = "rb", bufsize: int = 8192, **kw):
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs.open(path, mode, block_size=STREAM_BLOCK)
+
+
+def _download_fsspec(remote: str, local: str) -> None:
+    tmp = f"{local}.part-{os.getpid()}"
+    fs, path = fsspec.core.url_to_fs(remote)
+    fs.get_file(path, tmp)
+    os.replace(tmp, local)
+
+
+def register_fsspec() -> None:
+    """Let ``webdataset.WebDataset`` and ``wids`` open ``s3://`` (and other fsspec) URLs.
+
+    Idempotent. DataLoader workers inherit it when forked; a spawned worker
+    imports this module through the dataset's pickled transform and calls it again.
+    """
+    # importlib: the packages re-export functions under these module names
+    gopen = importlib.import_module("webdataset.gopen")
+    wids_dl = importlib.import_module("wids.wids_dl")
+
+    for proto in FSSPEC_PROTOCOLS:
+        gopen.gopen_schemes[proto] = _gopen_fsspec
+        wids_dl.default_cmds[proto] = _download_fsspec
+
+
+def _join(base: str, rel: str) -> str:
+    if "://" in rel or rel.startswith(("/", "pipe:")):
+        return rel
+    return f"{base.rstrip('/')}/{rel}"
+
+
+def read_index(shards_url: str, split: str) -> dict:
+    """The wids shard index (``<split>.wids.json``) of a shard folder, its URLs made absolute."""
+    index_url = _join(shards_url, f"{split}.wids.json")
+    with fsspec.open(index_url, "rb") as fh:
+        index = json.load(fh)
+    if index.get("__kind__") != "wids-shard-index-v1":
+        raise ValueError(f"{index_url} is not a wids-shard-index-v1 file")
+    for entry in index["shardlist"]:
+        entry["url"] = _join(shards_url, entry["url"])
+    return index
+
+
+def read_classes(shards_url: str) -> list[str]:
+    """The class names of ``.cls``: ``classes[i]`` is the label of class index ``i``."""
+    with fsspec.open(_join(shards_url, "classes.json"), "rb") as fh:
+        return json.load(fh)["classes"]
+
+
+def shard_urls(shards_url: str, split: str) -> list[str]:
+    """Every shard URL of one split, in index order (webdataset shuffles them itself)."""
+    return [e["url"] for e in read_index(shards_url, split)["shardlist"]]
+
+
+def to_record(sample: dict) -> dict:
+    """A raw webdataset/wids sample as plain fields: key, image bytes and format, meta, text, class."""
+
+    def get(ext: str):
+        return sample.get(ext, sample.get(f".{ext}"))
+
+    image_ext = "png" if get("png") is not None else "jpg"
+    cls = get("cls")
+    meta = get("json")
+    txt = get("txt")
+    return {
+        "key": sample["__key__"],
+        "image": _bytes(get(image_ext)),
+        "image_format": image_ext,
+        "meta": meta if isinstance(meta, dict) else json.loads(_bytes(meta)),
+        "text": txt if isinstance(txt, str) else _bytes(txt).decode("utf-8"),
+        "cls": -1 if cls is None else int(cls if isinstance(cls, int) else _bytes(cls)),
+        "url": sample.get("__url__") or sample.get("__shard__"),
+    }
+
+
+def _bytes(value) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if hasattr(value, "read"):  # wids hands out file-like streams
+        value.seek(0)
+        return value.read()
+    raise TypeError(f"unexpected member type {type(value).__name__}")
+
+
+class _Pipeline:
+    """Picklable per-sample map: raw sample -> record -> the caller's transform."""
+
+    def __init__(self, transform: Callable[[dict], Any] | None):
+        self.transform = transform
+
+    def __call__(self, sample: dict):
+        register_fsspec()  # a spawned worker runs this module fresh
+        record = to_record(sample)
+        return self.transform(record) if self.transform else record
+
+
+def webdataset(
+    urls: str | list[str],
+    *,
+    transform: Callable[[dict], Any] | None = None,
+    shuffle: int = 0,
+    shardshuffle: int | bool = False,
+    multinode: bool = False,
+    seed: int = 0,
+):
+    """A ``webdataset.WebDataset`` of records (see :func:`to_record`), optionally transformed.
+
+    ``urls`` may be local paths, brace patterns, ``pipe:`` commands or fsspec URLs.
+    ``multinode=True`` splits shards over torch.distributed ranks as well as
+    loader workers; balanced shard counts (``multiple_of``) keep ranks even.
+    """
+    import webdataset as wds
+
+    register_fsspec()
+    ds = wds.WebDataset(
+        urls,
+        shardshuffle=shardshuffle,
+        nodesplitter=wds.split_by_node if multinode else wds.single_node_only,
+        workersplitter=wds.split_by_worker,
+        empty_check=False,
+        seed=seed,
+    )
+    if shuffle:
+        ds = ds.shuffle(shuffle)
+    return ds.map(_Pipeline(transform))
+
+
+def _keep_list(batch: list) -> list:
+    return batch
+
+
+def webdataset_loader(
+    urls: str | list[str],
+    *,
+    batch_size: int = 32,
+    num_workers: int = 4,
+    transform: Callable[[dict], Any] | None = None,
+    collate_fn: Callable | None = None,
+    **kw,
+):
+    """A torch DataLoader over :func:`webdataset`; several workers each stream their own shards.
+
+    Without ``collate_fn`` a batch is a list of records (images differ in size
+    until a transform resizes them); pass torch's default collate once
+    ``transform`` returns tensors of one shape.
+    """
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        webdataset(urls, transform=transform, **kw),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=collate_fn or _keep_list,
+    )
+
+
+def _same_path(url: str) -> str:
+    return url
+
+
+def wids_dataset(shards_url: str, split: str, *, cache_dir: str | None = None, transform=None):
+    """A ``wids.ShardListDataset`` (random access by index) over one split's shard index.
+
+    Local shards are read in place; remote ones are downloaded once into
+    ``cache_dir`` (required for remote URLs: wids would otherwise use /tmp).
+    Items are records (see :func:`to_record`), transformed if asked.
+    """
+    import wids
+
+    register_fsspec()
+    index = read_index(shards_url, split)
+    remote = any("://" in e["url"] for e in index["shardlist"])
+    if remote and cache_dir is None:
+        raise ValueError("wids_dataset: cache_dir is required for remote shards")
+    kw = {"cache_dir": cache_dir} if remote else {"localname": _same_path}
+    ds = wids.ShardListDataset(index["shardlist"], dataset_name=index.get("name"), transformations=[], **kw)
+    ds.add_transform(_Pipeline(transform))
+    return ds
+
+
+def iterate_records(dataset: Iterable) -> Iterable[dict]:
+    """Flatten a loader's batches (lists of records) into records."""
+    for batch in dataset:
+        yield from batch if isinstance(batch, list) else [batch]
