@@ -27,8 +27,8 @@ test: $(STAMP) ## Run the test suite
 	$(BIN)/pytest -q
 
 lint: $(STAMP) ## ruff check and format check
-	$(BIN)/ruff check curator tests
-	$(BIN)/ruff format --check curator tests
+	$(BIN)/ruff check curator tests bench
+	$(BIN)/ruff format --check curator tests bench
 
 lock: ## Re-pin constraints.txt from a fresh resolve of pyproject.toml
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv

@@ -1,3 +1,3 @@
 """curator: a traceable corpus builder for medical vision-language models."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -23,7 +23,7 @@ from pydicom.data import get_testdata_file
 
 log = logging.getLogger(__name__)
 
-DEMO_VERSION = "1"
+DEMO_VERSION = "2"
 SEED = 20261123
 
 CHEXPERT_LABELS = [
@@ -59,12 +59,23 @@ DICOM_FILES = {
 
 
 def _phantom(rng: np.random.Generator, size: tuple[int, int], blobs: int) -> np.ndarray:
-    """A body-like ellipse with a few bright blobs and noise, values in [0, 1]."""
+    """A body-like ellipse with internal structure, a few bright blobs and noise, values in [0, 1].
+
+    Position, shape and a smooth internal texture vary per image, so that distinct
+    demo images are distinct to a perceptual hash too (real scans are; identical
+    smooth ellipses would all look like near-duplicates).
+    """
     h, w = size
     yy, xx = np.mgrid[0:h, 0:w]
-    cy, cx = h / 2, w / 2
-    body = (((yy - cy) / (0.42 * h)) ** 2 + ((xx - cx) / (0.38 * w)) ** 2) < 1
-    img = 0.08 + 0.45 * body
+    cy, cx = h * rng.uniform(0.4, 0.6), w * rng.uniform(0.4, 0.6)
+    ay, ax = rng.uniform(0.3, 0.46) * h, rng.uniform(0.28, 0.44) * w
+    body = (((yy - cy) / ay) ** 2 + ((xx - cx) / ax) ** 2) < 1
+    # smooth texture: a sum of a few random low-frequency waves
+    texture = sum(
+        np.sin(2 * np.pi * (rng.uniform(0.5, 3) * yy / h + rng.uniform(0.5, 3) * xx / w) + rng.uniform(0, 6.3))
+        for _ in range(3)
+    )
+    img = 0.08 + body * (0.4 + 0.08 * texture)
     for _ in range(blobs):
         by, bx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w
         r = rng.uniform(0.04, 0.12) * min(h, w)

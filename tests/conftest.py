@@ -13,6 +13,15 @@ from curator.stages.build import run_build
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _clean_environment():
+    """A developer's shell must not change what the tests build (an LLM endpoint, another registry)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "CURATOR_LLM_MODEL", "CURATOR_PROMPTS", "CURATOR_REGISTRY"):
+            mp.delenv(var, raising=False)
+        yield
+
+
 def demo_recipe(data: Path, tmp: Path) -> Path:
     """The demo recipe with its source roots pointed at ``data``."""
     text = (REPO / "recipes" / "demo.toml").read_text()

@@ -291,3 +291,33 @@ def test_audit_tools_read_a_corpus_on_object_storage(s3_corpus, demo_build):
     result = run("verify", "--out", url, "--quiet")
     assert result.exit_code == 1
     assert f"shard_missing          shards/val/{victim.rsplit('/', 1)[-1]}" in result.output
+
+
+def test_verify_and_trace_follow_repeats_and_named_mixtures(corpus_copy, demo_recipe_path, tmp_path):
+    """Up-sampled repeats (<sample_id>-rN) and shards/mixtures/<name>/ verify clean and trace back."""
+    recipe = tmp_path / "weighted.toml"
+    recipe.write_text(
+        demo_recipe_path.read_text()
+        + "weights = { demo_radimagenet = 2.0 }\n"
+        + "[shard.mixtures.captions_only]\nweights = { demo_radimagenet = 0.0, demo_chexpert = 0.0 }\n"
+    )
+    result = run("shard", "--out", corpus_copy, "--recipe", recipe, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert any((corpus_copy / "shards" / "mixtures" / "captions_only").rglob("*.tar"))
+    checked = run("verify", "--out", corpus_copy, "--quiet")
+    assert checked.exit_code == 0, checked.output
+    assert checked.output.startswith("ok: ")
+
+    manifest = pq.read_table(str(corpus_copy / "index" / "shards")).to_pylist()
+    repeat = next(r for r in manifest if r["key"] and r["key"].endswith("-r1"))
+    assert repeat["sample_id"].startswith("demo_radimagenet-") and repeat["key"] == f"{repeat['sample_id']}-r1"
+    traced = json.loads(run("trace", f"{repeat['shard_url']}#{repeat['key']}", "--out", corpus_copy, "--json").output)
+    assert traced["sample_id"] == repeat["sample_id"]
+    assert traced["shard"]["shard_url"] == repeat["shard_url"]
+    assert {p["mixture"] for p in traced["placements"]} == {None}  # radimagenet is weighted 0 in the mixture
+
+    # tampering with a mixture's shard is caught like any other
+    victim = next((corpus_copy / "shards" / "mixtures" / "captions_only").rglob("*.tar"))
+    victim.write_bytes(victim.read_bytes()[:-2048] + b"\0" * 2048 + b"x")
+    broken = run("verify", "--out", corpus_copy, "--quiet")
+    assert broken.exit_code == 1 and "shard_hash" in broken.output

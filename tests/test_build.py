@@ -195,3 +195,14 @@ def test_wids_index_lists_every_shard_of_its_split(demo_build, split):
         assert entry["filesize"] == len(data)
         assert entry["md5sum"] == hashlib.md5(data).hexdigest()
         assert entry["nsamples"] == s.nsamples
+
+
+def test_no_finding_is_dropped_beside_a_positive_finding(demo_build):
+    out, _ = demo_build
+    labels = set(_table(out, "captions")["label"].drop_nulls())
+    multi = [lab for lab in labels if "," in lab]
+    assert multi, "the demo has multi-label CheXpert rows"
+    assert not [lab for lab in multi if "no finding" in lab.split(", ")]
+    assert "no finding" in labels  # alone it stays
+    en = _table(out, "captions").filter(pl.col("anatomy") == "unspecified", pl.col("language") == "en")
+    assert en.height and not any("the unspecified" in c for c in en["caption"])

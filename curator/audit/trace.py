@@ -14,6 +14,7 @@ from curator.audit.db import connect, rows
 from curator.errors import CuratorError
 from curator.llm.offline import Triplet
 from curator.stages.caption import TEXT_KINDS
+from curator.stages.shard import sample_id_of
 from curator.storage import Corpus
 
 CARD_FIELDS = ("source_id", "name", "version", "license", "access", "citation", "homepage", "adapter", "card_sha256")
@@ -32,7 +33,7 @@ def trace(corpus: Corpus, ident: str) -> dict:
     con = connect(corpus)
     if not corpus.table_parts("images"):
         raise CuratorError(f"{corpus.url} has no index: run `curator build` first")
-    sample_id = resolve(con, key)
+    sample_id = resolve(con, sample_id_of(key))  # a repeat key <sample_id>-rN names its sample
     if sample_id is None:
         raise CuratorError(f"sample '{key}' is not in {corpus.url}")
     sample = rows(con, "SELECT * FROM samples WHERE sample_id = ?", [sample_id])[0]
@@ -63,9 +64,16 @@ def trace(corpus: Corpus, ident: str) -> dict:
         if triplet
         else []
     )
-    shards = rows(con, "SELECT * FROM shards WHERE sample_id = ?", [sample_id])
-    if shard_url and shards and not shards[0]["shard_url"].endswith(shard_url.removeprefix("shards/")):
-        raise CuratorError(f"sample '{sample_id}' is in {shards[0]['shard_url']}, not {shard_url}")
+    # one row per placement: the main set, each named mixture, each up-sampled repeat
+    shards = rows(
+        con, "SELECT * FROM shards WHERE sample_id = ? ORDER BY mixture NULLS FIRST, shard_url, key", [sample_id]
+    )
+    if shard_url and shards:
+        wanted = shard_url.removeprefix("shards/")
+        matching = [s for s in shards if s["shard_url"].endswith(wanted)]
+        if not matching:
+            raise CuratorError(f"sample '{sample_id}' is in {shards[0]['shard_url']}, not {shard_url}")
+        shards = matching + [s for s in shards if s not in matching]
     member_ids = [p["member_id"] for p in provenance]
     duplicates = rows(
         con,
@@ -93,6 +101,7 @@ def trace(corpus: Corpus, ident: str) -> dict:
         },
         "captions": captions,
         "shard": shards[0] if shards else None,
+        "placements": shards,
         "duplicates": duplicates,
         "leakage": leakage,
     }
@@ -161,6 +170,9 @@ def format_trace(t: dict) -> str:
         sh = t["shard"]
         lines.append(f"shard       {sh['shard_url']}  members {', '.join(sh['members'])}")
         lines.append(f"  sha256    {sh['shard_sha256']}")
+        for other in t["placements"][1:]:
+            where = f"mixture {other['mixture']}" if other.get("mixture") else "repeat"
+            lines.append(f"  also      {other['shard_url']}  key {other.get('key') or sh['sample_id']} ({where})")
     else:
         lines.append(f"shard       none ({'not sharded yet' if s['status'] == 'keep' else 'left out: ' + s['status']})")
     for d in t["duplicates"]:

@@ -87,16 +87,19 @@ def verify(corpus: Corpus, roots: dict[str, Path] | None = None, progress: bool 
         raise CorpusError(f"{corpus.url} has no shard manifest: run `curator build` (or `curator shard`) first")
     con = connect(corpus)
     result = VerifyResult()
+    # One manifest.json and one wids index per split for the main set (shards/) and for
+    # each named mixture (shards/mixtures/<name>/); their URLs are relative to their folder.
     manifest: dict[str, dict] = {}
-    if corpus.exists("shards/manifest.json"):
-        manifest = {f"shards/{s['url']}": s for s in corpus.read_json("shards/manifest.json")["shards"]}
-    else:
-        result.add("manifest_missing", "shards/manifest.json", "the shard list is missing")
     wids: dict[str, dict] = {}
-    for path in corpus.ls("shards"):
-        if path.endswith(".wids.json"):
-            for entry in corpus.read_json(corpus.rel(path))["shardlist"]:
-                wids[f"shards/{entry['url']}"] = entry
+    if not corpus.exists("shards/manifest.json"):
+        result.add("manifest_missing", "shards/manifest.json", "the shard list is missing")
+    for path in corpus.find("shards"):
+        rel = corpus.rel(path)
+        folder = rel.rpartition("/")[0]
+        if rel.endswith("/manifest.json"):
+            manifest.update({f"{folder}/{s['url']}": s for s in corpus.read_json(rel)["shards"]})
+        elif rel.endswith(".wids.json"):
+            wids.update({f"{folder}/{e['url']}": e for e in corpus.read_json(rel)["shardlist"]})
 
     by_shard: dict[str, list[tuple[str, list[str]]]] = defaultdict(list)
     recorded: dict[str, str] = {}
@@ -136,7 +139,8 @@ def _check_shard(corpus, url, samples, sha, listed, wids_entry, image_sha, resul
                         continue
                     seen.add(name)
                     data = tar.extractfile(info).read() if info.isfile() else b""
-                    sid, _, ext = name.partition(".")
+                    # a member's sample comes from the manifest: up-sampled repeats have keys <sample_id>-rN
+                    sid, ext = expected[name], name.partition(".")[2]
                     if ext in IMAGE_EXTS and hashlib.sha256(data).hexdigest() != image_sha.get(sid):
                         result.add("image_hash", f"{url}:{name}", "image bytes differ from the index's image_sha256")
                     if ext == "json":

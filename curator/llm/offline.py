@@ -68,7 +68,7 @@ class TemplateGenerator:
 def _translate(text: str, terms: dict, language: str) -> str:
     if not text:
         return text
-    parts = [p.strip() for p in text.split(",")]
+    parts = [terms.get(p.strip(), p.strip()) for p in text.split(",")]
     if language == "en":
         return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     sep = "、" if language == "zh" else ", "

@@ -60,6 +60,6 @@ def run_build(recipe: Recipe, out: str, progress: bool = True) -> BuildReport:
     settings = recipe.ingest_settings()
     results = [ingest_source(corpus, card, path, src.root, settings, progress) for src, card, path in cards]
     index = run_index(corpus, recipe.duplicates, recipe.holdout)
-    caption = run_caption(corpus, recipe.caption)
+    caption = run_caption(corpus, recipe.caption, progress=progress)
     shard = run_shard(corpus, recipe.shard, recipe.name, progress)
     return BuildReport(results, caption, shard, index, excluded)

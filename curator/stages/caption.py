@@ -92,7 +92,12 @@ def sample_triplets(corpus: Corpus) -> dict[str, Triplet]:
     for sid, modality, anatomy, has_text, positives in rows:
         if has_text:
             continue
-        label = ", ".join(positives or []) or None
+        positives = positives or []
+        if len(positives) > 1 and "no finding" in positives:
+            # "No Finding" beside a positive finding is a labelling inconsistency (CheXpert has
+            # them); the finding is the informative part, so "no finding" is dropped.
+            positives = [p for p in positives if p != "no finding"]
+        label = ", ".join(positives) or None
         out[sid] = Triplet(label, anatomy or "unspecified", modality or "mixed")
     return out
 

@@ -165,7 +165,7 @@ def build_samples(corpus: Corpus, settings: ShardSettings) -> dict[str, dict]:
     for a in stream(
         con,
         """
-        SELECT DISTINCT mb.sample_id, a.source_id, a.kind, a.text, a.value, a.native, a.language
+        SELECT DISTINCT mb.sample_id, a.source_id, a.kind, a.text, a.value, a.native, a.language, a.payload
         FROM members mb
         JOIN samples s ON s.sample_id = mb.sample_id AND s.status = 'keep'
         JOIN annotations a ON a.sample_id = mb.member_id
@@ -219,13 +219,27 @@ def build_samples(corpus: Corpus, settings: ShardSettings) -> dict[str, dict]:
                 }
                 for m in members
             ],
+            # payload carries what a label or text needs beyond its words: mask boxes,
+            # a report's section name, a VQA pair's answer
             "labels": [
-                {"label": a["text"], "value": a["value"], "native": a["native"], "source_id": a["source_id"]}
+                {
+                    "label": a["text"],
+                    "value": a["value"],
+                    "native": a["native"],
+                    "source_id": a["source_id"],
+                    **_payload(a),
+                }
                 for a in anns
                 if a["kind"] == "label"
             ],
             "texts": [
-                {"kind": a["kind"], "text": a["text"], "language": a["language"], "source_id": a["source_id"]}
+                {
+                    "kind": a["kind"],
+                    "text": a["text"],
+                    "language": a["language"],
+                    "source_id": a["source_id"],
+                    **_payload(a),
+                }
                 for a in anns
                 if a["kind"] != "label"
             ],
@@ -257,8 +271,21 @@ def build_samples(corpus: Corpus, settings: ShardSettings) -> dict[str, dict]:
     return samples
 
 
+def _payload(annotation: dict) -> dict:
+    payload = json.loads(annotation["payload"] or "{}")
+    return {"payload": payload} if payload else {}
+
+
 def _choose_text(record: dict, settings: ShardSettings) -> str:
-    texts = [t["text"] for t in record["texts"]]
+    """The .txt: a source caption, else a whole report, else a seeded generated caption.
+
+    Report sections and VQA questions stay in the .json: a section is part of a
+    report already offered, and a question does not describe the image.
+    """
+    texts = [t["text"] for t in record["texts"] if t["kind"] == "caption"]
+    texts = texts or [
+        t["text"] for t in record["texts"] if t["kind"] == "report" and "section" not in t.get("payload", {})
+    ]
     if not texts:
         caps = record["captions"]
         preferred = [c["caption"] for c in caps if c["language"] == settings.txt_language]
