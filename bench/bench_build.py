@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from curator.config import IngestSettings, ShardSettings, load_recipe
-from curator.demo import make_demo_sources
+from curator.demo import make_demo_sources, write_demo_recipe
 from curator.registry import find_card
 from curator.stages.build import run_build
 from curator.stages.ingest import ingest_source
@@ -26,9 +26,7 @@ COPIES = 60
 def run(workdir: Path) -> list[tuple[str, float, str]]:
     data = workdir / "data"
     make_demo_sources(data)
-    recipe_text = (REPO / "recipes" / "demo.toml").read_text().replace('root = "../data/demo/', f'root = "{data}/')
-    recipe_path = workdir / "demo.toml"
-    recipe_path.write_text(f'registry = "{REPO / "source_registry"}"\n' + recipe_text)
+    recipe_path = write_demo_recipe(data, workdir)
 
     t = time.perf_counter()
     run_build(load_recipe(recipe_path), str(workdir / "demo"), progress=False)

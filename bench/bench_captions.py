@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from curator.config import CaptionSettings, load_recipe
-from curator.demo import make_demo_sources
+from curator.demo import make_demo_sources, write_demo_recipe
 from curator.stages.build import run_build
 from curator.stages.caption import plan_captions
 from curator.storage import Corpus
@@ -94,9 +94,7 @@ def _figures(name: str, corpus: Corpus, settings: CaptionSettings) -> list[tuple
 def run(workdir: Path) -> list[tuple[str, float, str]]:
     data = workdir / "data"
     make_demo_sources(data)
-    text = (REPO / "recipes" / "demo.toml").read_text().replace('root = "../data/demo/', f'root = "{data}/')
-    recipe_path = workdir / "demo.toml"
-    recipe_path.write_text(f'registry = "{REPO / "source_registry"}"\n' + text)
+    recipe_path = write_demo_recipe(data, workdir)
     recipe = load_recipe(recipe_path)
     run_build(recipe, str(workdir / "demo"), progress=False)
     demo = recipe.caption.model_copy(update=PLAN_ONLY)

@@ -7,13 +7,13 @@ import hashlib
 import logging
 import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, model_validator
 
 from curator.errors import RecipeError
+from curator.tomlfile import load_model
 
 log = logging.getLogger(__name__)
 
@@ -260,18 +260,7 @@ class Recipe(Strict):
 
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe not found: {path}")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{path}: not valid TOML: {exc}") from None
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise RecipeError(f"{path}: {loc}: {first['msg']}") from None
+    recipe = load_model(path, Recipe, RecipeError, "recipe")
     base = path.resolve().parent
     for src in recipe.sources:
         root = Path(os.path.expandvars(src.root))

@@ -325,3 +325,17 @@ def make_demo_sources(out: Path, force: bool = False) -> dict[str, Path]:
         log.info("demo source %s written to %s", name, root)
     marker.write_text(DEMO_VERSION + "\n")
     return roots
+
+
+def write_demo_recipe(data: Path, dest: Path) -> Path:
+    """The project's recipes/demo.toml with source roots under ``data`` and an absolute registry.
+
+    For tests and benchmarks that build the demo somewhere other than data/demo.
+    """
+    from curator.registry import default_registry, project_dir
+
+    text = (project_dir("recipes", "CURATOR_RECIPES") / "demo.toml").read_text(encoding="utf-8")
+    text = text.replace('root = "../data/demo/', f'root = "{Path(data).resolve()}/')
+    path = Path(dest) / "demo.toml"
+    path.write_text(f'registry = "{default_registry().resolve()}"\n' + text, encoding="utf-8")
+    return path

@@ -15,7 +15,6 @@ import hashlib
 import importlib
 import os
 import re
-import tomllib
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from curator.errors import CardError, UnknownAdapterError, UnknownSourceError
+from curator.tomlfile import format_validation, load_model
 
 ADAPTERS: dict[str, str] = {
     "class_folders": "curator.adapters.class_folders:ClassFolders",
@@ -161,24 +161,9 @@ def default_registry() -> Path:
     return project_dir("source_registry", "CURATOR_REGISTRY")
 
 
-def _fmt_validation(err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "card"
-    return f"{loc}: {first['msg']}" + (f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else "")
-
-
 def load_card(path: Path) -> SourceCard:
     path = Path(path)
-    if not path.is_file():
-        raise CardError(f"card not found: {path}")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise CardError(f"{path}: not valid TOML: {exc}") from None
-    try:
-        card = SourceCard.model_validate(data)
-    except ValidationError as exc:
-        raise CardError(f"{path}: {_fmt_validation(exc)}") from None
+    card = load_model(path, SourceCard, CardError, "card")
     if card.id != path.stem:
         raise CardError(f"{path}: id '{card.id}' must equal the file name '{path.stem}'")
     try:
@@ -188,7 +173,7 @@ def load_card(path: Path) -> SourceCard:
     try:
         params_model.model_validate(card.adapter.params)
     except ValidationError as exc:
-        raise CardError(f"{path}: adapter.params.{_fmt_validation(exc)}") from None
+        raise CardError(f"{path}: adapter.params.{format_validation(exc)}") from None
     return card
 
 
@@ -250,7 +235,7 @@ def adhoc_card(adapter: str, root: Path, *, source_id: str | None = None, **fiel
     try:
         card = SourceCard.model_validate(data)
     except ValidationError as exc:
-        raise CardError(f"--adapter {adapter}: {_fmt_validation(exc)}") from None
+        raise CardError(f"--adapter {adapter}: {format_validation(exc)}") from None
     model = adapter_class(adapter).Params
     # On the command line a list parameter may be given as plain text: "a.csv,b.csv".
     for name, value in list(params.items()):
@@ -260,5 +245,5 @@ def adhoc_card(adapter: str, root: Path, *, source_id: str | None = None, **fiel
     try:
         model.model_validate(params)
     except ValidationError as exc:
-        raise CardError(f"--adapter {adapter}: --param {_fmt_validation(exc)}") from None
+        raise CardError(f"--adapter {adapter}: --param {format_validation(exc)}") from None
     return card.model_copy(update={"adapter": AdapterSpec(name=adapter, params=params)})

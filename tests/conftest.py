@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from curator.config import load_recipe
-from curator.demo import make_demo_sources
+from curator.demo import make_demo_sources, write_demo_recipe
 from curator.stages.build import run_build
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,16 +22,6 @@ def _clean_environment():
         yield
 
 
-def demo_recipe(data: Path, tmp: Path) -> Path:
-    """The demo recipe with its source roots pointed at ``data``."""
-    text = (REPO / "recipes" / "demo.toml").read_text()
-    text = text.replace('root = "../data/demo/', f'root = "{data}/')
-    text = f'registry = "{REPO / "source_registry"}"\n' + text
-    path = tmp / "demo.toml"
-    path.write_text(text)
-    return path
-
-
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo-data")
@@ -41,7 +31,7 @@ def demo_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_recipe_path(demo_data, tmp_path_factory) -> Path:
-    return demo_recipe(demo_data, tmp_path_factory.mktemp("recipe"))
+    return write_demo_recipe(demo_data, tmp_path_factory.mktemp("recipe"))
 
 
 @pytest.fixture(scope="session")
