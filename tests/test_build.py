@@ -206,3 +206,12 @@ def test_no_finding_is_dropped_beside_a_positive_finding(demo_build):
     assert "no finding" in labels  # alone it stays
     en = _table(out, "captions").filter(pl.col("anatomy") == "unspecified", pl.col("language") == "en")
     assert en.height and not any("the unspecified" in c for c in en["caption"])
+
+
+def test_template_captions_read_as_written_text(demo_build):
+    captions = _table(demo_build[0], "captions")
+    en = captions.filter(pl.col("language") == "en")["caption"].to_list()
+    assert en and all(c[0].isupper() for c in en), [c for c in en if not c[0].isupper()]
+    # Chinese captions carry Chinese terms, not English words left untranslated
+    zh = captions.filter(pl.col("language") == "zh")["caption"].to_list()
+    assert zh and not [c for c in zh if re.search(r"[a-z]{3,}", c)]

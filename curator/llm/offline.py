@@ -57,6 +57,7 @@ class TemplateGenerator:
                     anatomy=anatomy,
                     anatomy_cap=_cap(anatomy),
                 )
+                text = _cap(text)  # a template may open with a lower-case modality synonym
                 if text not in candidates:
                     candidates.append(text)
         digest = hashlib.sha256(f"{self.seed}\x00{triplet.id}\x00{language}".encode()).digest()
