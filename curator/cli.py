@@ -511,19 +511,20 @@ def report(out: str, dest: Path | None) -> None:
 # -- summaries ----------------------------------------------------------------------
 def _print_ingest(results) -> None:
     click.echo("ingest")
-    click.echo(f"  {'source':<20} {'seen':>6} {'indexed':>8} {'images':>7} {'rejected':>9}  rejects by reason")
+    w = max([20, *(len(r.source_id) for r in results)])
+    click.echo(f"  {'source':<{w}} {'seen':>6} {'indexed':>8} {'images':>7} {'rejected':>9}  rejects by reason")
     total = [0, 0, 0, 0]
     for r in results:
         s = r.stats
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(s.rejects.items())) or "-"
         note = "  (unchanged, skipped)" if r.skipped else ""
         click.echo(
-            f"  {r.source_id:<20} {s.seen:>6} {s.indexed_items:>8} {s.images:>7} {s.rejected:>9}  {reasons}{note}"
+            f"  {r.source_id:<{w}} {s.seen:>6} {s.indexed_items:>8} {s.images:>7} {s.rejected:>9}  {reasons}{note}"
         )
         for i, v in enumerate((s.seen, s.indexed_items, s.images, s.rejected)):
             total[i] += v
     if len(results) > 1:
-        click.echo(f"  {'total':<20} {total[0]:>6} {total[1]:>8} {total[2]:>7} {total[3]:>9}")
+        click.echo(f"  {'total':<{w}} {total[0]:>6} {total[1]:>8} {total[2]:>7} {total[3]:>9}")
 
 
 def _print_caption_plan(plan, dry_run: bool) -> None:
