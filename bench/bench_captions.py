@@ -9,15 +9,17 @@ the caption plan, which also gives the token estimate of the LLM run.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
 import numpy as np
 
-from curator.config import CaptionSettings, load_recipe
+from curator.config import CaptionSettings, DuplicateSettings, HoldoutSettings, load_recipe
 from curator.demo import make_demo_sources, write_demo_recipe
 from curator.stages.build import run_build
 from curator.stages.caption import plan_captions
+from curator.stages.index import run_index
 from curator.storage import Corpus
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,7 +53,19 @@ def _synthetic_chexpert(corpus: Corpus, n: int, seed: int = 0) -> None:
     corpus.write_table(
         "images",
         "synthetic",
-        ({"sample_id": sid, "source_id": "chexpert_synth", "modality": "X-ray", "anatomy": "chest"} for sid in ids),
+        (
+            {
+                "sample_id": sid,
+                "source_id": "chexpert_synth",
+                "original_uri": sid,
+                "image_sha256": hashlib.sha256(sid.encode()).hexdigest(),
+                "phash": f"{int(h):016x}",  # random 64-bit: no near-duplicates among them
+                "modality": "X-ray",
+                "anatomy": "chest",
+                "split": "train",
+            }
+            for sid, h in zip(ids, rng.integers(0, 2**63, n), strict=True)
+        ),
     )
 
     def labels():
@@ -69,6 +83,7 @@ def _synthetic_chexpert(corpus: Corpus, n: int, seed: int = 0) -> None:
                 }
 
     corpus.write_table("annotations", "synthetic", labels())
+    run_index(corpus, DuplicateSettings(), HoldoutSettings())  # caption plans read the index's samples
 
 
 def _figures(name: str, corpus: Corpus, settings: CaptionSettings) -> list[tuple[str, float, str]]:

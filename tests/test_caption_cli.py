@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from corpus_copies import copy_corpus
 from llm_server import FakeLLM
 
 from curator.cli import main
@@ -31,10 +31,7 @@ def _env(monkeypatch):
 @pytest.fixture
 def corpus_dir(demo_build, tmp_path) -> Path:
     out, _ = demo_build
-    dest = tmp_path / "corpus"
-    shutil.copytree(out, dest, ignore=shutil.ignore_patterns("shards"))
-    for stage in ("caption", "shard"):  # keep ingest and index done, caption afresh
-        shutil.rmtree(dest / "_markers" / stage, ignore_errors=True)
+    dest = copy_corpus(out, tmp_path / "corpus")  # ingest and index done, caption afresh
     return dest
 
 

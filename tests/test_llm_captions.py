@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import webdataset as wds
+from corpus_copies import copy_corpus
 from llm_server import FakeLLM
 
 from curator.config import CaptionSettings, ShardSettings
@@ -36,10 +37,7 @@ def _clean_env(monkeypatch):
 def corpus(demo_build, tmp_path) -> Corpus:
     """A private copy of the demo corpus (index, blobs), captioned afresh by each test."""
     out, _ = demo_build
-    dest = tmp_path / "corpus"
-    shutil.copytree(out, dest, ignore=shutil.ignore_patterns("shards"))
-    for stage in ("caption", "shard"):  # keep ingest and index done, caption afresh
-        shutil.rmtree(dest / "_markers" / stage, ignore_errors=True)
+    dest = copy_corpus(out, tmp_path / "corpus")  # ingest and index done, caption afresh
     return Corpus(str(dest))
 
 
