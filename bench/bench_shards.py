@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from curator.config import IngestSettings, ShardSettings
+from curator.config import DuplicateSettings, HoldoutSettings, IngestSettings, ShardSettings
 from curator.registry import find_card
+from curator.stages.index import run_index
 from curator.stages.ingest import ingest_source
 from curator.stages.shard import build_samples, run_shard
 from curator.storage import Corpus
@@ -94,6 +95,7 @@ def run(workdir: Path) -> list[tuple[str, float, str]]:
     card, card_path = find_card("demo_radimagenet", REPO / "source_registry")
     corpus = Corpus(str(workdir / "corpus"))
     ingest_source(corpus, card, card_path, source, IngestSettings(), progress=False)
+    run_index(corpus, DuplicateSettings(), HoldoutSettings())
 
     loose = workdir / "loose"
     loose.mkdir()
