@@ -145,7 +145,13 @@ def _key_values(pairs: tuple[str, ...], flag: str) -> dict:
 @OUT
 @click.option("--registry", type=click.Path(path_type=Path), metavar="DIR", help="Folder of source cards.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for split assignment.")
-@click.option("--id", "adhoc_id", metavar="ID", help="With --adapter: source id (default: adapter_folder).")
+@click.option(
+    "--id",
+    "adhoc_id",
+    metavar="ID",
+    help="With --adapter: source id (default: <adapter>_<hash of the root path>, never the folder name, "
+    "which may identify a patient).",
+)
 @click.option("--name", help="With --adapter: dataset name.")
 @click.option("--modality", help="With --adapter: default modality (e.g. X-ray, CT, MRI).")
 @click.option("--anatomy", help="With --adapter: default anatomy (e.g. chest).")

@@ -214,12 +214,15 @@ def adhoc_card(adapter: str, root: Path, *, source_id: str | None = None, **fiel
     """
     params = fields.pop("params", None) or {}
     image = fields.pop("image", None) or {}
-    sid = source_id or re.sub(r"[^a-z0-9]+", "_", f"{adapter}_{Path(root).resolve().name}".lower()).strip("_")
-    if not sid or not sid[0].isalpha():
+    # Not named after the folder: a DICOM export's folder may be a patient ID, and the id
+    # travels into every sample key. A hash of the root path is stable and says nothing.
+    digest = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:8]
+    sid = source_id or f"{adapter}_{digest}"
+    if not sid[0].isalpha():
         sid = f"src_{sid}"
     data = {
         "id": sid,
-        "name": fields.pop("name", None) or f"{Path(root).name} (ingested with --adapter {adapter})",
+        "name": fields.pop("name", None) or f"ad-hoc {adapter} source {digest} (no source card)",
         "version": fields.pop("version", None) or "unversioned",
         "license": fields.pop("license", None) or "LicenseRef-unspecified",
         "access": fields.pop("access", None) or "on-request",

@@ -13,6 +13,8 @@ import hashlib
 import hmac
 import json
 import logging
+import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from curator import readers
 from curator.config import IngestSettings
-from curator.errors import ReadError
+from curator.errors import CardError, ReadError
 from curator.imaging import Encoded, normalise
 from curator.readers import ReadOptions
 from curator.registry import SourceCard
@@ -176,10 +178,23 @@ class Adapter:
     def files(self, under: Path | None = None) -> list[Path]:
         """Every file below a folder, sorted, so runs are deterministic."""
         base = under or self.root
-        return sorted(p for p in base.rglob("*") if p.is_file())
+        if not base.resolve().is_relative_to(self.root):
+            raise CardError(f"{self.card.id}: '{base}' is outside the source root {self.root}")
+        if not base.is_dir():
+            raise CardError(f"{self.card.id}: folder '{base}' not found under {self.root}")
+        # symlinks count too, dangling ones included: each ends indexed or rejected
+        return sorted(p for p in base.rglob("*") if p.is_file() or p.is_symlink())
 
     def rel(self, path: Path) -> str:
+        """The path relative to the root, without following links (a link keeps its own name)."""
+        lexical = Path(os.path.abspath(path))
+        if lexical.is_relative_to(self.root):
+            return lexical.relative_to(self.root).as_posix()
         return path.resolve().relative_to(self.root).as_posix()
+
+    def prescan(self) -> Iterator[dict]:
+        """Header identities to learn before any row is written (see ``run``); none by default."""
+        return iter(())
 
     def resolve(self, name: str) -> Path:
         """A path a table names, relative to the root; raises ReadError if it escapes or is missing."""
@@ -198,11 +213,15 @@ class Adapter:
         # file (a patient ID that names a folder) can be redacted from all of them.
         rejected: list[dict] = []
         self._identifiers: dict[str, str] = {}
+        # Layouts that put header identifiers in paths (DICOM exports) learn them all
+        # first, so no row is written before its path can be redacted.
+        for identity in self.prescan():
+            self._learn(identity, key)
         # An image that several rows annotate is one sample with several annotations
         # (kept only for layouts whose rows can repeat an image: it costs memory per image).
         self._samples: dict[str, tuple[list[tuple], set[str]]] = {}
         self._blank_frames = 0
-        for item in self.items():
+        for item in self._items():
             stats.seen += 1
             try:
                 if item.reject:
@@ -223,21 +242,41 @@ class Adapter:
             row["message"] = self._redact(row["message"])
             yield Rejected(row)
 
+    def _items(self) -> Iterator[Item]:
+        try:
+            yield from self.items()
+        except UnicodeDecodeError as exc:
+            raise CardError(
+                f"{self.card.id}: a table under {self.root} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                "save it as UTF-8"
+            ) from None
+
     def _learn(self, identity: dict, key: bytes) -> None:
         patient = identity.get("patient")
         tag = f"[patient-{(_keyed(key, self.card.id, 'patient', patient) or 'unknown')[:8]}]"
         for ident in [patient, *identity.get("names", [])]:
-            if ident and len(str(ident)) >= 3:
-                self._identifiers[str(ident)] = tag
+            if ident not in (None, "") and str(ident).strip():
+                self._identifiers[str(ident).strip().lower()] = tag
+        self._pattern = None
 
-    def _redact(self, text: str) -> str:
+    def _redact(self, text: str, tag: str | None = None) -> str:
         """Replace header identifiers that a layout put in paths (PACS exports name folders by patient ID).
 
-        The original file stays findable by its sha256; the identifier does not reach the index.
+        Case-insensitive. An identifier of 4 or more characters is replaced wherever it
+        occurs; a shorter one only where it is a whole path component or word, so a
+        patient ID "42" does not eat every 42 in a path. ``tag`` replaces the keyed tag
+        (sample ids use a fixed one, so they do not change with the secret key). The
+        original file stays findable by its sha256; the identifier does not reach the index.
         """
-        for ident in sorted(self._identifiers, key=len, reverse=True):
-            text = text.replace(ident, self._identifiers[ident])
-        return text
+        if not self._identifiers:
+            return text
+        if self._pattern is None:
+            alternatives = [
+                re.escape(i) if len(i) >= 4 else rf"(?<![A-Za-z0-9]){re.escape(i)}(?![A-Za-z0-9])"
+                for i in sorted(self._identifiers, key=len, reverse=True)
+            ]
+            self._pattern = re.compile("|".join(alternatives), re.IGNORECASE)
+        return self._pattern.sub(lambda m: tag or self._identifiers[m.group(0).lower()], text)
 
     def _reject(self, uri: str, reason: str, message: str) -> dict:
         return {"source_id": self.card.id, "original_uri": uri, "stage": "ingest", "reason": reason, "message": message}
@@ -247,6 +286,12 @@ class Adapter:
             raise ReadError("missing_file", f"'{item.uri}' names no file")
         if self.rows_repeat and item.uri in self._samples:
             return self._more_annotations(item, *self._samples[item.uri])
+        if item.path.is_symlink():
+            target = item.path.resolve()
+            if not target.is_relative_to(self.root):
+                raise ReadError("path_escape", f"'{item.uri}' is a link to a file outside the source root")
+            if not target.is_file():
+                raise ReadError("missing_file", f"'{item.uri}' is a link to nothing")
         frames = readers.read(item.path, options, fmt=item.fmt)
         if not frames:
             raise ReadError("no_pixels", "no frames in file")
@@ -260,6 +305,10 @@ class Adapter:
         group = patient_key or study_key or f"item:{item.uri}"
         self._learn(identity, key)
         uri = self._redact(item.uri)
+        # Sample ids must not move when the secret key changes: hash the path with a fixed
+        # tag in place of identifiers, plus the file's bytes where a path was redacted.
+        id_uri = self._redact(item.uri, tag="[redacted]")
+        id_parts = (id_uri,) if id_uri == item.uri else (id_uri, original_sha)
         split = SPLITS.get((item.split or "").lower()) or _split(settings, self.card.id, group)
 
         images, annotations, blobs = [], [], []
@@ -274,7 +323,7 @@ class Adapter:
                     raise
                 blank += 1
                 continue
-            sample_id = f"{self.card.id}-{short_hash(self.card.id, uri, frame.index)}"
+            sample_id = f"{self.card.id}-{short_hash(self.card.id, *id_parts, frame.index)}"
             modality = canonical_modality(item.modality or frame.meta.get("Modality") or self.card.modality)
             anatomy = canonical_anatomy(item.anatomy or _body_part(frame.meta) or self.card.anatomy)
             images.append(

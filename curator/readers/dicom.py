@@ -93,7 +93,7 @@ def _decoder_available(ts) -> bool:
 def read_dicom(path: Path, options: ReadOptions) -> list[Frame]:
     # force=True would turn any file into a garbage dataset: check the preamble first.
     if not is_dicom(path):
-        raise ReadError("not_dicom", "no DICM preamble")
+        raise ReadError("not_dicom", "no DICM preamble", header_identity(path))
     try:
         with _quiet_pydicom():
             ds = pydicom.dcmread(path)
@@ -290,18 +290,57 @@ def _spacing(ds: Dataset, attrs: dict) -> tuple[float, float] | None:
     return None
 
 
+# Header values that name or date a person or study, learned only so they can be
+# redacted from file paths (layouts put them in folder names); never stored.
+PATH_IDENTIFIERS = (
+    "PatientID",
+    "OtherPatientIDs",
+    "PatientBirthDate",
+    "StudyDate",
+    "SeriesDate",
+    "AcquisitionDate",
+    "AccessionNumber",
+    "StudyID",
+    "InstitutionName",
+)
+
+
 def _identity(ds: Dataset) -> dict:
+    names: list[str] = []
     try:
         name = ds.get("PatientName")
-        names = [str(x) for x in (getattr(name, "family_name", None), getattr(name, "given_name", None)) if x]
+        if name:
+            names = [str(name), *(str(x) for x in (name.family_name, name.given_name, name.middle_name) if x)]
     except (ValueError, TypeError, AttributeError):
         names = []
+    values: list[str] = []
+    for keyword in PATH_IDENTIFIERS:
+        try:
+            v = _plain(ds.get(keyword))
+        except (ValueError, TypeError, KeyError):
+            continue
+        values += [str(x) for x in (v if isinstance(v, list) else [v]) if x not in (None, "")]
     return {
         "patient": _plain(ds.get("PatientID")),
         "study": _plain(ds.get("StudyInstanceUID")),
-        # used only to redact these strings from file paths, never stored
-        "names": names,
+        "names": names + values,
     }
+
+
+def header_identity(path: Path) -> dict:
+    """Identifiers from a file's header only, for redaction; {} when nothing can be read.
+
+    Reads without pixels and also without the DICM preamble (force), because a
+    preamble-less file still carries the patient ID its folder may be named after.
+    """
+    try:
+        with _quiet_pydicom():
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        if not (ds.get("PatientID") or ds.get("PatientName")):
+            return {}  # a forced read of a non-DICOM file: nothing trustworthy to learn
+        return _identity(ds)
+    except Exception:  # noqa: BLE001 - any unreadable file simply teaches us nothing
+        return {}
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ source and overwrites its parts: nothing lost, nothing duplicated.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -104,7 +105,12 @@ def ingest_source(
     corpus.set_marker(
         "ingest",
         card.id,
-        {"fingerprint": fingerprint, "stats": stats.as_dict(), "root": str(root.resolve()), "curator": __version__},
+        {
+            "fingerprint": fingerprint,
+            "stats": stats.as_dict(),
+            "root_sha256": hashlib.sha256(str(root.resolve()).encode()).hexdigest(),
+            "curator": __version__,
+        },
     )
     log.info(
         "ingested %s: %d seen, %d images, %d rejected in %.1fs",
