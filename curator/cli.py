@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from curator import __version__
-from curator.errors import CuratorError
+from curator.errors import CorpusError, CuratorError
 
 
 def _human(n: float) -> str:
@@ -31,6 +31,13 @@ class CuratorGroup(click.Group):
             return super().invoke(ctx)
         except CuratorError as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except OSError as exc:
+            # --out on a file, a read-only or vanished folder, a full disk: the user's to fix,
+            # so one line; -vv shows the traceback for a developer.
+            if ctx.params.get("verbose", 0) >= 2:
+                raise
+            click.echo(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
             sys.exit(1)
 
 
@@ -397,9 +404,12 @@ def index(out: str, recipe_path: Path | None) -> None:
     from curator.storage import Corpus
 
     recipe = load_recipe(recipe_path) if recipe_path else None
+    corpus = Corpus(out)
+    if not corpus.table_parts("images"):
+        raise CorpusError(f"{out} has no ingested source: run `curator ingest` (or `curator build`) first")
     _print_index(
         run_index(
-            Corpus(out),
+            corpus,
             recipe.duplicates if recipe else DuplicateSettings(),
             recipe.holdout if recipe else HoldoutSettings(),
         )

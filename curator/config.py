@@ -245,7 +245,12 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _known_sources(self):
-        known = {s.id for s in self.sources}
+        ids = [s.id for s in self.sources]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            # one source is one unit of the index: twice would overwrite or double-count it
+            raise ValueError(f"source(s) listed more than once: {', '.join(repeated)}")
+        known = set(ids)
         for mixture, weights in [("shard.weights", self.shard.weights)] + [
             (f"shard.mixtures.{n}", m.weights) for n, m in self.shard.mixtures.items()
         ]:

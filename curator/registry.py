@@ -11,6 +11,7 @@ never imports imaging code, and an unknown name fails with the list of known one
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import os
@@ -45,6 +46,28 @@ CT_WINDOWS: dict[str, tuple[float, float]] = {
 }
 
 SPDX_OR_REF = re.compile(r"^(LicenseRef-[A-Za-z0-9.\-]+|[A-Za-z0-9.\-+]+( (AND|OR|WITH) [A-Za-z0-9.\-+]+)*)$")
+
+
+@functools.cache
+def _spdx_ids() -> frozenset[str]:
+    from license_expression import get_spdx_licensing
+
+    return frozenset(get_spdx_licensing().known_symbols)
+
+
+def unknown_licence_ids(expression: str) -> list[str]:
+    """Ids in an SPDX expression that are neither on the SPDX list nor a LicenseRef-<name>.
+
+    Auditors and the licence filters rely on this field, so "GPL-banana" must not pass.
+    """
+    tokens = re.findall(r"[A-Za-z0-9.\-+]+", expression)
+    return [
+        t
+        for t in tokens
+        if t not in ("AND", "OR", "WITH")
+        and not (t.startswith("LicenseRef-") and len(t) > len("LicenseRef-"))
+        and t not in _spdx_ids()
+    ]
 
 
 class Strict(BaseModel):
@@ -140,6 +163,12 @@ class SourceCard(Strict):
     def _spdx(cls, v: str) -> str:
         if not SPDX_OR_REF.match(v):
             raise ValueError(f"'{v}' is not an SPDX expression or LicenseRef-…")
+        unknown = unknown_licence_ids(v)
+        if unknown:
+            raise ValueError(
+                f"unknown licence id(s) {', '.join(unknown)}: use an SPDX id (spdx.org/licenses) "
+                "or LicenseRef-<name> for a licence SPDX does not list"
+            )
         return v
 
 

@@ -1,0 +1,112 @@
+"""Odd inputs and user mistakes: each input accounted for, each mistake one `error:` line and exit 1."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from fake_trees import write_image
+
+from curator.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def one_error_line(result, startswith: str) -> None:
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith(startswith), result.output
+    assert "Traceback" not in result.output
+
+
+def test_symlinks_are_accounted_for_and_never_escape_the_root(tmp_path):
+    root = tmp_path / "src"
+    write_image(root / "normal" / "a.png", seed=1)
+    write_image(root / "normal" / "b.png", seed=2)
+    outside = write_image(tmp_path / "elsewhere" / "secret.png", seed=3)
+    os.symlink(root / "normal" / "a.png", root / "normal" / "link_inside.png")
+    os.symlink(outside, root / "normal" / "link_outside.png")
+    os.symlink(root / "normal" / "gone.png", root / "normal" / "dangling.png")  # inside, but gone
+    out = tmp_path / "c"
+    result = run("ingest", "--adapter", "class_folders", "--root", root, "--out", out, "-q")
+    assert result.exit_code == 0, result.output
+    rejects = pl.read_parquet(str(out / "index" / "rejects" / "*.parquet"))
+    reasons = dict(zip(rejects["original_uri"], rejects["reason"], strict=True))
+    assert reasons == {"normal/link_outside.png": "path_escape", "normal/dangling.png": "missing_file"}
+    images = pl.read_parquet(str(out / "index" / "images" / "*.parquet"))
+    # the inside link is its own item with its own id (same pixels: the index merges them later)
+    assert sorted(images["original_uri"]) == ["normal/a.png", "normal/b.png", "normal/link_inside.png"]
+    assert images["sample_id"].n_unique() == 3
+    assert "seen" in result.output and " 5 " in result.output.splitlines()[2]
+
+
+def test_a_missing_subfolder_is_an_error_not_an_empty_source(tmp_path):
+    write_image(tmp_path / "x" / "a.png", seed=1)
+    result = run(
+        "ingest", "--adapter", "class_folders", "--root", tmp_path, "--out", tmp_path / "c", "--param", "subdir=nosuch"
+    )
+    one_error_line(result, "error: class_folders_")
+    assert "folder '" in result.output and "nosuch' not found" in result.output
+
+
+def test_a_table_that_is_not_utf8_is_one_line(tmp_path):
+    write_image(tmp_path / "img.png", seed=1)
+    (tmp_path / "labels.csv").write_bytes("path,labels\nimg.png,Épanchement\n".encode("latin-1"))
+    result = run(
+        "ingest",
+        "--adapter",
+        "label_csv",
+        "--root",
+        tmp_path,
+        "--out",
+        tmp_path / "c",
+        "--param",
+        "csv=labels.csv",
+        "--param",
+        "path_column=path",
+        "--param",
+        "label_column=labels",
+    )
+    one_error_line(result, "error: label_csv_")
+    assert "not UTF-8" in result.output
+
+
+@pytest.mark.parametrize("target", ["file", "missing_parent_file"])
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path, target):
+    write_image(tmp_path / "src" / "normal" / "a.png", seed=1)
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    out = blocker if target == "file" else blocker / "sub" / "corpus"
+    result = run("ingest", "--adapter", "class_folders", "--root", tmp_path / "src", "--out", out, "-q")
+    one_error_line(result, "error: Not a directory")
+
+
+def test_index_of_a_corpus_that_does_not_exist_is_an_error(tmp_path):
+    missing = tmp_path / "nope"
+    one_error_line(run("index", "--out", missing), "error: ")
+    assert not missing.exists()
+
+
+def test_a_recipe_listing_a_source_twice_is_refused(demo_recipe_path, tmp_path):
+    text = Path(demo_recipe_path).read_text()
+    block = '[[sources]]\nid = "demo_dicom"\nroot = "/tmp/other"\n'
+    recipe = tmp_path / "twice.toml"
+    recipe.write_text(text.replace("[split]", block + "\n[split]", 1))
+    one_error_line(run("build", "--recipe", recipe, "--out", tmp_path / "c"), "error: ")
+    assert "listed more than once: demo_dicom" in run("build", "--recipe", recipe, "--out", tmp_path / "c").output
+
+
+@pytest.mark.parametrize("licence", ["GPL-banana", "Foo-1.0", "LicenseRef-"])
+def test_a_card_with_an_unknown_licence_is_invalid(tmp_path, licence):
+    (tmp_path / "bad_licence.toml").write_text(
+        f'id = "bad_licence"\nname = "x"\nversion = "1"\nlicense = "{licence}"\naccess = "open"\n'
+        'citation = "x"\nmodality = "CT"\nanatomy = "chest"\ndepartment = "radiology"\n'
+        '[adapter]\nname = "class_folders"\n'
+    )
+    result = run("sources", "validate", "--registry", tmp_path)
+    assert result.exit_code == 1 and "unknown licence id(s)" in result.output
