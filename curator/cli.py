@@ -353,6 +353,8 @@ def sources_validate(cards: tuple[Path, ...], registry: Path | None) -> None:
     from curator.registry import card_paths, load_card
 
     paths = list(cards) or card_paths(registry)
+    if not paths:
+        raise CuratorError(f"no cards (*.toml) in {registry or 'the registry'}")
     bad = 0
     for path in paths:
         try:

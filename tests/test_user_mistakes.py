@@ -110,3 +110,35 @@ def test_a_card_with_an_unknown_licence_is_invalid(tmp_path, licence):
     )
     result = run("sources", "validate", "--registry", tmp_path)
     assert result.exit_code == 1 and "unknown licence id(s)" in result.output
+
+
+def test_validating_an_empty_registry_is_an_error(tmp_path):
+    one_error_line(run("sources", "validate", "--registry", tmp_path), "error: no cards (*.toml) in ")
+
+
+def test_reject_messages_hold_no_absolute_paths(tmp_path):
+    root = tmp_path / "src"
+    (root / "normal" / "folder.png").mkdir(parents=True)  # a directory named like an image
+    write_image(root / "normal" / "a.png", seed=1)
+    (root / "labels.csv").write_text("path,labels\nnormal/folder.png,x\nnormal/a.png,y\n")
+    out = tmp_path / "c"
+    result = run(
+        "ingest",
+        "--adapter",
+        "label_csv",
+        "--root",
+        root,
+        "--out",
+        out,
+        "-q",
+        "--param",
+        "csv=labels.csv",
+        "--param",
+        "path_column=path",
+        "--param",
+        "label_column=labels",
+    )
+    assert result.exit_code == 0, result.output
+    rejects = pl.read_parquet(str(out / "index" / "rejects" / "*.parquet"))
+    assert rejects.height == 1
+    assert str(tmp_path) not in rejects["message"][0]

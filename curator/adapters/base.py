@@ -279,6 +279,8 @@ class Adapter:
         return self._pattern.sub(lambda m: tag or self._identifiers[m.group(0).lower()], text)
 
     def _reject(self, uri: str, reason: str, message: str) -> dict:
+        # library messages name absolute paths; the index keeps paths relative to the source root
+        message = message.replace(f"{self.root}{os.sep}", "").replace(str(self.root), ".")
         return {"source_id": self.card.id, "original_uri": uri, "stage": "ingest", "reason": reason, "message": message}
 
     def _index(self, item: Item, settings: IngestSettings, key: bytes, options: ReadOptions) -> Indexed:

@@ -101,6 +101,8 @@ def ingest_source(
             for row in out.annotations:
                 annotations.append(row)
     corpus.write_table("sources", card.id, [source_row(card, sha)])
+    if stats.seen == 0:
+        log.warning("source '%s': nothing found under %s; is --root the folder the dataset unpacked to?", card.id, root)
     seconds = time.monotonic() - start
     corpus.set_marker(
         "ingest",
