@@ -282,7 +282,10 @@ def test_audit_tools_read_a_corpus_on_object_storage(s3_corpus, demo_build):
     _, report = demo_build
     counted = run("query", "SELECT count(*) AS n FROM samples WHERE status = 'keep'", "--out", url, "--format", "json")
     assert json.loads(counted.output) == {"n": report.index.kept}
-    data = json.loads(run("trace", "demo_dicom-94d047f104ca2732", "--out", url, "--json").output)
+    local, _ = demo_build
+    merged = pq.read_table(str(local / "index" / "samples")).to_pylist()
+    mr = next(s["sample_id"] for s in merged if s["n_members"] == 3)  # MR_small and its RLE and J2K copies
+    data = json.loads(run("trace", mr, "--out", url, "--json").output)
     assert len(data["provenance"]) == 3
     assert run("verify", "--out", url, "--quiet").exit_code == 0
     assert run("report", "--out", url).exit_code == 2  # no local folder to default to: --to is required
