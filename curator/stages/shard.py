@@ -654,12 +654,19 @@ def run_shard(
     def unit_fp(shard: PlannedShard) -> str:
         return short_hash(shard.rel, *[f"{k}={samples[s]['digest']}" for k, s in shard.keys], n=32)
 
+    checked: dict[str, dict | None] = {}  # each earlier shard is hashed once, whether skipping or redoing
+
+    def earlier(shard: PlannedShard) -> dict | None:
+        if shard.rel not in checked:
+            checked[shard.rel] = _verified(corpus, shard, unit_fp(shard), rehash=verify)
+        return checked[shard.rel]
+
     marker = corpus.marker("shard", "all")
     if (
         marker
         and marker["fingerprint"] == fingerprint
         and not _missing_outputs(corpus, settings, plan)
-        and all(_verified(corpus, p, unit_fp(p), rehash=verify) for p in plan)
+        and all(earlier(p) for p in plan)
     ):
         shards = [ShardInfo(**{**s, "kept": True}) for s in marker["shards"]]
         return ShardResult(shards, len(samples), skipped=True, classes=classes)
@@ -668,7 +675,7 @@ def run_shard(
     _remove_indexes(corpus)  # an index must never describe shards that are being rewritten
 
     def produce(shard: PlannedShard) -> ShardInfo:
-        done = _verified(corpus, shard, unit_fp(shard), rehash=verify)
+        done = earlier(shard)
         if done:
             size, sha, md5 = done["bytes"], done["sha256"], done["md5"]
         else:
