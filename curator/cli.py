@@ -467,6 +467,8 @@ def query(sql: str, out: str, fmt: str, output: Path | None, limit: int) -> None
 def verify(out: str, recipe_path: Path | None, roots: tuple[str, ...], quiet: bool) -> None:
     """Check shards against the manifest, the manifest against the index, and optionally the originals.
 
+    Also checks what training readers open (each split's wids index, manifest.json,
+    classes.json and .cls values, no stray .tar) and every kept sample's blob.
     Lists every difference and exits 1 if there is any.
 
     \b

@@ -168,6 +168,10 @@ def _keep_list(batch: list) -> list:
     return batch
 
 
+# webdataset()'s own options; every other keyword of webdataset_loader goes to the DataLoader
+DATASET_OPTIONS = frozenset({"shuffle", "shardshuffle", "multinode", "seed"})
+
+
 def webdataset_loader(
     urls: str | list[str],
     *,
@@ -175,21 +179,28 @@ def webdataset_loader(
     num_workers: int = 4,
     transform: Callable[[dict], Any] | None = None,
     collate_fn: Callable | None = None,
+    loader_kwargs: dict | None = None,
     **kw,
 ):
     """A torch DataLoader over :func:`webdataset`; several workers each stream their own shards.
 
     Without ``collate_fn`` a batch is a list of records (images differ in size
     until a transform resizes them); pass torch's default collate once
-    ``transform`` returns tensors of one shape.
+    ``transform`` returns tensors of one shape. ``shuffle``, ``shardshuffle``,
+    ``multinode`` and ``seed`` go to :func:`webdataset`; any other keyword
+    (``pin_memory``, ``prefetch_factor``, ``persistent_workers``...) and
+    ``loader_kwargs`` go to ``torch.utils.data.DataLoader``.
     """
     from torch.utils.data import DataLoader
 
+    dataset_kw = {k: v for k, v in kw.items() if k in DATASET_OPTIONS}
+    options = {k: v for k, v in kw.items() if k not in DATASET_OPTIONS} | dict(loader_kwargs or {})
     return DataLoader(
-        webdataset(urls, transform=transform, **kw),
+        webdataset(urls, transform=transform, **dataset_kw),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=collate_fn or _keep_list,
+        **options,
     )
 
 

@@ -7,9 +7,12 @@ DuckDB in batches, so writing a million-row CSV never holds it in memory.
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
+import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +28,68 @@ BATCH_ROWS = 10_000
 
 
 class QueryError(CuratorError):
-    """The SQL does not parse or names something that does not exist."""
+    """The SQL does not parse, names something that does not exist, or is not a read."""
+
+
+# PRAGMAs that only report; any other (and COPY, ATTACH, SET, CREATE, INSERT, CALL...) is refused
+READ_PRAGMAS = frozenset(
+    {
+        "table_info",
+        "show",
+        "show_tables",
+        "show_tables_expanded",
+        "version",
+        "database_size",
+        "storage_info",
+        "functions",
+        "collations",
+        "platform",
+        "user_agent",
+        "metadata_info",
+    }
+)
+_EXPLAIN = re.compile(r"^\s*explain(\s+analy[sz]e)?\s+", re.IGNORECASE)
+_PRAGMA = re.compile(r"^\s*pragma\s+([a-z_]+)", re.IGNORECASE)
+
+
+def check_read_only(con, sql: str) -> None:
+    """Refuse anything but reads: SELECT/WITH/FROM/SHOW/DESCRIBE/SUMMARIZE, EXPLAIN of a read, reporting PRAGMAs.
+
+    ``query`` is an audit tool: ``COPY ... TO`` or ``ATTACH`` would write files
+    and ``SET`` would change what the next statement reads.
+    """
+    statements = con.extract_statements(sql)
+    for st in statements:
+        kind = st.type.name
+        text = st.query.strip()
+        if kind == "EXPLAIN":
+            inner = con.extract_statements(_EXPLAIN.sub("", text, count=1))
+            ok = len(inner) == 1 and inner[0].type.name == "SELECT"
+        elif kind == "PRAGMA":
+            m = _PRAGMA.match(text)
+            ok = bool(m) and m[1].lower() in READ_PRAGMAS
+        else:
+            ok = kind == "SELECT"
+        if not ok:
+            first = text.split(None, 1)[0].upper() if text else kind
+            raise QueryError(
+                f"query refused: {first} is not a read; use SELECT, WITH, SHOW, DESCRIBE, EXPLAIN or a reporting PRAGMA"
+            )
+
+
+def _tz_as_text(con, sql: str, cur):
+    """Re-run a query whose result has TIMESTAMP WITH TIME ZONE columns with them cast to text.
+
+    DuckDB needs pytz to hand such values to Python; as text they print and export the same.
+    """
+    tz = [d[0] for d in cur.description if "WITH TIME ZONE" in str(d[1]).upper()]
+    if not tz or len({d[0] for d in cur.description}) != len(cur.description):
+        return cur
+    body = sql.strip().rstrip(";")
+    replace = ", ".join(
+        f'CAST("{c.replace(chr(34), chr(34) * 2)}" AS VARCHAR) AS "{c.replace(chr(34), chr(34) * 2)}"' for c in tz
+    )
+    return con.execute(f"SELECT * REPLACE ({replace}) FROM ({body})")
 
 
 def run_query(corpus: Corpus, sql: str) -> tuple[list[str], Iterator[tuple]]:
@@ -34,19 +98,45 @@ def run_query(corpus: Corpus, sql: str) -> tuple[list[str], Iterator[tuple]]:
         raise CuratorError(f"{corpus.url} has no index: run `curator build` first")
     con = connect(corpus)
     try:
+        check_read_only(con, sql)
         cur = con.execute(sql)
+        if cur.description is not None:
+            cur = _tz_as_text(con, sql, cur)
     except duckdb.Error as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise QueryError(f"query failed: {first} (tables: {', '.join(TABLES)})") from None
+        raise _failed(exc) from None
     if cur.description is None:
         return [], iter(())
     names = [d[0] for d in cur.description]
 
     def batches():
-        while chunk := cur.fetchmany(BATCH_ROWS):
+        while True:
+            try:
+                chunk = cur.fetchmany(BATCH_ROWS)
+            except (duckdb.Error, ImportError) as exc:  # a value Python cannot take (ImportError: pytz)
+                raise _failed(exc) from None
+            if not chunk:
+                return
             yield from chunk
 
     return names, batches()
+
+
+def _failed(exc: Exception) -> QueryError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return QueryError(f"query failed: {first} (tables: {', '.join(TABLES)})")
+
+
+def _json_value(v):
+    """A value JSON can hold: NaN and infinities become null, bytes base64, nested lists and dicts likewise."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(v)).decode("ascii")
+    if isinstance(v, list | tuple):
+        return [_json_value(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _json_value(x) for k, x in v.items()}
+    return v
 
 
 def _cell(v) -> str:
@@ -70,7 +160,8 @@ def write_result(names: list[str], rows: Iterator[tuple], fmt: str, fh: io.TextI
             n += 1
     elif fmt == "json":  # JSON Lines: one object per row, streamable
         for r in rows:
-            fh.write(json.dumps(dict(zip(names, r, strict=True)), ensure_ascii=False, default=str) + "\n")
+            row = {k: _json_value(v) for k, v in zip(names, r, strict=True)}
+            fh.write(json.dumps(row, ensure_ascii=False, allow_nan=False, default=str) + "\n")
             n += 1
     else:
         body = []

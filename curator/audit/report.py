@@ -22,6 +22,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from curator.audit.db import connect, rows  # noqa: E402
 from curator.errors import CorpusError  # noqa: E402
+from curator.stages.shard import LEFT_OUT  # noqa: E402
 from curator.storage import Corpus  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,14 @@ def gather(corpus: Corpus) -> tuple[dict, list[Section]]:
         SELECT (SELECT count(*) FROM sources) AS sources, (SELECT count(*) FROM images) AS images,
                (SELECT count(*) FROM samples) AS samples, (SELECT count(*) FROM samples s WHERE {KEPT}) AS kept,
                (SELECT count(*) FROM rejects) AS rejects, (SELECT count(DISTINCT shard_url) FROM shards) AS shards,
-               (SELECT count(*) FROM shards) AS sharded
+               (SELECT count(DISTINCT sample_id) FROM shards WHERE mixture IS NULL) AS sharded,
+               (SELECT count(*) FROM shards) AS keys
         """,
     )[0]
+    # kept samples the main set drops on purpose (weight below 1), as the shard stage records them
+    head["weight_dropped"] = (
+        sum(e["reason"] == "weight" for e in corpus.read_json(LEFT_OUT)["samples"]) if corpus.exists(LEFT_OUT) else 0
+    )
     by = "FROM samples s JOIN members mb USING (sample_id) JOIN sources src ON src.source_id = mb.source_id"
     sections = [
         Section(
@@ -335,7 +341,9 @@ def write_report(corpus: Corpus, dest: Path) -> Card:
         ("image rows", head["images"]),
         ("samples kept", head["kept"]),
         ("samples left out", head["samples"] - head["kept"]),
-        ("in shards", head["sharded"]),
+        ("in the main shard set", head["sharded"]),
+        ("dropped by weight", head["weight_dropped"]),
+        ("shard keys (main set, mixtures, repeats)", head["keys"]),
         ("shards", head["shards"]),
         ("inputs rejected", head["rejects"]),
     ]

@@ -14,7 +14,7 @@ from curator.audit.db import connect, rows
 from curator.errors import CuratorError
 from curator.llm.offline import Triplet
 from curator.stages.caption import TEXT_KINDS
-from curator.stages.shard import sample_id_of
+from curator.stages.shard import REPEAT_KEY, sample_id_of
 from curator.storage import Corpus
 
 CARD_FIELDS = ("source_id", "name", "version", "license", "access", "citation", "homepage", "adapter", "card_sha256")
@@ -33,7 +33,11 @@ def trace(corpus: Corpus, ident: str) -> dict:
     con = connect(corpus)
     if not corpus.table_parts("images"):
         raise CuratorError(f"{corpus.url} has no index: run `curator build` first")
-    sample_id = resolve(con, sample_id_of(key))  # a repeat key <sample_id>-rN names its sample
+    sample_id = resolve(con, key)
+    if sample_id is None and sample_id_of(key) != key:
+        # a repeat key <sample_id>-rN names its sample, if the shard stage wrote that key
+        if con.execute("SELECT 1 FROM shards WHERE key = ? LIMIT 1", [key]).fetchall():
+            sample_id = resolve(con, sample_id_of(key))
     if sample_id is None:
         raise CuratorError(f"sample '{key}' is not in {corpus.url}")
     sample = rows(con, "SELECT * FROM samples WHERE sample_id = ?", [sample_id])[0]
@@ -68,11 +72,16 @@ def trace(corpus: Corpus, ident: str) -> dict:
     shards = rows(
         con, "SELECT * FROM shards WHERE sample_id = ? ORDER BY mixture NULLS FIRST, shard_url, key", [sample_id]
     )
-    if shard_url and shards:
-        wanted = shard_url.removeprefix("shards/")
-        matching = [s for s in shards if s["shard_url"].endswith(wanted)]
-        if not matching:
+    if shard_url:
+        if not shards:
+            raise CuratorError(f"sample '{sample_id}' is in no shard, not {shard_url}")
+        in_shard = [s for s in shards if _same_shard(shard_url, s["shard_url"])]
+        if not in_shard:
             raise CuratorError(f"sample '{sample_id}' is in {shards[0]['shard_url']}, not {shard_url}")
+        matching = [s for s in in_shard if (s["key"] or s["sample_id"]) == key]
+        if not matching:
+            keys = ", ".join(sorted(s["key"] or s["sample_id"] for s in in_shard))
+            raise CuratorError(f"{shard_url} holds no key '{key}' (its keys of this sample: {keys})")
         shards = matching + [s for s in shards if s not in matching]
     member_ids = [p["member_id"] for p in provenance]
     duplicates = rows(
@@ -105,6 +114,25 @@ def trace(corpus: Corpus, ident: str) -> dict:
         "duplicates": duplicates,
         "leakage": leakage,
     }
+
+
+def _same_shard(asked: str, url: str) -> bool:
+    """Does a shard URL as a loader reports it (absolute, or relative to its shard folder) name ``url``?"""
+    asked = asked.rstrip("/")
+    if asked == url or asked.endswith("/" + url):
+        return True
+    # relative to the folder of its manifest/wids index: shards/ or shards/mixtures/<name>/
+    root = url.rpartition("/")[0].rpartition("/")[0]
+    return bool(root) and asked == url.removeprefix(root + "/")
+
+
+def placement(row: dict) -> str:
+    """Where a shard row puts its sample: ``main`` or ``mixture NAME``, and ``repeat N`` for an up-sampled copy."""
+    where = f"mixture {row['mixture']}" if row.get("mixture") else "main"
+    m = REPEAT_KEY.match(row.get("key") or "")
+    if m and m["sample_id"] == row["sample_id"]:
+        where += f", repeat {int(m['repeat'])}"
+    return where
 
 
 def _triplet(sample: dict, annotations: list[dict]) -> Triplet | None:
@@ -168,11 +196,15 @@ def format_trace(t: dict) -> str:
         )
     if t["shard"]:
         sh = t["shard"]
-        lines.append(f"shard       {sh['shard_url']}  members {', '.join(sh['members'])}")
+        lines.append(
+            f"shard       {sh['shard_url']}  key {sh.get('key') or sh['sample_id']} ({placement(sh)})"
+            f"  members {', '.join(sh['members'])}"
+        )
         lines.append(f"  sha256    {sh['shard_sha256']}")
         for other in t["placements"][1:]:
-            where = f"mixture {other['mixture']}" if other.get("mixture") else "repeat"
-            lines.append(f"  also      {other['shard_url']}  key {other.get('key') or sh['sample_id']} ({where})")
+            lines.append(
+                f"  also      {other['shard_url']}  key {other.get('key') or sh['sample_id']} ({placement(other)})"
+            )
     else:
         lines.append(f"shard       none ({'not sharded yet' if s['status'] == 'keep' else 'left out: ' + s['status']})")
     for d in t["duplicates"]:

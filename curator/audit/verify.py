@@ -12,6 +12,17 @@ Checks, each a kind of :class:`Problem`:
   same split, each kept sample is in the manifest, each image row belongs to a
   sample and each member to an image row (``manifest_orphan``, ``not_sharded``,
   ``split_mismatch``, ``image_without_sample``, ``member_without_image``);
+* what training readers open is complete: every shard of the table is listed in
+  its folder's ``manifest.json`` and in its split's ``<split>.wids.json``, each
+  split's wids list names exactly the table's shards, ``classes.json`` exists
+  per shard folder and each ``.cls`` names one of the sample's positive labels,
+  and no ``.tar`` lies in a shard folder without rows in the table
+  (``manifest_entry_missing``, ``wids_missing``, ``wids_entry_missing``,
+  ``wids_orphan``, ``classes_missing``, ``cls_mismatch``, ``shard_unexpected``);
+* every kept sample's blob (what the sharder copies) exists and hashes to its
+  ``image_sha256`` (``blob_missing``, ``blob_hash``);
+* kept samples the main set leaves out on purpose (a source weight below 1, as
+  ``shards/left_out.json`` records) do not count as ``not_sharded``;
 * with source roots given, every original file re-hashes to ``original_sha256``
   (``original_missing``, ``original_changed``).
 
@@ -33,6 +44,8 @@ from tqdm import tqdm
 from curator.adapters.base import sha256_file
 from curator.audit.db import connect
 from curator.errors import CorpusError
+from curator.stages.ingest import blob_path
+from curator.stages.shard import LEFT_OUT, mixture_root
 from curator.storage import Corpus
 
 REDACTED = re.compile(r"\[patient-[0-9a-f]{8}\]")
@@ -91,6 +104,9 @@ def verify(corpus: Corpus, roots: dict[str, Path] | None = None, progress: bool 
     # each named mixture (shards/mixtures/<name>/); their URLs are relative to their folder.
     manifest: dict[str, dict] = {}
     wids: dict[str, dict] = {}
+    wids_files: dict[str, set[str]] = {}  # <root>/<split>.wids.json -> shard URLs it lists
+    classes: dict[str, list[str]] = {}  # root -> classes.json's class list
+    tars: set[str] = set()
     if not corpus.exists("shards/manifest.json"):
         result.add("manifest_missing", "shards/manifest.json", "the shard list is missing")
     for path in corpus.find("shards"):
@@ -99,35 +115,91 @@ def verify(corpus: Corpus, roots: dict[str, Path] | None = None, progress: bool 
         if rel.endswith("/manifest.json"):
             manifest.update({f"{folder}/{s['url']}": s for s in corpus.read_json(rel)["shards"]})
         elif rel.endswith(".wids.json"):
-            wids.update({f"{folder}/{e['url']}": e for e in corpus.read_json(rel)["shardlist"]})
+            entries = {f"{folder}/{e['url']}": e for e in corpus.read_json(rel)["shardlist"]}
+            wids.update(entries)
+            wids_files[rel] = set(entries)
+        elif rel.endswith("/classes.json"):
+            classes[folder] = list(corpus.read_json(rel).get("classes") or [])
+        elif rel.endswith(".tar"):
+            tars.add(rel)
 
     by_shard: dict[str, list[tuple[str, list[str]]]] = defaultdict(list)
     recorded: dict[str, str] = {}
-    for url, sha, sid, members in con.execute(
-        "SELECT shard_url, shard_sha256, sample_id, members FROM shards ORDER BY shard_url, sample_id"
+    placed: dict[str, str] = {}  # shard URL -> the wids index that must list it
+    for url, sha, sid, members, mixture, split in con.execute(
+        "SELECT shard_url, shard_sha256, sample_id, members, mixture, split FROM shards ORDER BY shard_url, sample_id"
     ).fetchall():
         by_shard[url].append((sid, members))
         recorded[url] = sha
+        placed[url] = f"{mixture_root(mixture)}/{split}.wids.json"
     for url in sorted(set(manifest) - set(by_shard)):
         result.add("manifest_orphan", url, "listed in manifest.json but has no rows in the shards table")
+    for url in sorted(tars - set(by_shard)):
+        result.add("shard_unexpected", url, "a .tar in a shard folder with no rows in the shards table")
+    _check_listings(by_shard, placed, wids_files, classes, result)
     image_sha = dict(con.execute("SELECT sample_id, image_sha256 FROM samples").fetchall())
 
     for url in tqdm(sorted(by_shard), desc="verify shards", unit="shard", disable=None if progress else True):
         result.shards += 1
-        _check_shard(corpus, url, by_shard[url], recorded[url], manifest.get(url), wids.get(url), image_sha, result)
+        _check_shard(
+            corpus,
+            url,
+            by_shard[url],
+            recorded[url],
+            manifest.get(url),
+            wids.get(url),
+            image_sha,
+            result,
+            classes.get(url.rpartition("/")[0].rpartition("/")[0]),
+        )
 
-    _check_index(con, result)
+    left_out = {e["sample_id"] for e in corpus.read_json(LEFT_OUT)["samples"]} if corpus.exists(LEFT_OUT) else set()
+    _check_index(con, result, left_out)
+    _check_blobs(corpus, con, result, progress)
     if roots:
         _check_originals(con, roots, result, progress)
     return result
 
 
-def _check_shard(corpus, url, samples, sha, listed, wids_entry, image_sha, result: VerifyResult) -> None:
+def _check_listings(by_shard, placed, wids_files, classes, result: VerifyResult) -> None:
+    """Each shard in its split's wids index, each wids index exactly the table's shards, classes.json per folder."""
+    for index in sorted(set(placed.values())):
+        listed = wids_files.get(index)
+        if listed is None:
+            result.add("wids_missing", index, "training readers' shard list for this split is missing")
+            continue
+        for url in sorted(listed - {u for u, i in placed.items() if i == index}):
+            result.add("wids_orphan", f"{index}:{url}", "listed in the wids index, no rows in the shards table")
+    for index in sorted(set(wids_files) - set(placed.values())):
+        result.add("wids_orphan", index, "a wids index for a split with no shards in the shards table")
+    for root in sorted({url.rpartition("/")[0].rpartition("/")[0] for url in by_shard}):
+        if root not in classes:
+            result.add("classes_missing", f"{root}/classes.json", "the class list .cls members index is missing")
+
+
+def _check_blobs(corpus: Corpus, con, result: VerifyResult, progress: bool) -> None:
+    """Every kept sample's blob, which the sharder copies into shards, exists and hashes to image_sha256."""
+    blobs = con.execute(
+        "SELECT s.sample_id, s.image_sha256, i.image_format, i.source_id FROM samples s "
+        "JOIN images i ON i.sample_id = s.sample_id WHERE s.status = 'keep' ORDER BY 1"
+    ).fetchall()
+    for sid, sha, fmt, source in tqdm(blobs, desc="verify blobs", unit="blob", disable=None if progress else True):
+        rel = blob_path(sha, "png" if fmt == "png" else "jpg")
+        if not corpus.exists(rel):
+            result.add("blob_missing", rel, f"blob of {sid} (source {source}) is missing")
+        elif corpus.sha256(rel) != sha:
+            result.add("blob_hash", rel, f"blob of {sid} (source {source}) does not hash to its image_sha256")
+
+
+def _check_shard(
+    corpus, url, samples, sha, listed, wids_entry, image_sha, result: VerifyResult, classes: list[str] | None = None
+) -> None:
     if not corpus.exists(url):
         result.add("shard_missing", url, f"{len(samples)} samples recorded in a shard that does not exist")
         return
     expected = {m: sid for sid, members in samples for m in members}
     seen: set[str] = set()
+    positives: dict[str, set[str]] = {}  # key -> positive labels of its .json
     with corpus.fs.open(corpus.path(url), "rb") as raw:
         reader = _HashingReader(raw)
         try:
@@ -150,12 +222,25 @@ def _check_shard(corpus, url, samples, sha, listed, wids_entry, image_sha, resul
                             got = None
                         if got != sid:
                             result.add("json_mismatch", f"{url}:{name}", f"names sample {got!r}")
+                        try:
+                            labels = json.loads(data).get("labels") or []
+                            positives[name.partition(".")[0]] = {
+                                lab.get("label") for lab in labels if lab.get("value", "positive") == "positive"
+                            }
+                        except (ValueError, AttributeError):
+                            pass
+                    if ext == "cls" and classes is not None:
+                        _check_cls(url, name, data, classes, positives.get(name.partition(".")[0]), result)
         except tarfile.TarError as exc:
             result.add("shard_corrupt", url, f"not a readable tar: {exc}")
         reader.drain()
     result.samples += len(samples)
     if reader.sha.hexdigest() != sha:
         result.add("shard_hash", url, f"sha256 {reader.sha.hexdigest()[:16]}... differs from manifest {sha[:16]}...")
+    if listed is None:
+        result.add("manifest_entry_missing", url, "in the shards table, not in its folder's manifest.json")
+    if wids_entry is None:
+        result.add("wids_entry_missing", url, "in the shards table, not in its split's wids index")
     if listed is not None and (listed["sha256"] != sha or listed["bytes"] != reader.size):
         result.add("shard_size", url, f"{reader.size} bytes on disk, manifest.json says {listed['bytes']}")
     if wids_entry is not None and (
@@ -166,7 +251,19 @@ def _check_shard(corpus, url, samples, sha, listed, wids_entry, image_sha, resul
         result.add("member_missing", f"{url}:{name}", f"sample {expected[name]} is in the manifest, not in the shard")
 
 
-def _check_index(con, result: VerifyResult) -> None:
+def _check_cls(url, name, data, classes, positives, result: VerifyResult) -> None:
+    try:
+        index = int(data.decode().strip())
+        label = classes[index] if 0 <= index else None
+    except (ValueError, IndexError, UnicodeDecodeError):
+        label = None
+    if label is None:
+        result.add("cls_mismatch", f"{url}:{name}", f"{data[:20]!r} is no index into classes.json")
+    elif positives is not None and label not in positives:
+        result.add("cls_mismatch", f"{url}:{name}", f"class '{label}' is not a positive label of the sample's .json")
+
+
+def _check_index(con, result: VerifyResult, left_out: set[str] = frozenset()) -> None:
     checks = [
         (
             "manifest_orphan",
@@ -198,6 +295,8 @@ def _check_index(con, result: VerifyResult) -> None:
     ]
     for kind, sql, detail in checks:
         for subject, value in con.execute(sql + " ORDER BY 1").fetchall():
+            if kind == "not_sharded" and subject in left_out:
+                continue  # dropped by its source's weight, as the shard stage recorded
             result.add(kind, subject, detail.format(value))
 
 

@@ -16,8 +16,15 @@ owner, mode and order, so the same index gives byte-identical shards.
 A shard appears under its final name only when complete (see ``curator.storage``)
 and then gets a marker with its size and sha256. A re-run keeps a shard only if
 its bytes still hash to its marker, and rewrites the rest. The manifest table,
-``manifest.json``, ``classes.json`` and the wids shard indexes are written last,
-after the previous run's are removed, so an index never names a missing shard.
+``manifest.json``, ``classes.json``, the wids shard indexes and ``left_out.json``
+(kept samples the main set drops on purpose: a source weight below 1) are written
+last, after the previous run's are removed, so an index never names a missing
+shard. A re-run skips the stage only when every one of these outputs is present
+and every shard still matches its marker (size, and sha256 unless ``verify=False``);
+otherwise it redoes the stage, keeping the shards that verify.
+
+Blobs are hashed as they are copied: a blob that is missing or does not hash to
+its ``image_sha256`` stops the run with the source to re-ingest.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from tqdm import tqdm
 
 from curator.adapters.base import short_hash
 from curator.config import Mixture, ShardSettings
-from curator.errors import CuratorError
+from curator.errors import CorpusError, CuratorError
 from curator.stages.caption import sample_triplets
 from curator.stages.ingest import blob_path
 from curator.storage import Corpus
@@ -54,6 +61,8 @@ SHARDS_DIR = "shards"
 # Shards written at once: enough to keep an object store's uploads busy, few enough for 2 cores.
 DEFAULT_THREADS = 4
 CLASSES_KIND = "curator-classes-v1"
+LEFT_OUT = f"{SHARDS_DIR}/left_out.json"
+LEFT_OUT_KIND = "curator-left-out-v1"
 REPEAT_KEY = re.compile(r"^(?P<sample_id>.+)-r(?P<repeat>[0-9]+)$")
 
 
@@ -264,6 +273,8 @@ def build_samples(corpus: Corpus, settings: ShardSettings) -> dict[str, dict]:
         samples[sid] = {
             "split": smp["split"],
             "blob": blob_path(img["image_sha256"], ext),
+            "blob_sha256": img["image_sha256"],
+            "blob_source": img["source_id"],
             "members": [(ext, None), ("json", js), ("txt", txt.encode())],
             "size": _member_size(img["image_bytes"]) + _member_size(len(js)) + _member_size(len(txt.encode())),
             "digest": short_hash(img["image_sha256"], hashlib.sha256(js).hexdigest(), txt, n=32),
@@ -317,36 +328,57 @@ def sample_sources(sample: dict) -> list[str]:
     return sorted(found)
 
 
-def single_label(sample: dict) -> str | None:
-    """The label of a sample with exactly one distinct label, positive; else None."""
+def single_label(sample: dict, source: str | None = None) -> str | None:
+    """The label of a sample with exactly one distinct label, positive; else None.
+
+    With ``source``, only the labels that source gave count (labels without a
+    ``source_id`` count for every source).
+    """
     labels = _record(sample).get("labels") or []
+    if source is not None:
+        labels = [lab for lab in labels if lab.get("source_id", source) == source]
     names = {lab.get("label") for lab in labels}
     if len(names) == 1 and all(lab.get("value", "positive") == "positive" for lab in labels):
         return names.pop()
     return None
 
 
+def _label_sources(sample: dict) -> list[str]:
+    """The sources that gave a sample labels (every source of the sample when labels name none)."""
+    labels = _record(sample).get("labels") or []
+    named = {lab["source_id"] for lab in labels if lab.get("source_id")}
+    return sorted(named) if named and all(lab.get("source_id") for lab in labels) else sample_sources(sample)
+
+
 def class_labels(samples: dict[str, dict]) -> dict[str, str]:
     """sample_id -> class label, for samples where a class index applies.
 
-    A class index applies to single-label *sources*: every labelled sample of
-    the source carries exactly one positive label (folder-per-class layouts such
-    as RadImageNet or Kaggle sets). Multi-label findings (CheXpert) and masks
-    whose slices name one or several structures (MSD) do not qualify, not even
-    for the samples that happen to carry one label: their labels stay in
-    ``.json``. A merged sample qualifies only if all its sources do.
+    A class index applies to single-label *sources*: every sample the source
+    labels carries exactly one positive label *from that source* (folder-per-class
+    layouts such as RadImageNet or Kaggle sets). Multi-label findings (CheXpert)
+    and masks whose slices name one or several structures (MSD) do not qualify,
+    not even for the samples that happen to carry one label: their labels stay in
+    ``.json``. Each source is judged on its own annotations, so a cross-source
+    duplicate merged into one sample cannot disqualify a whole source. A merged
+    sample gets a ``.cls`` when the labels of its qualifying sources name one
+    class (the other sources' labels stay in ``.json``); qualifying sources that
+    disagree give it none.
     """
-    single = {sid: single_label(s) for sid, s in samples.items()}
+    per_source: dict[str, dict[str, str | None]] = {}
     qualifies: dict[str, bool] = {}
     for sid, s in samples.items():
-        if _record(s).get("labels"):
-            for source in sample_sources(s):
-                qualifies[source] = qualifies.get(source, True) and single[sid] is not None
-    return {
-        sid: label
-        for sid, label in single.items()
-        if label is not None and all(qualifies.get(src, False) for src in sample_sources(samples[sid]))
-    }
+        if not _record(s).get("labels"):
+            continue
+        for source in _label_sources(s):
+            label = single_label(s, source)
+            per_source.setdefault(sid, {})[source] = label
+            qualifies[source] = qualifies.get(source, True) and label is not None
+    out = {}
+    for sid, by_source in per_source.items():
+        names = {label for source, label in by_source.items() if qualifies[source]}
+        if len(names) == 1:
+            out[sid] = names.pop()
+    return out
 
 
 def class_vocabulary(labels: dict[str, str]) -> list[str]:
@@ -427,20 +459,45 @@ def shard_counts(sizes: list[int], settings: ShardSettings, split: str = "") -> 
         step = 1
     prefix = np.concatenate([[0], np.cumsum(np.asarray(sizes, dtype=np.int64))])
     limit = int(settings.max_bytes)
-    n = max(1, math.ceil((int(prefix[-1]) + 1024) / limit), math.ceil(n_items / settings.max_samples))
+    n = max(1, math.ceil(_tar_size(int(prefix[-1])) / limit), math.ceil(n_items / settings.max_samples))
     n = min(math.ceil(n / step) * step, n_items // step * step)
     while True:
         counts = [n_items // n + (i < n_items % n) for i in range(n)]
         bounds = np.concatenate([[0], np.cumsum(counts)])
-        chunk_bytes = prefix[bounds[1:]] - prefix[bounds[:-1]] + 1024
+        chunk_bytes = _tar_size(prefix[bounds[1:]] - prefix[bounds[:-1]])
         if all(b <= limit or c == 1 for b, c in zip(chunk_bytes.tolist(), counts, strict=True)):
-            return counts
+            return _warn_if_over(counts, settings, split)
         bigger = max(n + step, math.ceil(n * int(chunk_bytes.max()) / limit / step) * step)
         if bigger > n_items:
             bigger = n_items // step * step
             if bigger == n:
-                return counts
+                log.warning(
+                    "split '%s': multiple_of=%d leaves shards over max_bytes=%d (largest %d bytes)",
+                    split,
+                    settings.multiple_of,
+                    limit,
+                    int(chunk_bytes.max()),
+                )
+                return _warn_if_over(counts, settings, split)
         n = bigger
+
+
+def _tar_size(members):
+    """A tar's bytes from its members' (block-padded) bytes: two end blocks, then padding to tarfile's record."""
+    record = tarfile.RECORDSIZE
+    return -(-(members + 2 * TAR_BLOCK) // record) * record
+
+
+def _warn_if_over(counts: list[int], settings: ShardSettings, split: str) -> list[int]:
+    if counts and max(counts) > settings.max_samples:
+        log.warning(
+            "split '%s': multiple_of=%d overrides max_samples=%d: shards hold up to %d samples",
+            split,
+            settings.multiple_of,
+            settings.max_samples,
+            max(counts),
+        )
+    return counts
 
 
 def plan_shards(samples: dict[str, dict], settings: ShardSettings, name: str) -> list[PlannedShard]:
@@ -517,7 +574,7 @@ def _write_shard(
             s = samples[sid]
             for ext, data in s["members"]:
                 if data is None:
-                    data = corpus.read_bytes(s["blob"])
+                    data = _read_blob(corpus, s)
                 out.write(_tar_header(f"{key}.{ext}", len(data)))
                 out.write(data)
                 if len(data) % TAR_BLOCK:
@@ -529,6 +586,20 @@ def _write_shard(
             out.write(bytes(record - out.size % record))
         out.flush()
     return out.size, out.sha.hexdigest(), out.md5.hexdigest()
+
+
+def _read_blob(corpus: Corpus, sample: dict) -> bytes:
+    """A sample's image bytes from blobs/, checked against the index's image_sha256 before they are copied."""
+    blob, sha = sample["blob"], sample.get("blob_sha256")
+    source = sample.get("blob_source") or "?"
+    remedy = f"re-ingest source '{source}': delete _markers/ingest/{source}.json and re-run `curator build`"
+    try:
+        data = corpus.read_bytes(blob)
+    except FileNotFoundError:
+        raise CorpusError(f"blob {blob} (source '{source}') is missing: {remedy}") from None
+    if sha is not None and hashlib.sha256(data).hexdigest() != sha:
+        raise CorpusError(f"blob {blob} (source '{source}') does not hash to its image_sha256: {remedy}")
+    return data
 
 
 def _unit(rel: str) -> str:
@@ -573,8 +644,30 @@ def run_shard(
         *[f"{p.rel}:{','.join(k + '=' + samples[s]['digest'] for k, s in p.keys)}" for p in plan],
         n=32,
     )
+    in_main = {sid for p in plan if p.mixture is None for _, sid in p.keys}
+    left_out = [
+        {"sample_id": sid, "split": samples[sid]["split"], "reason": "weight"}
+        for sid in sorted(samples)
+        if sid not in in_main
+    ]
+
+    def unit_fp(shard: PlannedShard) -> str:
+        return short_hash(shard.rel, *[f"{k}={samples[s]['digest']}" for k, s in shard.keys], n=32)
+
+    checked: dict[str, dict | None] = {}  # each earlier shard is hashed once, whether skipping or redoing
+
+    def earlier(shard: PlannedShard) -> dict | None:
+        if shard.rel not in checked:
+            checked[shard.rel] = _verified(corpus, shard, unit_fp(shard), rehash=verify)
+        return checked[shard.rel]
+
     marker = corpus.marker("shard", "all")
-    if marker and marker["fingerprint"] == fingerprint and all(corpus.exists(s["url"]) for s in marker["shards"]):
+    if (
+        marker
+        and marker["fingerprint"] == fingerprint
+        and not _missing_outputs(corpus, settings, plan)
+        and all(earlier(p) for p in plan)
+    ):
         shards = [ShardInfo(**{**s, "kept": True}) for s in marker["shards"]]
         return ShardResult(shards, len(samples), skipped=True, classes=classes)
     corpus.clear_marker("shard", "all")
@@ -582,13 +675,12 @@ def run_shard(
     _remove_indexes(corpus)  # an index must never describe shards that are being rewritten
 
     def produce(shard: PlannedShard) -> ShardInfo:
-        unit_fp = short_hash(shard.rel, *[f"{k}={samples[s]['digest']}" for k, s in shard.keys], n=32)
-        done = _verified(corpus, shard, unit_fp, rehash=verify)
+        done = earlier(shard)
         if done:
             size, sha, md5 = done["bytes"], done["sha256"], done["md5"]
         else:
             size, sha, md5 = _write_shard(corpus, shard.rel, shard.keys, samples)
-            payload = {"fingerprint": unit_fp, "bytes": size, "sha256": sha, "md5": md5}
+            payload = {"fingerprint": unit_fp(shard), "bytes": size, "sha256": sha, "md5": md5}
             corpus.set_marker("shard", _unit(shard.rel), payload)
         return ShardInfo(shard.rel, shard.split, len(shard.keys), size, sha, md5, shard.mixture, bool(done))
 
@@ -623,6 +715,15 @@ def run_shard(
         corpus.write_table("shards", part, manifests.get(mixture, []))
     for root in sorted(roots):
         _write_indexes(corpus, [s for s in result.shards if mixture_root(s.mixture) == root], root, name, classes)
+    corpus.write_json(
+        LEFT_OUT,
+        {
+            "kind": LEFT_OUT_KIND,
+            "rule": "kept samples of the index that the main set leaves out on purpose: 'weight' means "
+            "their source's weight (below 1, or 0) drew no copy of them",
+            "samples": left_out,
+        },
+    )
     corpus.set_marker("shard", "all", {"fingerprint": fingerprint, "shards": [_info_dict(s) for s in result.shards]})
     return result
 
@@ -647,6 +748,22 @@ def _collect(item, result: ShardResult, manifests: dict, samples: dict[str, dict
         )
 
 
+def _missing_outputs(corpus: Corpus, settings: ShardSettings, plan: list[PlannedShard]) -> list[str]:
+    """Every output of a finished run that is not there: indexes, manifest table parts, shards."""
+    need = [LEFT_OUT]
+    for mixture in settings.all_mixtures():
+        root = mixture_root(mixture)
+        need += [f"{root}/manifest.json", f"{root}/classes.json"]
+        need += [f"{root}/{split}.wids.json" for split in sorted({p.split for p in plan if p.mixture == mixture})]
+        part = "manifest" if mixture is None else f"mixture-{mixture}"
+        need.append(f"{corpus.table_dir('shards')}/part-{part}.parquet")
+    need += [p.rel for p in plan]
+    missing = [rel for rel in need if not corpus.exists(rel)]
+    if missing:
+        log.warning("shard outputs missing (%s): redoing the shard stage", ", ".join(missing[:5]))
+    return missing
+
+
 def _info_dict(s: ShardInfo) -> dict:
     d = dict(s.__dict__)
     d.pop("kept")
@@ -656,7 +773,7 @@ def _info_dict(s: ShardInfo) -> dict:
 def _remove_indexes(corpus: Corpus) -> None:
     for path in corpus.find(SHARDS_DIR):
         base = path.rsplit("/", 1)[-1]
-        if base.endswith(".wids.json") or base in ("manifest.json", "classes.json"):
+        if base.endswith(".wids.json") or base in ("manifest.json", "classes.json", "left_out.json"):
             corpus.fs.rm(path)
 
 
@@ -682,7 +799,8 @@ def _write_indexes(corpus: Corpus, shards: list[ShardInfo], root: str, name: str
         {
             "kind": CLASSES_KIND,
             "rule": "<key>.cls is the position in 'classes' of the sample's one label; only samples of "
-            "single-label sources (every labelled sample has exactly one positive label) have a .cls",
+            "single-label sources (every sample the source labels has exactly one positive label from it) have "
+            "a .cls; a merged sample takes it from its single-label sources when they agree",
             "classes": classes,
         },
     )
