@@ -195,6 +195,11 @@ def webdataset_loader(
 
     dataset_kw = {k: v for k, v in kw.items() if k in DATASET_OPTIONS}
     options = {k: v for k, v in kw.items() if k not in DATASET_OPTIONS} | dict(loader_kwargs or {})
+    remote = any(not _is_local(u) for u in ([urls] if isinstance(urls, str) else urls))
+    if num_workers > 0 and remote and "multiprocessing_context" not in options:
+        # fsspec's object-store clients run an event-loop thread; a worker forked from a
+        # process that has one can crash (seen: SIGSEGV in s3fs). Spawned workers start clean.
+        options["multiprocessing_context"] = "spawn"
     return DataLoader(
         webdataset(urls, transform=transform, **dataset_kw),
         batch_size=batch_size,
@@ -202,6 +207,10 @@ def webdataset_loader(
         collate_fn=collate_fn or _keep_list,
         **options,
     )
+
+
+def _is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
 
 
 def _same_path(url: str) -> str:
@@ -232,3 +241,8 @@ def iterate_records(dataset: Iterable) -> Iterable[dict]:
     """Flatten a loader's batches (lists of records) into records."""
     for batch in dataset:
         yield from batch if isinstance(batch, list) else [batch]
+
+
+# A spawned DataLoader worker unpickles the dataset, importing this module, before it
+# opens its first shard: registering here lets it open s3:// (and other fsspec) URLs.
+register_fsspec()

@@ -118,3 +118,13 @@ def test_wids_reads_every_sample_through_the_shard_index(demo_build, split):
         in_tar_order = [k for k, r in manifest.items() if r["shard_url"] == f"shards/{entry['url']}"]
         assert keys[start : start + entry["nsamples"]] == in_tar_order
         start += entry["nsamples"]
+
+
+def test_remote_shards_get_spawned_workers_local_ones_keep_the_default():
+    from curator.loader import webdataset_loader
+
+    remote = webdataset_loader(["s3://bucket/shards/train/a-000000.tar"], num_workers=2)
+    assert remote.multiprocessing_context.get_start_method() == "spawn"
+    assert webdataset_loader(["/data/a-000000.tar"], num_workers=2).multiprocessing_context is None
+    chosen = webdataset_loader(["s3://b/a.tar"], num_workers=2, multiprocessing_context="forkserver")
+    assert chosen.multiprocessing_context.get_start_method() == "forkserver"
