@@ -142,3 +142,26 @@ def test_reject_messages_hold_no_absolute_paths(tmp_path):
     rejects = pl.read_parquet(str(out / "index" / "rejects" / "*.parquet"))
     assert rejects.height == 1
     assert str(tmp_path) not in rejects["message"][0]
+
+
+def test_a_searched_image_folder_link_leaving_the_root_is_a_reject(tmp_path):
+    """NIH's images_*/images search must not follow a link out of the root (was a traceback)."""
+    root = tmp_path / "nih"
+    (root / "images_001" / "images").mkdir(parents=True)
+    os.symlink(write_image(tmp_path / "elsewhere.png", seed=4), root / "images_001" / "images" / "x.png")
+    write_image(root / "images_001" / "images" / "y.png", seed=5)
+    (root / "Data_Entry.csv").write_text("Image Index,Finding Labels\nx.png,Effusion\ny.png,No Finding\n")
+    params = [
+        "--param",
+        "csv=Data_Entry.csv",
+        "--param",
+        "path_column=Image Index",
+        "--param",
+        "label_column=Finding Labels",
+        "--param",
+        "image_search=images_*/images",
+    ]
+    result = run("ingest", "--adapter", "label_csv", "--root", root, "--out", tmp_path / "c", "-q", *params)
+    assert result.exit_code == 0, result.output
+    rejects = pl.read_parquet(str(tmp_path / "c" / "index" / "rejects" / "*.parquet"))
+    assert rejects.select("original_uri", "reason").rows() == [("images_001/images/x.png", "path_escape")]

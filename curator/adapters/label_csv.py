@@ -131,7 +131,8 @@ class LabelCsv(Adapter):
             for folder in sorted(self.root.glob(pattern)):
                 if folder.is_dir() and folder.resolve().is_relative_to(self.root):
                     for path in sorted(folder.iterdir()):
-                        index.setdefault(path.name, path.resolve())
+                        # the link itself, not its target: the base rejects links leaving the root
+                        index.setdefault(path.name, path)
         return index
 
     def _labels(self, row: dict) -> list[Label]:
