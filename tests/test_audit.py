@@ -12,27 +12,19 @@ from pathlib import Path
 import fsspec
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
+from helpers import STAGES, copy_corpus, run
 from PIL import Image
 
 from curator.audit.verify import verify
-from curator.cli import main
 from curator.storage import Corpus
 
 CHEX = "chexpert/CheXpert-v1.0-small"
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
 @pytest.fixture
 def corpus_copy(demo_build, tmp_path) -> Path:
     """A private copy of the shared demo build, safe to tamper with (~1 MB)."""
-    out, _ = demo_build
-    dest = tmp_path / "corpus"
-    shutil.copytree(out, dest, ignore=shutil.ignore_patterns("report"))
-    return dest
+    return copy_corpus(demo_build[0], tmp_path / "corpus", done=STAGES)
 
 
 # -- trace ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from corpus_copies import copy_corpus
+from helpers import copy_corpus, run
 from llm_server import FakeLLM
 
 from curator.cli import main
@@ -47,10 +47,6 @@ def recipe(tmp_path: Path, server: FakeLLM, **caption) -> Path:
     path = tmp_path / "recipe.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def run(*args):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 def test_dry_run_prints_triplets_calls_and_tokens_and_calls_nothing(corpus_dir, llm, tmp_path, monkeypatch):

@@ -6,13 +6,9 @@ import json
 
 import polars as pl
 import pytest
-from click.testing import CliRunner
+from helpers import run
 
 from curator.cli import main
-
-
-def run(*args):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 def _commands():

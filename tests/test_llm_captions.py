@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import webdataset as wds
-from corpus_copies import copy_corpus
+from helpers import copy_corpus
 from llm_server import FakeLLM
 
 from curator.config import CaptionSettings, ShardSettings

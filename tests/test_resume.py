@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from corpus_copies import STAGES
+from helpers import STAGES, Killed
 
 from curator.adapters.label_csv import LabelCsv
 from curator.config import load_recipe
 from curator.stages.build import run_build
-
-
-class Killed(BaseException):
-    """Stands in for SIGKILL: not an Exception, so nothing in the library may swallow it."""
 
 
 def _files(root):

@@ -15,6 +15,7 @@ import os
 import fsspec
 import pytest
 from click.testing import CliRunner
+from helpers import Killed
 
 from curator.cli import main
 from curator.config import load_recipe
@@ -125,10 +126,6 @@ def test_wids_reads_every_sample_from_s3_through_the_index(s3_build, tmp_path):
     keys = [ds[i]["key"] for i in range(len(ds))]
     assert sorted(keys) == sorted(expected)
     assert any((tmp_path / "wids-cache").iterdir())
-
-
-class Killed(BaseException):
-    """Stands in for SIGKILL: not an Exception, so nothing on the way up can swallow it."""
 
 
 def _copy_index(src: str, dst: str) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import tarfile
 from collections import Counter
 
 import polars as pl
 import pytest
 import webdataset as wds
+from helpers import Killed, copy_corpus
 
 from curator.config import Mixture, ShardSettings, load_recipe
 from curator.errors import CuratorError, RecipeError
@@ -33,12 +33,7 @@ from curator.storage import Corpus
 @pytest.fixture
 def corpus_copy(demo_build, tmp_path):
     """The demo's index and blobs without its shards: a corpus to shard with other settings."""
-    out, _ = demo_build
-    dst = tmp_path / "corpus"
-    for part in ("index", "blobs", "_markers/ingest", "_markers/index", "_markers/caption"):
-        shutil.copytree(out / part, dst / part)
-    shutil.rmtree(dst / "index" / "shards")
-    return dst
+    return copy_corpus(demo_build[0], tmp_path / "corpus", done=("ingest", "index", "caption"))
 
 
 # -- sizing ---------------------------------------------------------------------------
@@ -223,10 +218,6 @@ def test_plan_is_stable_and_keys_are_dot_free(demo_build):
 
 
 # -- resume ----------------------------------------------------------------------------
-class Killed(BaseException):
-    pass
-
-
 def test_killed_local_run_leaves_no_partial_shard_and_resumes(corpus_copy, demo_recipe_path, demo_build, monkeypatch):
     settings = load_recipe(demo_recipe_path).shard
     import curator.stages.shard as shard_mod

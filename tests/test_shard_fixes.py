@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
+from helpers import STAGES, copy_corpus, run
 
 from curator.audit.verify import verify
-from curator.cli import main
 from curator.config import ShardSettings, load_recipe
 from curator.errors import CorpusError
 from curator.loader import webdataset_loader
@@ -23,17 +22,10 @@ from curator.stages.shard import _record, class_labels, run_shard, shard_counts
 from curator.storage import Corpus
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
 @pytest.fixture
 def built(demo_build, tmp_path) -> Path:
     """A private copy of the whole demo build (index, blobs, shards, markers)."""
-    out, _ = demo_build
-    dest = tmp_path / "corpus"
-    shutil.copytree(out, dest, ignore=shutil.ignore_patterns("report"))
-    return dest
+    return copy_corpus(demo_build[0], tmp_path / "corpus", done=STAGES)
 
 
 def _kinds(result) -> set[str]:

@@ -7,14 +7,24 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from click.testing import CliRunner
 from fake_trees import write_image
+from helpers import run
 
-from curator.cli import main
 
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+def ingest_table(root: Path, out: Path, *params: str, path_column: str = "path", label_column: str = "labels"):
+    """``curator ingest --adapter label_csv`` on ``root``'s labels.csv, plus extra ``--param``s."""
+    args = ["csv=labels.csv", f"path_column={path_column}", f"label_column={label_column}", *params]
+    return run(
+        "ingest",
+        "--adapter",
+        "label_csv",
+        "--root",
+        root,
+        "--out",
+        out,
+        "-q",
+        *[x for a in args for x in ("--param", a)],
+    )
 
 
 def one_error_line(result, startswith: str) -> None:
@@ -57,21 +67,7 @@ def test_a_missing_subfolder_is_an_error_not_an_empty_source(tmp_path):
 def test_a_table_that_is_not_utf8_is_one_line(tmp_path):
     write_image(tmp_path / "img.png", seed=1)
     (tmp_path / "labels.csv").write_bytes("path,labels\nimg.png,Épanchement\n".encode("latin-1"))
-    result = run(
-        "ingest",
-        "--adapter",
-        "label_csv",
-        "--root",
-        tmp_path,
-        "--out",
-        tmp_path / "c",
-        "--param",
-        "csv=labels.csv",
-        "--param",
-        "path_column=path",
-        "--param",
-        "label_column=labels",
-    )
+    result = ingest_table(tmp_path, tmp_path / "c")
     one_error_line(result, "error: label_csv_")
     assert "not UTF-8" in result.output
 
@@ -122,22 +118,7 @@ def test_reject_messages_hold_no_absolute_paths(tmp_path):
     write_image(root / "normal" / "a.png", seed=1)
     (root / "labels.csv").write_text("path,labels\nnormal/folder.png,x\nnormal/a.png,y\n")
     out = tmp_path / "c"
-    result = run(
-        "ingest",
-        "--adapter",
-        "label_csv",
-        "--root",
-        root,
-        "--out",
-        out,
-        "-q",
-        "--param",
-        "csv=labels.csv",
-        "--param",
-        "path_column=path",
-        "--param",
-        "label_column=labels",
-    )
+    result = ingest_table(root, out)
     assert result.exit_code == 0, result.output
     rejects = pl.read_parquet(str(out / "index" / "rejects" / "*.parquet"))
     assert rejects.height == 1
@@ -150,18 +131,9 @@ def test_a_searched_image_folder_link_leaving_the_root_is_a_reject(tmp_path):
     (root / "images_001" / "images").mkdir(parents=True)
     os.symlink(write_image(tmp_path / "elsewhere.png", seed=4), root / "images_001" / "images" / "x.png")
     write_image(root / "images_001" / "images" / "y.png", seed=5)
-    (root / "Data_Entry.csv").write_text("Image Index,Finding Labels\nx.png,Effusion\ny.png,No Finding\n")
-    params = [
-        "--param",
-        "csv=Data_Entry.csv",
-        "--param",
-        "path_column=Image Index",
-        "--param",
-        "label_column=Finding Labels",
-        "--param",
-        "image_search=images_*/images",
-    ]
-    result = run("ingest", "--adapter", "label_csv", "--root", root, "--out", tmp_path / "c", "-q", *params)
+    (root / "labels.csv").write_text("Image Index,Finding Labels\nx.png,Effusion\ny.png,No Finding\n")
+    search = "image_search=images_*/images"
+    result = ingest_table(root, tmp_path / "c", search, path_column="Image Index", label_column="Finding Labels")
     assert result.exit_code == 0, result.output
     rejects = pl.read_parquet(str(tmp_path / "c" / "index" / "rejects" / "*.parquet"))
     assert rejects.select("original_uri", "reason").rows() == [("images_001/images/x.png", "path_escape")]

@@ -276,6 +276,9 @@ def build_samples(corpus: Corpus, settings: ShardSettings) -> dict[str, dict]:
             "blob_sha256": img["image_sha256"],
             "blob_source": img["source_id"],
             "members": [(ext, None), ("json", js), ("txt", txt.encode())],
+            # kept as built, so the class index and mixtures need not parse the .json back
+            "_record": record,
+            "source_ids": record["sources"],
             "size": _member_size(img["image_bytes"]) + _member_size(len(js)) + _member_size(len(txt.encode())),
             "digest": short_hash(img["image_sha256"], hashlib.sha256(js).hexdigest(), txt, n=32),
         }
