@@ -23,8 +23,7 @@ KEY = "sk-cli-test-key-0000"
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch):
-    for var in ("OPENAI_BASE_URL", "CURATOR_LLM_MODEL", "CURATOR_PROMPTS"):
-        monkeypatch.delenv(var, raising=False)
+    # conftest clears the developer's OPENAI_* / CURATOR_* variables for the whole session
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
 
 

@@ -28,8 +28,7 @@ N = 4
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
-    for var in ("OPENAI_BASE_URL", "CURATOR_LLM_MODEL", "CURATOR_PROMPTS"):
-        monkeypatch.delenv(var, raising=False)
+    # conftest clears the developer's OPENAI_* / CURATOR_* variables for the whole session
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
 
 
