@@ -14,7 +14,7 @@ help: ## Show this help
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,ray]'
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install curator with pinned dependencies
@@ -23,8 +23,11 @@ build-corpus: $(STAMP) ## Build the demo corpus into shards/demo (offline, end t
 	$(BIN)/curator demo-data $(DEMO_DATA)
 	$(BIN)/curator build --recipe recipes/demo.toml --out $(DEMO_OUT)
 
-test: $(STAMP) ## Run the test suite
+test: $(STAMP) ## Run the test suite (what CI runs)
 	$(BIN)/pytest -q
+
+test-fast: $(STAMP) ## The test suite without the tests marked slow
+	$(BIN)/pytest -q -m 'not slow'
 
 lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check curator tests bench
@@ -32,14 +35,14 @@ lint: $(STAMP) ## ruff check and format check
 
 lock: ## Re-pin constraints.txt from a fresh resolve of pyproject.toml
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
-	.lockenv/bin/pip install --quiet -e '.[dev]'
+	.lockenv/bin/pip install --quiet -e '.[dev,ray]'
 	.lockenv/bin/pip freeze --exclude-editable | grep -v '^curator' > constraints.txt
 	rm -rf .lockenv
 
 clean: ## Remove the demo data and demo corpus (keeps .venv)
 	rm -rf $(DEMO_DATA) $(DEMO_OUT)
 
-.PHONY: help install build-corpus test lint lock clean
+.PHONY: help install build-corpus test test-fast lint lock clean
 
 bench: $(STAMP) ## Print speed and memory figures (bench/bench_*.py)
 	$(BIN)/python -m bench

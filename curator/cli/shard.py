@@ -1,0 +1,69 @@
+"""`curator shard`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from curator.cli import main, summaries
+from curator.cli.options import OUT, QUIET, RECIPE
+from curator.errors import CuratorError
+
+
+@main.command()
+@OUT
+@RECIPE
+@click.option("--name", default=None, help="Shard name prefix (default: the recipe's name, else 'corpus').")
+@click.option("--max-bytes", default=None, metavar="SIZE", help="Target shard size, e.g. 512MiB (overrides recipe).")
+@click.option("--max-samples", type=int, default=None, metavar="N", help="Samples per shard at most.")
+@click.option(
+    "--multiple-of",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Shard count per split a multiple of N (nodes x GPUs x workers), balanced sample counts.",
+)
+@click.option("--no-verify", is_flag=True, help="Keep earlier shards whose marker and size match, without re-hashing.")
+@click.option("--threads", type=int, default=4, show_default=True, help="Shards written at once (same output).")
+@QUIET
+def shard(
+    out: str,
+    recipe_path: Path | None,
+    name: str | None,
+    max_bytes: str | None,
+    max_samples: int | None,
+    multiple_of: int | None,
+    no_verify: bool,
+    threads: int,
+    quiet: bool,
+) -> None:
+    """Write WebDataset tar shards, a manifest, classes.json and wids shard indexes.
+
+    Named mixtures and per-source weights come from the recipe's [shard] table.
+    A re-run keeps shards that still hash to their marker and rewrites the rest.
+
+    \b
+    Example:
+      curator shard --out shards/demo --recipe recipes/demo.toml
+      curator shard --out s3://bucket/demo --recipe recipes/demo.toml --multiple-of 64
+    """
+    from pydantic import ValidationError
+
+    from curator.config import ShardSettings, load_recipe
+    from curator.stages.shard import run_shard
+    from curator.storage import Corpus
+
+    recipe = load_recipe(recipe_path) if recipe_path else None
+    settings = recipe.shard if recipe else ShardSettings()
+    overrides = {"max_bytes": max_bytes, "max_samples": max_samples, "multiple_of": multiple_of}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides:
+        try:
+            settings = ShardSettings.model_validate({**settings.model_dump(), **overrides})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise CuratorError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+    name = name or (recipe.name if recipe else "corpus")
+    result = run_shard(Corpus(out), settings, name, progress=not quiet, verify=not no_verify, threads=threads)
+    summaries.print_shards(result, out)

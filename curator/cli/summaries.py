@@ -1,0 +1,112 @@
+"""Stage summaries as printed tables: what a person reads after each stage."""
+
+from __future__ import annotations
+
+import click
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def print_ingest(results) -> None:
+    click.echo("ingest")
+    w = max([20, *(len(r.source_id) for r in results)])
+    click.echo(f"  {'source':<{w}} {'seen':>6} {'indexed':>8} {'images':>7} {'rejected':>9}  rejects by reason")
+    total = [0, 0, 0, 0]
+    for r in results:
+        s = r.stats
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(s.rejects.items())) or "-"
+        note = "  (unchanged, skipped)" if r.skipped else ""
+        click.echo(
+            f"  {r.source_id:<{w}} {s.seen:>6} {s.indexed_items:>8} {s.images:>7} {s.rejected:>9}  {reasons}{note}"
+        )
+        for i, v in enumerate((s.seen, s.indexed_items, s.images, s.rejected)):
+            total[i] += v
+    if len(results) > 1:
+        click.echo(f"  {'total':<{w}} {total[0]:>6} {total[1]:>8} {total[2]:>7} {total[3]:>9}")
+
+
+def print_caption_plan(plan, dry_run: bool) -> None:
+    click.echo("caption plan")
+    if plan.generator == "template":
+        click.echo("  generator   template (offline; no LLM endpoint configured)")
+    else:
+        click.echo(
+            f"  generator   llm: model {plan.model or '(asked of the endpoint at run time)'} at {plan.endpoint.host}"
+        )
+    images = sum(plan.images.values())
+    click.echo(
+        f"  {images} label-only images, {len(plan.triplets)} unique triplets x {len(plan.languages)} languages "
+        f"({', '.join(plan.languages)}) = {plan.planned} calls planned"
+    )
+    if plan.generator == "llm":
+        cached = "unknown (model not set)" if plan.cached is None else str(plan.cached)
+        to_call = "?" if plan.to_call is None else str(plan.to_call)
+        cost = f", estimated cost {plan.est_cost:.4f}" if plan.est_cost is not None else ""
+        click.echo(
+            f"  cached {cached}, to call {to_call}; estimated tokens {plan.est_prompt_tokens:,} prompt + "
+            f"{plan.est_completion_tokens:,} completion (before retries){cost}"
+        )
+    if dry_run:
+        click.echo(f"  {'triplet_id':<16}  {'images':>6}  label | anatomy | modality")
+        for t in plan.triplets:
+            click.echo(f"  {t.id:<16}  {plan.images[t]:>6}  {t.label or '-'} | {t.anatomy} | {t.modality}")
+        click.echo("  dry run: nothing called, nothing written")
+
+
+def print_index(r) -> None:
+    note = "  (unchanged, skipped)" if r.skipped else ""
+    click.echo(f"index\n  {r.images} images -> {r.samples} samples, {r.kept} kept{note}")
+    click.echo(
+        f"  exact duplicates merged: {r.exact_same_source} within a source, {r.exact_cross_source} across sources "
+        f"({r.merged_samples} samples hold several sources)"
+    )
+    action = "dropped" if r.near_dropped else "flagged"
+    click.echo(
+        f"  near-duplicates: {r.near_pairs} {action}"
+        + (f" ({r.near_cross_split} across splits)" if r.near_cross_split else "")
+    )
+    click.echo(
+        f"  splits: {r.split_conflicts} samples with disagreeing members, {r.split_moved} moved to the stricter split"
+    )
+    click.echo(f"  hold-out benchmarks: {r.held_out} samples excluded, {r.leak_flagged} near matches flagged")
+
+
+def print_caption(result) -> None:
+    gens = ", ".join(f"{k}={v}" for k, v in sorted(result.by_generator.items())) or "none"
+    checks = ", ".join(f"{k}={v}" for k, v in sorted(result.by_validation.items())) or "-"
+    note = "  (unchanged, skipped)" if result.skipped else ""
+    click.echo(
+        f"caption\n  {result.triplets} unique triplets, {result.captions} captions by generator: {gens}; "
+        f"validation: {checks}{note}"
+    )
+    if result.generator == "llm":
+        cost = f", cost {result.cost:.4f}" if result.cost is not None else ""
+        click.echo(
+            f"  llm {result.model} at {result.endpoint}: {result.jobs} jobs, {result.cached_jobs} cached, "
+            f"{result.failed_jobs} failed; {result.requests} requests ({result.retries} retries); "
+            f"tokens {result.prompt_tokens:,} prompt + {result.completion_tokens:,} completion{cost}"
+        )
+    if "template" in result.by_generator:
+        if result.generator == "llm":
+            click.echo("  note: generator=template captions stand in where the LLM gave no usable caption")
+        else:
+            click.echo("  note: generator=template is the offline generator (no LLM endpoint configured)")
+
+
+def print_shards(result, out: str) -> None:
+    total = sum(s.bytes for s in result.shards)
+    note = "  (unchanged, skipped)" if result.skipped else ""
+    kept = sum(s.kept for s in result.shards) if not result.skipped else 0
+    resumed = f", {kept} kept from an earlier run (verified)" if kept else ""
+    click.echo(f"shard\n  {result.samples} samples in {len(result.shards)} shards, {human(total)}{note}{resumed}")
+    for s in result.shards:
+        click.echo(f"  {s.url:<40} {s.nsamples:>5} samples  {human(s.bytes):>10}")
+    if result.classes:
+        click.echo(f"  {len(result.classes)} classes for .cls (shards/classes.json)")
+    click.echo(f"  written to {out}")

@@ -1,0 +1,101 @@
+"""A local process pool (img2dataset's multiprocessing distributor, with crash isolation).
+
+*spawn*, not fork: a forked child inherits s3fs's event-loop thread and DuckDB's
+threads and can deadlock or crash (seen with s3fs). ``max_tasks_per_child`` recycles
+workers so memory that C decoders hold (GDCM, OpenJPEG) is returned.
+
+A worker that dies (a decoder segfault, the OOM killer) breaks the whole pool in
+``concurrent.futures``; the units that were in flight are then re-run one at a
+time in a fresh one-worker pool, so only the unit that kills its worker again is
+reported failed, and the rest of the run goes on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from curator.errors import CuratorError
+from curator.executors.base import Executor, UnitFailure, one_line
+
+TASKS_PER_CHILD = 32
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self, workers: int | None = None, **options: Any):
+        super().__init__(workers, **options)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            max_tasks_per_child=TASKS_PER_CHILD,
+        )
+
+    def imap(self, fn: Callable[[Any], Any], units: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+        if self._pool is None:
+            self._pool = self._new_pool(self.workers)
+        todo = iter(range(len(units)))
+        running: dict[Future, int] = {}
+        suspects: list[int] = []
+
+        def fill() -> None:
+            while len(running) < self.window:
+                i = next(todo, None)
+                if i is None:
+                    return
+                running[self._pool.submit(fn, units[i])] = i
+
+        fill()
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            broken = False
+            for fut in done:
+                i = running.pop(fut)
+                try:
+                    yield i, fut.result()
+                except BrokenProcessPool:
+                    suspects.append(i)
+                    broken = True
+                except CuratorError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a unit fails alone
+                    yield i, UnitFailure(_unit_id(units[i], i), one_line(exc))
+            if broken:
+                # every unit in flight is a suspect: the pool cannot say which one killed it
+                suspects.extend(running.values())
+                running.clear()
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool(self.workers)
+                for i in sorted(suspects):
+                    yield i, self._isolated(fn, units[i], i)
+                suspects.clear()
+            fill()
+
+    def _isolated(self, fn: Callable[[Any], Any], unit: Any, i: int) -> Any:
+        pool = self._new_pool(1)
+        try:
+            return pool.submit(fn, unit).result()
+        except BrokenProcessPool:
+            return UnitFailure(_unit_id(unit, i), "worker process died (crash or out-of-memory kill)")
+        except CuratorError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            return UnitFailure(_unit_id(unit, i), one_line(exc))
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def _unit_id(unit: Any, i: int) -> str:
+    return str(getattr(unit, "id", i))

@@ -1,0 +1,27 @@
+"""Unit functions for the executor tests (a module, so spawned workers can import them)."""
+
+import ctypes
+import os
+
+
+def square_or_fail(n: int) -> int:
+    if n < 0:
+        raise ValueError(f"negative unit {n}")
+    return n * n
+
+
+def crash_on_seven(n: int) -> int:
+    if n == 7:
+        ctypes.string_at(0)  # a segfault, as a broken C decoder would cause
+    return os.getpid() and n * n
+
+
+def write_unit(unit) -> dict:
+    """A unit's work: write its part, fail for a poisoned payload."""
+    from pathlib import Path
+
+    out, value = unit.payload
+    if value < 0:
+        raise ValueError("poisoned unit")
+    Path(out, f"{unit.id}.txt").write_text(str(value * value))
+    return {"value": value}
