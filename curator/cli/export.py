@@ -6,7 +6,6 @@ Each format registers its subcommand on the ``export`` group from its own module
 
 from __future__ import annotations
 
-
 from curator.cli import main
 
 
