@@ -54,4 +54,6 @@ def build(recipe_path: Path | None, out: str, quiet: bool) -> None:
     summaries.print_ingest(report.sources)
     summaries.print_index(report.index)
     summaries.print_caption(report.caption)
+    if report.instruct is not None:
+        summaries.print_instruct(report.instruct)
     summaries.print_shards(report.shard, out)

@@ -1,4 +1,4 @@
-"""Build: every stage of a recipe in order, ingest -> index -> caption -> shard, with one report."""
+"""Build: every stage of a recipe in order, ingest -> index -> caption -> instruct -> shard, with one report."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from curator.registry import SourceCard, find_card
 from curator.stages.caption import CaptionResult, run_caption
 from curator.stages.index import IndexResult, run_index
 from curator.stages.ingest import SourceResult, drop_source, ingest_source, ingested_sources
+from curator.stages.instruct import InstructResult, run_instruct
 from curator.stages.shard import ShardResult, run_shard
 from curator.storage import Corpus
 
@@ -26,6 +27,7 @@ class BuildReport:
     shard: ShardResult
     index: IndexResult = field(default_factory=IndexResult)
     excluded: dict[str, str] = field(default_factory=dict)  # source id -> why the recipe's [select] left it out
+    instruct: InstructResult | None = None  # None: the recipe has no [instruct] table
 
 
 def exclusion(card: SourceCard, select: SelectSettings) -> str | None:
@@ -61,5 +63,6 @@ def run_build(recipe: Recipe, out: str, progress: bool = True) -> BuildReport:
     results = [ingest_source(corpus, card, path, src.root, settings, progress) for src, card, path in cards]
     index = run_index(corpus, recipe.duplicates, recipe.holdout)
     caption = run_caption(corpus, recipe.caption, progress=progress)
+    instruct = run_instruct(corpus, recipe.instruct, progress) if recipe.instruct else None
     shard = run_shard(corpus, recipe.shard, recipe.name, progress)
-    return BuildReport(results, caption, shard, index, excluded)
+    return BuildReport(results, caption, shard, index, excluded, instruct)

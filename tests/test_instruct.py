@@ -1,0 +1,252 @@
+"""The instruct stage: entries on the real demo build, task rules on hand-made samples, mixtures."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import numpy as np
+import polars as pl
+import pytest
+from helpers import copy_corpus, run
+
+from curator.config import InstructMixture, load_recipe
+from curator.errors import RecipeError
+from curator.instruct.boxes import BadBox, normalise
+from curator.instruct.mixtures import family_weights, plan_mixture, select_entries
+from curator.instruct.tasks import Context, Drop, Entry, SampleView, build_entries
+from curator.instruct.templates import InstructTemplates
+from curator.llm.prompts import prompts_dir
+from curator.stages.instruct import entries_by_sample, known_labels, run_instruct, sample_entries
+from curator.storage import Corpus
+
+
+def _entries(out) -> pl.DataFrame:
+    return pl.read_parquet(str(out / "index" / "instructions" / "*.parquet"))
+
+
+def test_every_kept_image_gets_entries_with_their_provenance(demo_build):
+    out, report = demo_build
+    df = _entries(out)
+    kept = pl.read_parquet(str(out / "index" / "samples" / "*.parquet")).filter(pl.col("status") == "keep")
+    assert set(df["sample_id"]) == set(kept["sample_id"])
+    assert report.instruct.entries == df.height
+    assert {"caption", "classification", "grounding", "region", "recognition"} <= set(df["task"])
+    sha = hashlib.sha256((prompts_dir() / "instruct" / "v1.toml").read_bytes()).hexdigest()
+    templated = df.filter(pl.col("generator") == "template")
+    assert set(templated["prompt_id"]) == {"instruct/v1"} and set(templated["prompt_sha256"]) == {sha}
+    assert set(df["validation"]) == {"ok"} and df["entry_id"].n_unique() == df.height
+    for turns in df["turns"].to_list():
+        assert [t["from"] for t in turns] == ["human", "gpt"] * (len(turns) // 2)
+        assert all(t["value"].strip() and "<image>" not in t["value"] for t in turns)
+    assert set(df["language"]) == {"en", "zh"}
+
+
+def test_grounding_boxes_are_the_mask_boxes_on_the_0_1000_grid(demo_build):
+    out, _ = demo_build
+    df = _entries(out).filter(pl.col("task") == "grounding", pl.col("language") == "en")
+    images = pl.read_parquet(str(out / "index" / "images" / "*.parquet"))
+    notes = pl.read_parquet(str(out / "index" / "annotations" / "*.parquet"))
+    assert df.height
+    for row in df.iter_rows(named=True):
+        (annotation_id,) = json.loads(row["origin"])["annotation_ids"]
+        note = notes.filter(pl.col("annotation_id") == annotation_id).row(0, named=True)
+        img = images.filter(pl.col("sample_id") == note["sample_id"]).row(0, named=True)
+        expected = sorted(
+            tuple(normalise(b, img["width"], img["height"])) for b in json.loads(note["payload"])["boxes"]
+        )
+        answer = row["turns"][1]["value"]
+        found = sorted(tuple(int(v) for v in m.split(", ")) for m in re.findall(r"\[([\d, ]+)\]", answer))
+        assert found == expected
+        assert all(0 <= v <= 1000 for b in found for v in b)
+
+
+def test_stats_match_the_table(demo_build):
+    out, report = demo_build
+    df = _entries(out)
+    overall = report.instruct.stats[-1]
+    assert overall["source"] == "all" and overall["entries"] == df.height
+    assert overall["entries_per_image"] == round(df.height / overall["images"], 2)
+    per_image = df.group_by("sample_id").agg(pl.col("task").n_unique())
+    assert overall["tasks_per_image"] == round(per_image["task"].sum() / overall["images"], 2)
+
+
+def test_same_inputs_give_the_same_entries_and_a_rerun_skips(demo_build, demo_recipe_path, tmp_path):
+    out, _ = demo_build
+    copy = copy_corpus(out, tmp_path / "c", done=("ingest", "index", "caption"))
+    corpus = Corpus(str(copy))
+    settings = load_recipe(demo_recipe_path).instruct
+    for part in corpus.table_parts("instructions"):
+        corpus.fs.rm(part)
+    first = run_instruct(corpus, settings, progress=False)
+    assert not first.skipped
+    again = run_instruct(corpus, settings, progress=False)
+    assert again.skipped and again.entries == first.entries
+    assert _entries(copy).sort("entry_id").equals(_entries(out).sort("entry_id"))
+    other = run_instruct(corpus, settings.model_copy(update={"seed": settings.seed + 1}), progress=False)
+    assert not other.skipped and not _entries(copy).sort("entry_id").equals(_entries(out).sort("entry_id"))
+
+
+def test_entries_of_a_sample_come_back_in_order(demo_build):
+    out, _ = demo_build
+    corpus = Corpus(str(out))
+    groups = dict(entries_by_sample(corpus))
+    sid = sorted(groups)[0]
+    assert sample_entries(corpus, sid) == groups[sid]
+    assert [e["entry_index"] for e in groups[sid]] == list(range(len(groups[sid])))
+    assert list(groups) == sorted(groups)
+
+
+def test_cli_prints_the_task_statistics(demo_build, demo_recipe_path):
+    out, _ = demo_build
+    result = run("instruct", "--out", out, "--recipe", demo_recipe_path, "-q")
+    assert result.exit_code == 0, result.output
+    assert "tasks/img" in result.output and "IMAX 4.10 tasks and 7.46 entries" in result.output
+    assert "(unchanged, skipped)" in result.output
+
+
+# -- task rules on hand-made samples -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ctx() -> Context:
+    templates = InstructTemplates.load("instruct/v1")
+    chest = ["atelectasis", "cardiomegaly", "no finding", "pleural effusion", "pneumonia", "pneumothorax"]
+    return Context(
+        templates=templates,
+        languages=["en", "zh"],
+        tasks={"caption", "report", "classification", "vqa", "grounding", "region", "recognition"},
+        known_labels=known_labels(templates),
+        vocabulary={("src", "X-ray", "chest"): chest},
+        captions={},
+    )
+
+
+def _note(kind, text, value=None, payload=None, language=None, n=[0]):  # noqa: B006 (a counter for ids)
+    n[0] += 1
+    return {
+        "annotation_id": f"a{n[0]}",
+        "source_id": "src",
+        "kind": kind,
+        "text": text,
+        "value": value,
+        "native": text,
+        "language": language,
+        "payload": json.dumps(payload or {}),
+    }
+
+
+def _build(ctx, notes, **kw):
+    view = SampleView("s1", "src", "train", kw.get("modality", "X-ray"), "chest", kw.get("plane"), 200, 100, notes)
+    items = list(build_entries(view, ctx, np.random.default_rng(0)))
+    return [i for i in items if isinstance(i, Entry)], [i for i in items if isinstance(i, Drop)]
+
+
+def test_bad_input_is_dropped_with_a_reason(ctx):
+    notes = [
+        _note("label", "pleural effusion", "positive", {"boxes": [[10, 10, 50, 50], [150, 20, 260, 90]]}),
+        _note("label", "xyzzy", "positive"),
+        _note("vqa", "Is the heart enlarged?", payload={"answer": " "}, language="en"),
+    ]
+    entries, drops = _build(ctx, notes)
+    reasons = sorted(d.reason for d in drops)
+    assert reasons == ["box_outside_image", "empty_answer", "unknown_label"]
+    grounding = [e for e in entries if e.task == "grounding" and e.language == "en"]
+    assert len(grounding) == 1 and "[50, 100, 250, 500]" in grounding[0].turns[0][1]
+    assert not any("xyzzy" in q + a for e in entries for q, a in e.turns)
+
+
+def test_yes_no_questions_are_balanced_and_no_finding_is_an_answer(ctx):
+    sick, _ = _build(ctx, [_note("label", "pneumonia", "positive"), _note("label", "atelectasis", "positive")])
+    yesno = [e.turns[0][1] for e in sick if e.form == "yesno" and e.language == "en"]
+    # two findings -> two "yes", two "no", and "abnormal?" -> yes
+    assert sorted(yesno) == ["No.", "No.", "Yes.", "Yes.", "Yes."]
+    well, _ = _build(ctx, [_note("label", "no finding", "positive")])
+    answers = [(e.form, e.turns[0][1]) for e in well if e.task == "classification" and e.language == "en"]
+    assert ("yesno", "No.") in answers  # "does this image show any abnormality?" -> no
+    single = [a for f, a in answers if f == "single"]
+    assert single and single[0].endswith("no finding.")
+
+
+def test_single_label_choices_come_from_the_source_vocabulary(ctx):
+    entries, _ = _build(ctx, [_note("label", "pneumothorax", "positive")])
+    (q,) = [e.turns[0][0] for e in entries if e.form == "single" and e.language == "en"]
+    options = [line[3:] for line in q.splitlines() if line[:1] in "ABCD" and line[1:3] == ". "]
+    assert len(options) == 4 and "pneumothorax" in options
+    assert set(options) <= set(ctx.vocabulary[("src", "X-ray", "chest")])
+
+
+def test_reports_keep_findings_and_impression_apart_and_vqa_stays_verbatim(ctx):
+    notes = [
+        _note("report", "FINDINGS: clear lungs.\nIMPRESSION: normal.", language="en"),
+        _note("report", "Clear lungs.", payload={"section": "FINDINGS"}, language="en"),
+        _note("report", "Normal chest.", payload={"section": "IMPRESSION"}, language="en"),
+        _note("vqa", "肺部正常吗？", payload={"answer": "是"}, language="zh"),
+        _note("vqa", "What organ is shown?", payload={"answer": "Lungs"}, language="en"),
+    ]
+    entries, drops = _build(ctx, notes)
+    assert not drops
+    reports = {e.form: e.turns[0][1] for e in entries if e.task == "report"}
+    assert reports == {"findings": "Clear lungs.", "impression": "Normal chest."}
+    vqa = {(e.form, e.language, e.generator): e.turns[0] for e in entries if e.task == "vqa"}
+    assert vqa == {
+        ("closed", "zh", "source"): ("肺部正常吗？", "是"),
+        ("open", "en", "source"): ("What organ is shown?", "Lungs"),
+    }
+    assert not any(e.task == "caption" for e in entries)  # a report image gets no generated caption
+
+
+def test_recognition_uses_only_metadata_that_says_something(ctx):
+    entries, _ = _build(ctx, [], modality="mixed", plane="axial")
+    assert sorted({e.form for e in entries}) == ["anatomy", "plane"]
+    zh = {e.form: e.turns[0][1] for e in entries if e.language == "zh"}
+    assert zh == {"anatomy": "胸部。", "plane": "轴位。"}
+
+
+def test_boxes_outside_or_without_area_are_refused():
+    assert normalise([0, 0, 100, 50], 100, 50) == [0, 0, 1000, 1000]
+    assert normalise([-0.3, 0, 50.2, 25], 100, 50) == [0, 0, 502, 500]
+    for box in ([0, 0, 101, 50], [-2, 0, 10, 10], [10, 10, 10, 20], [1, 2, 3]):
+        with pytest.raises(BadBox):
+            normalise(box, 100, 50)
+
+
+# -- mixtures ------------------------------------------------------------------------------
+
+
+def test_family_weights_reproduce_the_target_shares():
+    counts = {"caption": 500, "instruction": 4000, "report": 100, "grounding": 400}
+    shares = {"caption": 33.7, "instruction": 31.8, "report": 4.6, "grounding": 5.0}
+    plan = {r["family"]: r for r in plan_mixture(counts, shares)}
+    total = sum(shares.values())
+    for family, share in shares.items():
+        assert plan[family]["percent"] == pytest.approx(100 * share / total, abs=0.1)
+    assert sum(r["expected_entries"] for r in plan.values()) == pytest.approx(sum(counts.values()), abs=2)
+    weights = family_weights({"caption": 10, "instruction": 0}, {"caption": 1, "instruction": 1})
+    assert weights["caption"] == 1.0 and weights["instruction"] == 0.0
+
+
+def test_select_entries_is_seeded_and_follows_weights():
+    entries = [{"family": "caption", "i": i} for i in range(1000)] + [{"family": "report", "i": 0}]
+    picked = select_entries(entries, {"caption": 0.3, "report": 2.0}, 7, "stage2", "s1")
+    assert picked == select_entries(entries, {"caption": 0.3, "report": 2.0}, 7, "stage2", "s1")
+    assert 230 < sum(e["family"] == "caption" for e in picked) < 370
+    assert sum(e["family"] == "report" for e in picked) == 2
+
+
+def test_recipe_mixtures_must_name_shard_mixtures(tmp_path):
+    base = 'name = "r"\n[[sources]]\nid = "demo_dicom"\nroot = "."\n'
+    bad = tmp_path / "bad.toml"
+    bad.write_text(base + "[instruct.mixtures.stage3]\nshares = {caption = 1}\n")
+    with pytest.raises(RecipeError, match="not in shard.mixtures: stage3"):
+        load_recipe(bad)
+    good = tmp_path / "good.toml"
+    good.write_text(
+        base + "[shard.mixtures.stage3]\n[instruct.mixtures.stage3]\nshares = {caption = 33.7, report = 4.6}\n"
+    )
+    assert load_recipe(good).instruct.mixtures["stage3"] == InstructMixture(shares={"caption": 33.7, "report": 4.6})
+    family = tmp_path / "family.toml"
+    family.write_text(base + "[shard.mixtures.s]\n[instruct.mixtures.s]\nshares = {vqa = 1}\n")
+    with pytest.raises(RecipeError, match="unknown task famil"):
+        load_recipe(family)
