@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from helpers import copy_corpus, run
 
-from curator.config import InstructMixture, load_recipe
+from curator.config import InstructMixture, InstructSettings, load_recipe
 from curator.errors import RecipeError
 from curator.instruct.boxes import BadBox, normalise
 from curator.instruct.mixtures import family_weights, plan_mixture, select_entries
@@ -104,6 +104,18 @@ def test_cli_prints_the_task_statistics(demo_build, demo_recipe_path):
     assert result.exit_code == 0, result.output
     assert "tasks/img" in result.output and "IMAX 4.10 tasks and 7.46 entries" in result.output
     assert "(unchanged, skipped)" in result.output
+
+
+def test_report_shows_tasks_per_image_and_the_task_mix(demo_build, tmp_path):
+    from curator.audit.report import write_report
+
+    out, report = demo_build
+    card = write_report(Corpus(str(out)), tmp_path / "card")
+    text = card.markdown.read_text()
+    assert "## Instruction tasks per image" in text and "4.10 tasks and 7.46" in text
+    overall = report.instruct.stats[-1]
+    assert f"| all | {overall['images']} |" in text
+    assert "## Instruction task mix" in text and "| grounding | region | box |" in text
 
 
 # -- task rules on hand-made samples -------------------------------------------------------
@@ -250,3 +262,50 @@ def test_recipe_mixtures_must_name_shard_mixtures(tmp_path):
     family.write_text(base + "[shard.mixtures.s]\n[instruct.mixtures.s]\nshares = {vqa = 1}\n")
     with pytest.raises(RecipeError, match="unknown task famil"):
         load_recipe(family)
+
+
+@pytest.mark.slow
+def test_real_vqa_and_report_layouts_become_vqa_and_report_entries(tmp_path):
+    """SLAKE's VQA JSON and Open-i's report XML, through their real adapters, the index and the stage."""
+    from fake_trees import BUILDERS
+
+    from curator.config import DuplicateSettings, HoldoutSettings, IngestSettings
+    from curator.registry import adapter_class, find_card
+    from curator.stages.index import run_index
+    from curator.stages.ingest import ingest_source
+
+    corpus = Corpus(str(tmp_path / "corpus"))
+    for source_id, layout in (("slake", "image_text"), ("openi", "openi_reports")):
+        card, path = find_card(source_id)
+        root = tmp_path / source_id
+        BUILDERS[layout](adapter_class(layout)(card, root), root)
+        ingest_source(corpus, card, path, str(root), IngestSettings(), progress=False)
+    run_index(corpus, DuplicateSettings(), HoldoutSettings())
+    result = run_instruct(corpus, InstructSettings(), progress=False)
+    df = _entries(tmp_path / "corpus")
+    vqa = df.filter(pl.col("task") == "vqa")
+    pairs = {(r["form"], r["language"], r["turns"][1]["value"]) for r in vqa.iter_rows(named=True)}
+    assert ("closed", "en", "yes") in pairs and ("open", "zh", "left lung") in pairs and ("open", "en", "CT") in pairs
+    assert set(vqa["generator"]) == {"source"} and vqa["prompt_id"].is_null().all()
+    reports = df.filter(pl.col("task") == "report")
+    assert sorted(set(reports["form"])) == ["findings", "impression"]
+    answers = set(reports["turns"].list.get(1).struct.field("value"))
+    assert answers == {"The heart is normal in size.", "No acute disease."}
+    assert "empty_answer" not in result.drops  # the adapter already rejected the empty question
+
+
+def test_a_mixture_gets_its_target_shares_from_the_real_entries(demo_build, tmp_path):
+    out, _ = demo_build
+    copy = copy_corpus(out, tmp_path / "c", done=("ingest", "index", "caption", "instruct"))
+    corpus = Corpus(str(copy))
+    shares = {"caption": 33.7, "instruction": 31.8, "report": 4.6, "grounding": 5.0}
+    settings = InstructSettings(mixtures={"stage2": InstructMixture(shares=shares)})
+    result = run_instruct(corpus, settings, progress=False)
+    rows = {r["family"]: r for r in result.mixtures}
+    train = _entries(copy).filter(pl.col("split") == "train")
+    assert rows["caption"]["entries"] == train.filter(pl.col("family") == "caption").height
+    reachable = {f: s for f, s in shares.items() if rows[f]["entries"]}
+    assert "report" not in reachable and rows["report"]["note"] == "no entries: share not reachable"
+    for family, share in reachable.items():
+        assert rows[family]["percent"] == pytest.approx(100 * share / sum(reachable.values()), abs=0.2)
+    assert corpus.marker("instruct", "all")["mixtures"] == result.mixtures

@@ -87,7 +87,8 @@ class InstructResult:
     @classmethod
     def from_marker(cls, m: dict) -> InstructResult:
         counters = ("by_task", "by_family", "by_language", "by_generator", "drops")
-        return cls(**{k: Counter(v) if k in counters else v for k, v in m.items() if k != "fingerprint"}, skipped=True)
+        fields = {k: v for k, v in m.items() if k not in ("fingerprint", "mixtures")}
+        return cls(**{k: Counter(v) if k in counters else v for k, v in fields.items()}, skipped=True)
 
 
 def known_labels(templates: InstructTemplates) -> set[str]:
@@ -208,6 +209,10 @@ def run_instruct(corpus: Corpus, settings: InstructSettings, progress: bool = Tr
     con = connect(corpus, ["samples", "members", "instructions"])
     result.stats = task_stats(con)
     result.mixtures = mixture_table(con, settings.mixtures)
+    # mixtures do not change the entries (not in the fingerprint), but the report shows their shares
+    marker = corpus.marker(STAGE, "all")
+    if marker.get("mixtures") != result.mixtures:
+        corpus.set_marker(STAGE, "all", {**marker, "mixtures": result.mixtures})
     return result
 
 
