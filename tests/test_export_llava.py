@@ -116,3 +116,9 @@ def test_export_without_instructions_is_one_line(tmp_path, demo_build):
     result = run("export", "llava", "--out", bare, "--to", tmp_path / "x")
     assert result.exit_code == 1
     assert "has no 'instructions' table: run `curator instruct`" in result.output
+
+
+def test_an_image_root_without_blobs_is_one_line(demo_build, tmp_path):
+    out, _ = demo_build
+    result = run("export", "llava", "--out", out, "--to", tmp_path / "x", "--image-root", tmp_path)
+    assert result.exit_code == 1 and "has no blobs/ folder" in result.output

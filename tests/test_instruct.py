@@ -309,3 +309,25 @@ def test_a_mixture_gets_its_target_shares_from_the_real_entries(demo_build, tmp_
     for family, share in reachable.items():
         assert rows[family]["percent"] == pytest.approx(100 * share / sum(reachable.values()), abs=0.2)
     assert corpus.marker("instruct", "all")["mixtures"] == result.mixtures
+
+
+def test_generated_caption_entries_use_the_caption_stages_triplets(demo_build):
+    from curator.stages.caption import sample_triplets
+
+    out, _ = demo_build
+    triplets = sample_triplets(Corpus(str(out)))
+    generated = _entries(out).filter(pl.col("form") == "generated")
+    assert generated.height
+    for row in generated.iter_rows(named=True):
+        origin = json.loads(row["origin"])
+        assert origin["triplet_id"] == triplets[row["sample_id"]].id
+        assert origin["caption_generator"] == "template"
+
+
+def test_a_language_the_templates_lack_is_one_line(demo_build, tmp_path):
+    out, _ = demo_build
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('name = "r"\n[[sources]]\nid = "demo_dicom"\nroot = "."\n[instruct]\nlanguages = ["en", "de"]\n')
+    result = run("instruct", "--out", out, "--recipe", recipe)
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: templates 'instruct/v1' have no language(s) de"

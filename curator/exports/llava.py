@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -106,6 +107,8 @@ def export_llava(
         raise CorpusError(
             f"{corpus.url} has no 'instructions' table: run `curator instruct` (or a build with [instruct])"
         )
+    if image_root and "://" not in image_root and not os.path.isdir(os.path.join(image_root, "blobs")):
+        raise CuratorError(f"--image-root {image_root} has no blobs/ folder: give the corpus folder (or its mount)")
     dest = Corpus(to)
     con = connect(corpus, ["instructions", "samples", "members", "images"])
     where = []

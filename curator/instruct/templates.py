@@ -7,6 +7,9 @@ sample's seeded generator, so the same corpus and seed give the same entries.
 
 from __future__ import annotations
 
+import functools
+import string
+
 import numpy as np
 
 from curator.errors import CuratorError
@@ -70,13 +73,22 @@ class InstructTemplates:
         if isinstance(variants, str):
             variants = [variants]
         template = variants[int(rng.integers(len(variants)))]
-        values.update({f"{k}_cap": cap(v) for k, v in list(values.items()) if isinstance(v, str)})
+        for name in _capitalised(template):
+            if isinstance(values.get(name), str):
+                values[f"{name}_cap"] = cap(values[name])
         try:
             return template.format(**values).strip()
         except (KeyError, IndexError) as exc:
             raise CuratorError(
                 f"templates '{self.id}' [{lang}.{section}.{key}] uses unknown placeholder {exc}"
             ) from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _capitalised(template: str) -> tuple[str, ...]:
+    """Placeholders a template uses as ``{name_cap}``: the ones worth capitalising."""
+    fields = (f for _, f, _, _ in string.Formatter().parse(template) if f)
+    return tuple(f.removesuffix("_cap") for f in fields if f.endswith("_cap"))
 
 
 def cap(text: str) -> str:
