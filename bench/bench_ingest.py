@@ -1,13 +1,15 @@
 """Ingest: CT slices per core against the naive pydicom + Pillow script, 1 -> N workers, serial vs pool vs Ray.
 
 A synthetic CT series (512x512 int16 slices, rescale intercept -1024, an abdomen
-window in the header; air, body, organs, bone and 12 HU of noise that moves with
-the slice) is written with pydicom, then:
+window in the header; air, body, organs, bone, and ~7 HU of noise, spatially
+correlated as reconstruction kernels make it: white noise through a 3x3 mean,
+new in every slice) is written with pydicom, then:
 
 * the naive script a data engineer writes first (dcmread, pixel_array, rescale,
   window, Pillow ``save(..., "PNG")`` at its defaults) and ``curator ingest``
-  (``dicom_folder``, lossless 8-bit PNG, serial executor) run one after the other
-  in this process on one core: wall and CPU time per slice, PNG bytes;
+  (``dicom_folder``, lossless 8-bit PNG, serial executor: plan, header pass,
+  read, encode, blobs, parts, markers) run in turn in this process on one core,
+  the faster of two runs each: wall and CPU time per slice, PNG bytes;
 * the same ingest on the local process pool with 1 and with N workers (pools
   started and warmed first; the start-up is its own figure), and on Ray (a local
   instance on loopback) with N workers;
@@ -35,6 +37,7 @@ from curator.stages.ingest import ingest_source
 from curator.storage import Corpus
 
 SLICES = 192
+REPEAT = 2
 UNIT_ITEMS = 24
 SIZE = 512
 
@@ -52,7 +55,9 @@ def write_series(root: Path, n: int = SLICES, seed: int = 0) -> list[Path]:
         hu[((yy - 220) / (50 + 30 * z)) ** 2 + ((xx - 310) / 70) ** 2 < 1] = 65  # liver
         hu[((yy - 300) / 30) ** 2 + ((xx - 190 - 40 * z) / 25) ** 2 < 1] = 30  # kidney
         hu[((yy - 390) / 22) ** 2 + ((xx - 256) / 22) ** 2 < 1] = 700  # vertebra
-        hu += rng.normal(0, 12, hu.shape).astype(np.float32)
+        # reconstruction noise is spatially correlated: white noise through a 3x3 mean, ~7 HU
+        white = rng.normal(0, 20, (SIZE + 2, SIZE + 2)).astype(np.float32)
+        hu += sum(white[i : i + SIZE, j : j + SIZE] for i in range(3) for j in range(3)) / 9
         stored = np.clip(np.round(hu + 1024), -32768, 32767).astype(np.int16)
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = CTImageStorage
@@ -120,11 +125,15 @@ def run(workdir: Path) -> list[tuple[str, float, str]]:
     n = max(2, default_workers())
     figures: list[tuple[str, float, str]] = []
 
-    wall, cpu = time.perf_counter(), time.process_time()
-    naive_bytes = naive(paths, workdir / "naive")
-    naive_wall, naive_cpu = time.perf_counter() - wall, time.process_time() - cpu
-    with make_executor("serial") as serial:
-        ser_wall, ser_cpu, ser_bytes, ser_hashes = _ingest(root, workdir / "serial", serial)
+    # per core: the two in turn, REPEAT times each, the fastest of each (the machine is shared)
+    naive_wall = naive_cpu = ser_wall = ser_cpu = float("inf")
+    for r in range(REPEAT):
+        wall, cpu = time.perf_counter(), time.process_time()
+        naive_bytes = naive(paths, workdir / "naive")
+        naive_wall, naive_cpu = min(naive_wall, time.perf_counter() - wall), min(naive_cpu, time.process_time() - cpu)
+        with make_executor("serial") as serial:
+            w, c, ser_bytes, ser_hashes = _ingest(root, workdir / f"serial-{r}", serial)
+        ser_wall, ser_cpu = min(ser_wall, w), min(ser_cpu, c)
     figures += [
         (f"naive script, {SLICES} CT slices, 1 core (wall)", 1000 * naive_wall / SLICES, "ms/slice"),
         ("naive script (CPU)", 1000 * naive_cpu / SLICES, "ms/slice"),

@@ -9,6 +9,8 @@ the source, so a unit's rows never depend on which worker ran it or when.
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,8 +50,35 @@ def header_identities(paths: list[Path]) -> list[dict]:
     return [header_identity(p) for p in paths]
 
 
+def keep_freed_memory() -> None:
+    """Stop glibc handing each slice's freed arrays back to the OS (once per process; Linux only).
+
+    A CT slice makes a dozen 1 MB temporaries (float32 frame, window, quantise). Above
+    glibc's mmap threshold each is mapped fresh and freed with munmap, so every slice
+    page-faults its memory back in: measured, that was half the CPU time of reading a
+    512x512 slice (2.9 -> 1.3 ms). A fixed 64 MiB mmap threshold and a 128 MiB trim
+    threshold keep the memory in the heap for the next slice; a worker holds at most
+    that much more, and the pool recycles workers anyway (TASKS_PER_CHILD).
+    """
+    global _malloc_tuned
+    if _malloc_tuned or not sys.platform.startswith("linux"):
+        return
+    _malloc_tuned = True
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # musl or another libc: nothing to tune
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 64 * 1024**2)
+    libc.mallopt(m_trim_threshold, 128 * 1024**2)
+
+
+_malloc_tuned = False
+
+
 def ingest_unit(unit: Unit) -> dict:
     """Index one unit's items: blobs first, then its parts (each committed atomically); returns its stats."""
+    keep_freed_memory()
     work: UnitWork = unit.payload
     corpus = Corpus(work.corpus_url)
     adapter = adapter_class(work.card.adapter.name)(work.card, Path(work.root))
