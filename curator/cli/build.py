@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
 from curator.cli import main, summaries
-from curator.cli.options import OUT, QUIET, RECIPE
+from curator.cli.options import OUT, QUIET, RECIPE, executor_options, open_executor
 
 
 @main.command("demo-data")
@@ -31,8 +32,11 @@ def demo_data(out: Path, force: bool) -> None:
 @main.command()
 @RECIPE
 @OUT
+@executor_options
 @QUIET
-def build(recipe_path: Path | None, out: str, quiet: bool) -> None:
+def build(
+    recipe_path: Path | None, out: str, workers: int | None, executor_name: str, ray_address: str | None, quiet: bool
+) -> None:
     """Run every stage of a recipe: ingest each source, caption, shard.
 
     Re-running with the same inputs skips finished work and changes nothing.
@@ -40,6 +44,7 @@ def build(recipe_path: Path | None, out: str, quiet: bool) -> None:
     \b
     Example:
       curator build --recipe recipes/demo.toml --out shards/demo
+      curator build --recipe recipes/demo.toml --out shards/demo --executor ray --ray-address 10.0.0.5:6379
       AWS_ENDPOINT_URL=http://127.0.0.1:9000 curator build --recipe recipes/demo.toml --out s3://bucket/demo
     """
     from curator.config import load_recipe
@@ -48,10 +53,14 @@ def build(recipe_path: Path | None, out: str, quiet: bool) -> None:
     if recipe_path is None:
         raise click.UsageError("--recipe is required")
     recipe = load_recipe(recipe_path)
-    report = run_build(recipe, out, progress=not quiet)
+    with open_executor(executor_name, workers, ray_address) as executor:
+        report = run_build(recipe, out, progress=not quiet, executor=executor)
     for source_id, why in sorted(report.excluded.items()):
         click.echo(f"left out {source_id}: {why}")
     summaries.print_ingest(report.sources)
+    if report.failed:
+        click.echo("build stopped after ingest: index, caption and shard run once every unit is in")
+        sys.exit(1)
     summaries.print_index(report.index)
     summaries.print_caption(report.caption)
     if report.instruct is not None:

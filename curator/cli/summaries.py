@@ -29,6 +29,11 @@ def print_ingest(results) -> None:
             total[i] += v
     if len(results) > 1:
         click.echo(f"  {'total':<{w}} {total[0]:>6} {total[1]:>8} {total[2]:>7} {total[3]:>9}")
+    failed = sorted((uid, err) for r in results for uid, err in r.failed.items())
+    if failed:
+        click.echo(f"  {len(failed)} unit(s) failed (the finished ones are kept; re-run to retry these):")
+        for uid, err in failed:
+            click.echo(f"  failed {uid}: {err}")
 
 
 def print_caption_plan(plan, dry_run: bool) -> None:

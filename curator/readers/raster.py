@@ -10,6 +10,7 @@ which passes truncated JPEGs) decodes the data.
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -24,11 +25,11 @@ from curator.readers import Frame
 MAX_PIXELS = 64_000_000
 
 
-def read_raster(path: Path) -> list[Frame]:
+def read_raster(path: Path, data: bytes | None = None) -> list[Frame]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path if data is None else io.BytesIO(data)) as img:
                 if img.width * img.height > MAX_PIXELS:
                     raise ReadError("decompression_bomb", f"{img.width}x{img.height} exceeds {MAX_PIXELS} pixels")
                 img.load()  # verify() passes truncated JPEGs; only load() decodes them
