@@ -79,7 +79,10 @@ def test_one_call_per_triplet_and_language_and_a_rerun_calls_nothing(corpus, llm
     assert set(table["model"]) == {llm.model} and set(table["prompt_id"]) == {"caption/v2"}
     sha = hashlib.sha256((REPO / "prompts" / "caption" / "v2.toml").read_bytes()).hexdigest()
     assert set(table["prompt_sha256"]) == {sha}
-    assert all(r["body"]["response_format"] == {"type": "json_object"} for r in llm.requests)
+    # structured output by default: the caption list's schema, with the count asked for
+    formats = [r["body"]["response_format"] for r in llm.requests]
+    assert {f["type"] for f in formats} == {"json_schema"}
+    assert {f["json_schema"]["schema"]["properties"]["captions"]["maxItems"] for f in formats} == {N}
     assert {r["auth"] for r in llm.requests} == {f"Bearer {KEY}"}
 
     again = run_caption(corpus, settings(llm), progress=False)
@@ -193,8 +196,9 @@ def test_openai_base_url_alone_switches_to_the_llm(corpus, llm, monkeypatch):
 
 
 def test_fatal_endpoint_errors_stop_with_one_clear_error(corpus, llm):
-    with pytest.raises(CuratorError, match=r"does not know model 'no-such-model' \(or the path\) \(HTTP 404\)"):
+    with pytest.raises(CuratorError, match=r"does not know model 'no-such-model': it serves mock-medical-1 \(set"):
         run_caption(corpus, settings(llm, model="no-such-model"), progress=False)
+    assert llm.calls == 0  # said before any chat request
     closed = FakeLLM()  # bound, never started: nothing answers
     url = closed.base_url
     closed._server.server_close()

@@ -8,8 +8,8 @@ import time
 import httpx2
 import pytest
 
-from curator.llm.captioner import parse_reply
 from curator.llm.client import _retry_after
+from curator.llm.reply import parse_reply
 from curator.llm.validate import REASONS, CaptionValidator, Rules
 
 ZH = {"pleural effusion": "胸腔积液", "cardiomegaly": "心脏增大"}
