@@ -76,8 +76,8 @@ class CaptionSettings(Strict):
 
     captions_per_triplet: int = Field(10, ge=1, le=50, description="Captions written per triplet and language.")
     languages: list[str] = Field(default_factory=lambda: ["en", "zh"])
-    prompt: str = Field("caption/v2", description="LLM prompt id: prompts/<id>.toml.")
-    templates: str = Field("templates/v2", description="Offline generator templates: prompts/<id>.toml.")
+    prompt: str = Field("caption/v3", description="LLM prompt id: prompts/<id>.toml.")
+    templates: str = Field("templates/v3", description="Offline generator templates: prompts/<id>.toml.")
     seed: int = 0
     generator: Literal["auto", "llm", "template"] = Field(
         "auto", description="auto: the LLM when an endpoint is configured, else the offline templates."

@@ -50,8 +50,24 @@ ANATOMY = re.compile(r"^- anatomy: (.+)$", re.M)
 MODALITY = re.compile(r"^- modality: (.+)$", re.M)
 ASKED = re.compile(r"Write (\d+) (?:distinct |more )?captions")
 
-ZH_ANATOMY = {"chest": "胸部", "abdomen": "腹部", "brain": "脑部", "head": "头部", "knee": "膝关节", "lung": "肺部"}
-ZH_MODALITY = {"X-ray": "X线片", "CT": "CT", "MRI": "MRI", "ultrasound": "超声", "PET": "PET"}
+ZH_ANATOMY = {
+    "chest": "胸部",
+    "abdomen": "腹部",
+    "brain": "脑部",
+    "head": "头部",
+    "knee": "膝关节",
+    "lung": "肺部",
+    "whole body": "全身",
+    "unspecified": "相应部位",
+}
+ZH_MODALITY = {
+    "X-ray": "X线片",
+    "CT": "CT",
+    "MRI": "MRI",
+    "ultrasound": "超声",
+    "PET": "PET",
+    "nuclear medicine": "核素显像",
+}
 EN_FORMS = [
     "{M} of the {a} showing {l}.",
     "{L} on {m} of the {a}.",
@@ -70,7 +86,23 @@ ZH_FORMS = [
     "{a}{m}检查，提示{l}。",
     "{a}{m}，表现符合{l}。",
 ]
-ZH_UNLABELLED = ["{a}{m}图像。", "{a}{m}检查。", "{m}检查，部位：{a}。", "{a}区域{m}影像。"]
+# a good model words a normal study as one, never "evidence of no finding"
+NORMAL = {"no finding", "normal", "no diabetic retinopathy"}
+EN_NORMAL = [
+    "Normal {m} of the {a}.",
+    "{A} {m} without acute abnormality.",
+    "Unremarkable {m} of the {a}.",
+    "{M} of the {a}: no abnormality is seen.",
+    "{A} {m} within normal limits.",
+]
+ZH_NORMAL = [
+    "{a}{m}未见明显异常。",
+    "{a}{m}检查结果正常。",
+    "{m}示{a}未见异常。",
+    "正常{a}{m}表现。",
+    "{a}{m}：无明显异常。",
+]
+ZH_UNLABELLED = ["{a}{m}图像。", "{a}{m}检查。", "{m}检查，部位：{a}。", "{a}{m}影像资料。"]
 EN_VARIANTS = ["", " Frontal projection.", " Single view.", " Standard technique.", " Good image quality."]
 ZH_VARIANTS = ["", "单一视图。", "常规技术。", "图像质量良好。", "标准体位。"]
 
@@ -164,11 +196,13 @@ class FakeLLM:
             m = ZH_MODALITY.get(info["modality"], "影像")
             label = info["hint"] or (info["label"] or "")
             forms, variants = (ZH_FORMS if info["label"] else ZH_UNLABELLED), ZH_VARIANTS
+            forms = ZH_NORMAL if info["label"] in NORMAL else forms
         else:
             a, m = info["anatomy"], info["modality"]
             parts = [p.strip() for p in (info["label"] or "").split(",")]
             label = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
             forms, variants = (EN_FORMS if info["label"] else EN_UNLABELLED), EN_VARIANTS
+            forms = EN_NORMAL if info["label"] in NORMAL else forms
         out = []
         for i in range(offset, offset + k):
             form = forms[i % len(forms)]

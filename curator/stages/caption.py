@@ -177,7 +177,7 @@ def plan_captions(corpus: Corpus, settings: CaptionSettings, resolve_model: bool
     est_prompt = est_completion = 0
     for t in triplets:
         for lang in settings.languages:
-            terms = templates.prompt.data.get(lang, {}).get("terms", {})
+            terms = templates.terms(lang)
             hint = _translate(t.label, terms, lang) if t.label and lang != "en" else ""
             messages = prompt.messages(
                 t.label, t.anatomy, t.modality, lang, settings.captions_per_triplet, hint if hint != t.label else ""
@@ -438,7 +438,7 @@ def _template_rows(plan: CaptionPlan, settings: CaptionSettings, todo: list[tupl
     """Offline captions for (triplet, language, first caption_index[, how many]): a fallback continues
     the LLM's rows with only as many captions as the LLM left missing."""
     gen = plan.templates
-    terms_of = {lang: gen.prompt.data.get(lang, {}).get("terms", {}) for lang in plan.languages}
+    terms_of = {lang: gen.terms(lang) for lang in plan.languages}
     rules = Rules(settings.min_chars, settings.max_chars)
     rows = []
     for t, lang, start, *count in todo:
@@ -457,4 +457,12 @@ def _template_rows(plan: CaptionPlan, settings: CaptionSettings, todo: list[tupl
                     validator.check(text),
                 )
             )
+    for lang, labels in sorted(gen.missing.items()):
+        log.warning(
+            "caption: no %s name for label(s) %s in curator/vocab.py ZH_NAMES: their triplets get no %s "
+            "template captions (add the names to caption them)",
+            lang,
+            ", ".join(f"'{x}'" for x in sorted(labels)),
+            lang,
+        )
     return rows
