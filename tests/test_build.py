@@ -77,7 +77,7 @@ def test_shards_read_back_with_webdataset_match_the_index(demo_build):
     urls = sorted(str(p) for p in (out / "shards").rglob("*.tar"))
     assert len(urls) == len(report.shard.shards) >= 2
     seen = set()
-    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+    for sample in wds.WebDataset(urls, shardshuffle=False):
         key = sample["__key__"]
         assert "." not in key
         row = images[key]
