@@ -229,7 +229,10 @@ class _Rows:
 
     def take(self, n: int) -> pa.Table:
         if not self._left.num_rows:
-            self._left = pa.Table.from_batches([next(self._batches)]).cast(SCHEMA.remove(0))
+            batch = next(self._batches, None)
+            if batch is None:  # fewer rows than counted: an image row without its source, or a concurrent writer
+                raise CorpusError("the index has fewer exportable rows than kept samples: run `curator verify`")
+            self._left = pa.Table.from_batches([batch]).cast(SCHEMA.remove(0))
         out = self._left.slice(0, n)
         self._left = self._left.slice(out.num_rows)
         return out
