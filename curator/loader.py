@@ -308,7 +308,12 @@ def wids_dataset(
     Items are records (see :func:`to_record`), transformed if asked; ``captions``,
     ``seed``, ``epoch`` and ``caption_language`` as for :func:`webdataset`.
     """
-    import wids
+    try:
+        import wids
+    except ImportError:
+        raise ImportError(
+            "wids_dataset needs wids: pip install 'curator[wids]' (webdataset<=0.2.86 ships it instead)"
+        ) from None
 
     register_fsspec()
     index = read_index(shards_url, split)
