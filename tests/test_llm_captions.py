@@ -229,7 +229,7 @@ def test_shards_carry_every_caption_of_the_triplet_and_one_seeded_txt(corpus, ll
     en = {k[0]: set(g["caption"]) for k, g in ok.filter(pl.col("language") == "en").group_by("triplet_id")}
     urls = [corpus.uri(s.url) for s in result.shards]
     txt = {}
-    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+    for sample in wds.WebDataset(urls, shardshuffle=False):
         meta = json.loads(sample["json"])
         key = sample["__key__"]
         if key not in triplets:
@@ -246,7 +246,7 @@ def test_shards_carry_every_caption_of_the_triplet_and_one_seeded_txt(corpus, ll
         path.unlink()
     corpus.clear_marker("shard", "all")
     run_shard(corpus, shard_settings, "t", progress=False)
-    again = {s["__key__"]: s["txt"] for s in wds.WebDataset(urls, shardshuffle=False, empty_check=False)}
+    again = {s["__key__"]: s["txt"] for s in wds.WebDataset(urls, shardshuffle=False)}
     assert all(again[k] == v for k, v in txt.items())
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from curator.config import Recipe, SelectSettings
 from curator.errors import RecipeError
 from curator.executors import Executor, make_executor
+from curator.provenance import save_recipe, utc_now, write_build_record
 from curator.registry import SourceCard, find_card
 from curator.stages.caption import CaptionResult, run_caption
 from curator.stages.index import IndexResult, run_index
@@ -59,6 +60,7 @@ def run_build(recipe: Recipe, out: str, progress: bool = True, executor: Executo
     if executor is None:
         with make_executor("serial") as serial:
             return run_build(recipe, out, progress, serial)
+    started_at = utc_now()
     corpus = Corpus(out)
     registry = Path(recipe.registry) if recipe.registry else None
     cards = [(src, *find_card(src.id, registry)) for src in recipe.sources]  # fail early on a bad card
@@ -68,6 +70,7 @@ def run_build(recipe: Recipe, out: str, progress: bool = True, executor: Executo
     cards = [c for c in cards if c[1].id not in excluded]
     if not cards:
         raise RecipeError(f"recipe '{recipe.name}': [select] leaves out every source")
+    save_recipe(corpus, recipe)  # first: a later `curator caption`/`shard` without --recipe uses it
     wanted = {card.id for _, card, _ in cards}
     for stale in ingested_sources(corpus):
         if stale not in wanted:
@@ -83,4 +86,5 @@ def run_build(recipe: Recipe, out: str, progress: bool = True, executor: Executo
     caption = run_caption(corpus, recipe.caption, progress=progress)
     instruct = run_instruct(corpus, recipe.instruct, progress) if recipe.instruct else None
     shard = run_shard(corpus, recipe.shard, recipe.name, progress)
+    write_build_record(corpus, recipe, started_at)  # shards/build.json: outside the tars, which stay reproducible
     return BuildReport(results, caption, shard, index, excluded, instruct)
