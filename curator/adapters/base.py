@@ -9,6 +9,7 @@ Every item ends as indexed rows or as exactly one reject.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import itertools
@@ -220,7 +221,8 @@ class Adapter:
     # -- the shared loop ------------------------------------------------------------
     def run(self, settings: IngestSettings, stats: Stats) -> Iterator[Indexed | Rejected]:
         key = settings.patient_key()
-        options = self.read_options()
+        # the card's video/cine/slide policy reaches the readers whatever read_options a layout sets
+        options = dataclasses.replace(self.read_options(), **self.card.image.stream_options())
         # Rejects are held to the end of the source so identifiers learned from any
         # file (a patient ID that names a folder) can be redacted from all of them.
         rejected: list[dict] = []
