@@ -73,13 +73,14 @@ def write_slide(path: Path, size=(2048, 1536), tile=256, levels=3, mpp: float | 
     return path
 
 
-def break_tile(path: Path, index: int = 0) -> None:
-    """Overwrite one stored tile of level 0 with garbage of the same length."""
+def break_tile(path: Path, index: int = 0, level: int = 0) -> Path:
+    """Overwrite one stored tile of a pyramid level with zeros of the same length."""
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        page = tif.pages.first
+        page = tif.series[0].levels[level].keyframe
         offset, count = page.dataoffsets[index], page.databytecounts[index]
     data = bytearray(path.read_bytes())
     data[offset : offset + count] = b"\x00" * count
     path.write_bytes(bytes(data))
+    return path

@@ -4,7 +4,8 @@ A subclass only walks its layout and yields :class:`Item` objects (a file, or a
 table row naming a file, with its labels and texts). Everything else is shared
 here: path safety, reading through the format readers, normalisation, sample
 ids, keyed patient hashes, splits, annotations, and per-reason reject counts.
-Every item ends as indexed rows or as exactly one reject.
+Every item ends as indexed rows or as exactly one reject; an indexed video or slide may
+also leave rejects rows for its failed parts (a broken tile, the frames after damage).
 """
 
 from __future__ import annotations
