@@ -199,7 +199,8 @@ def _cine(ds, times, photometric, spp, meta, identity, options) -> FrameStream:
     """Decode only the frames the time sampler picks, one at a time."""
     from pydicom.pixels import get_decoder
 
-    sampler = TimeSampler(options, times[-1] + (times[1] - times[0] if len(times) > 1 else 0.0))
+    period = times[1] - times[0] if len(times) > 1 else 0.0
+    sampler = TimeSampler(options, times[-1] + period, frame_period=period)
     picked = [i for i, t in enumerate(times) if sampler.due(t)]
     ts = ds.file_meta.get("TransferSyntaxUID")
 

@@ -65,7 +65,7 @@ def read_video(path: Path, options: ReadOptions) -> FrameStream:
     }
 
     def frames(fs: FrameStream):
-        sampler = TimeSampler(options, duration)
+        sampler = TimeSampler(options, duration, frame_period=1.0 / rate if rate else None)
         index, t, kept = -1, 0.0, 0
         start = stream.start_time or 0
         with container:
