@@ -68,6 +68,7 @@ def test_trace_names_the_second_and_the_tile(tmp_path):
     args = ["--adapter", "class_folders", "--root", str(root), "--out", str(out), "--id", "mixed"]
     result = run("ingest", *args, "--modality", "endoscopy", "--anatomy", "colon", "--param", 'levels=["label"]')
     assert result.exit_code == 0, result.output
+    assert "mixed: frames/tiles skipped background=" in result.output
     assert run("index", "--out", str(out)).exit_code == 0
     import duckdb
 
