@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from media_fixtures import break_tile, write_slide, write_video
+from media_fixtures import break_tile, tissue, write_slide, write_video
 
 from curator.errors import ReadError
 from curator.readers import FrameStream, ReadOptions, format_of, read
@@ -160,3 +160,23 @@ def test_small_tiled_tiff_stays_a_raster(tmp_path):
     tifffile.imwrite(path, np.full((300, 300), 7, np.uint8) + np.eye(300, dtype=np.uint8), tile=(256, 256))
     [frame] = read(path, ReadOptions())
     assert frame.tile is None and frame.pixels.shape == (300, 300)
+
+
+def test_aperio_appmag_sets_the_magnification(tmp_path):
+    """An .svs names its objective power in the ImageDescription (AppMag); that wins over the pixel size."""
+    import tifffile
+
+    path = tmp_path / "slide.svs"
+    base = tissue(1024, 1536)
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(
+            base,
+            tile=(256, 256),
+            compression="jpeg",
+            description="Aperio Image Library v12\n1536x1024 |AppMag = 40|MPP = 0.25",
+        )
+        tw.write(base[::4, ::4], tile=(256, 256), compression="jpeg", subfiletype=1)
+    assert format_of(path) == "slide"
+    tiles = list(read(path, ReadOptions(slide_magnification=10, tile_size=256)))
+    assert tiles and {t.tile[0] for t in tiles} == {1}
+    assert tiles[0].transform["slide"]["level_magnification"] == 10.0
