@@ -20,7 +20,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from curator.errors import CardError, UnknownAdapterError, UnknownSourceError
 from curator.tomlfile import format_validation, load_model
@@ -88,8 +88,10 @@ class ImagePolicy(Strict):
       Sequence, else the header's first Window Centre/Width with its VOI LUT
       Function (LINEAR, LINEAR_EXACT, SIGMOID), else the 0.5-99.5 percentile range;
       MONOCHROME1 inverted *after* windowing; then quantised to ``bit_depth``.
-      RGB/YBR/palette colour becomes 8-bit RGB. Multi-frame files give one image
-      per frame. Files flagged BurnedInAnnotation=YES are rejected
+      RGB/YBR/palette colour becomes 8-bit RGB. Multi-frame volumes give one image
+      per frame (the adapter's frame step and range); cine loops (Frame Time,
+      Frame Time Vector or Cine Rate) follow the video policy below. Files flagged
+      BurnedInAnnotation=YES are rejected
       (``burned_in_annotation``) unless ``burned_in = "allow"``.
     - **NIfTI**: reoriented to RAS+, sliced along the adapter's plane; displayed
       radiologically (patient right on the viewer's left, anterior/superior up);
@@ -100,6 +102,15 @@ class ImagePolicy(Strict):
       black; 8- and 16-bit values kept exactly when no resize is needed and the
       output depth matches; images above 64 megapixels rejected
       (``decompression_bomb``).
+    - **Video** (MP4, AVI, MOV, MKV through PyAV) and **DICOM cine**: ``video_fps`` frames
+      a second from t = 0, at most ``max_frames_per_file`` spread over the whole
+      duration, near-identical consecutive frames skipped and counted; each image
+      row carries its frame index and time. Declared frame size (64 megapixels) and
+      duration (``max_video_seconds``) are checked before any frame is decoded.
+    - **Whole-slide images** (pyramidal TIFF, SVS, NDPI through tifffile): square
+      tiles of ``tile_size`` at ``slide_level`` or ``slide_magnification``; background
+      tiles skipped and counted; each row carries the tile's level and offset; a
+      slide is never decoded whole; a tile that fails is its own reject (tile_corrupt).
     - **Geometry**: anisotropic pixels (DICOM Pixel Spacing / Imager Pixel Spacing /
       Pixel Aspect Ratio, NIfTI voxel sizes) are resampled to square pixels, then
       the longest side is limited to ``max_side`` (Lanczos). Boxes are given in the
@@ -124,12 +135,56 @@ class ImagePolicy(Strict):
         description="DICOM with BurnedInAnnotation=YES: reject (default) or allow when the publisher scrubbed pixels.",
     )
 
+    # -- time series (video, DICOM cine) ---------------------------------------------------
+    # One frame a second: consecutive frames of endoscopy or echo video are near copies, and a
+    # second is short enough to keep every view a clinician would name.
+    video_fps: float = Field(1.0, gt=0, le=120, description="Frames sampled per second of video or cine.")
+    # 300 bounds a file's share of the corpus (a 100,000-frame cine once became 100,000 images);
+    # when the declared duration would exceed it, the interval widens to span the whole file.
+    max_frames_per_file: int | None = Field(
+        300, ge=1, description="Most images one video, cine loop or slide gives; none for no limit."
+    )
+    near_duplicate_mad: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="A sampled frame whose 32x32 grey thumbnail differs from the last kept one by less "
+        "than this mean absolute difference (0-1) is skipped and counted; 0 keeps every sampled frame.",
+    )
+    # Four hours covers the longest surgical recordings; a longer declared duration is a
+    # reject (too_long) before any frame is decoded.
+    max_video_seconds: float = Field(14400.0, gt=0, description="Longest declared video duration accepted.")
+
+    # -- whole-slide images ----------------------------------------------------------------
+    tile_size: int = Field(512, ge=64, le=4096, description="Side of the square tiles cut from a slide.")
+    slide_level: int | None = Field(None, ge=0, description="Pyramid level to tile (0 = full resolution).")
+    slide_magnification: float | None = Field(
+        None, gt=0, description="Objective magnification to tile at (e.g. 20); the level nearest above is used."
+    )
+    background_fraction: float = Field(
+        0.8, gt=0, le=1, description="A tile with more than this fraction of glass or empty pixels is skipped."
+    )
+    # 200k x 200k covers any scanner's 40x slide; beyond it the header is not believed.
+    max_slide_pixels: int = Field(40_000_000_000, ge=1, description="Largest declared slide (level 0) accepted.")
+
     @field_validator("ct_window")
     @classmethod
     def _known_window(cls, v):
         if isinstance(v, str) and v not in CT_WINDOWS:
             raise ValueError(f"unknown CT window '{v}'; choose one of {', '.join(CT_WINDOWS)} or [centre, width]")
         return v
+
+    @model_validator(mode="after")
+    def _one_slide_scale(self):
+        if self.slide_level is not None and self.slide_magnification is not None:
+            raise ValueError("set slide_level or slide_magnification, not both")
+        return self
+
+    def stream_options(self) -> dict:
+        """The ReadOptions fields for time series and slides, as this policy sets them."""
+        names = ("video_fps", "max_frames_per_file", "near_duplicate_mad", "max_video_seconds", "tile_size")
+        names += ("slide_level", "slide_magnification", "background_fraction", "max_slide_pixels")
+        return {n: getattr(self, n) for n in names}
 
     def window(self) -> tuple[float, float] | None:
         if self.ct_window is None:

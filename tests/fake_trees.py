@@ -15,6 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from dicom_fixtures import make_dicom
+from media_fixtures import CODECS, break_tile, write_slide, write_video
 from PIL import Image
 
 from curator.adapters.base import Adapter
@@ -25,6 +26,10 @@ def write_image(path: Path, seed: int) -> Path:
     arr = rng.integers(0, 255, (24, 32), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
+    if suffix in CODECS:  # a two-second video, one image per second
+        return write_video(path, seconds=2, seed=seed)
+    if suffix in (".tif", ".tiff", ".svs"):  # a small pyramidal slide scanned at 10x (1 um/px)
+        return write_slide(path, size=(1536, 1024), mpp=1.0, seed=seed)
     if suffix == ".dcm":
         return make_dicom(path, arr.astype(np.uint16) * 16, modality="DX", patient_id=f"PID{seed:05d}")
     Image.fromarray(arr).save(path, format="JPEG" if suffix in (".jpg", ".jpeg") else "PNG")
@@ -45,12 +50,21 @@ def class_folders(adapter: Adapter, root: Path) -> None:
     p = adapter.params
     base = root / p.subdir
     values = {"modality": "CT", "anatomy": "abd", "split": "train", "patient": "p001", "ignore": "misc"}
+    suffix = p.extensions[0] if p.extensions else ".png"  # a video or slide set's own files
     for i, label in enumerate(_labels(p)[:2]):
         parts = [label if level == "label" else values[level] for level in p.levels]
         for j in range(2):
-            write_image(base.joinpath(*parts, f"img{i}{j}.png"), seed=10 * i + j)
-    write_image(base / "stray.png", seed=99)  # above the class folders: bad_layout
-    write_corrupt(base.joinpath(*[_labels(p)[0] if lv == "label" else values[lv] for lv in p.levels], "bad.jpg"))
+            write_image(base.joinpath(*parts, f"img{i}{j}{suffix}"), seed=10 * i + j)
+    write_image(base / f"stray{suffix}", seed=99)  # above the class folders: bad_layout
+    first = base.joinpath(*[_labels(p)[0] if lv == "label" else values[lv] for lv in p.levels])
+    write_corrupt(first / "bad.jpg")
+    if suffix in CODECS:  # a video cut short: its first second indexed, the rest a frames_lost reject
+        cut = write_image(first / f"cut{suffix}", seed=7)
+        cut.write_bytes(cut.read_bytes()[: cut.stat().st_size * 6 // 10])
+    elif suffix in (".tif", ".tiff", ".svs"):  # a slide with one broken stored tile, in the tissue, on each level
+        slide = write_image(first / f"broken{suffix}", seed=7)
+        for level, index in ((0, 6 + 1), (1, 3 + 1)):  # stored tile (1, 1) of levels 0 and 1
+            break_tile(slide, index=index, level=level)
 
 
 def label_csv(adapter: Adapter, root: Path) -> None:

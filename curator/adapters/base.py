@@ -4,13 +4,16 @@ A subclass only walks its layout and yields :class:`Item` objects (a file, or a
 table row naming a file, with its labels and texts). Everything else is shared
 here: path safety, reading through the format readers, normalisation, sample
 ids, keyed patient hashes, splits, annotations, and per-reason reject counts.
-Every item ends as indexed rows or as exactly one reject.
+Every item ends as indexed rows or as exactly one reject; an indexed video or slide may
+also leave rejects rows for its failed parts (a broken tile, the frames after damage).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import os
@@ -106,6 +109,9 @@ class Indexed:
 @dataclass
 class Rejected:
     row: dict
+    # A failed part of a file whose other images were indexed (a slide tile, a video's frames
+    # after damage): a rejects row of its own, but the file itself counts as indexed.
+    part: bool = False
 
 
 @dataclass
@@ -116,6 +122,10 @@ class Stats:
     annotations: int = 0
     rejects: Counter = field(default_factory=Counter)
     blank_frames: int = 0  # blank slices/frames skipped inside files that gave other images
+    # frames/tiles a reader left out by policy (near_duplicate, background, frame_limit), by reason
+    skipped_frames: Counter = field(default_factory=Counter)
+    # failed parts of indexed files (tile_corrupt, frames_lost), by reason; each is also a rejects row
+    part_rejects: Counter = field(default_factory=Counter)
 
     @property
     def rejected(self) -> int:
@@ -129,6 +139,8 @@ class Stats:
             "annotations": self.annotations,
             "rejects": dict(sorted(self.rejects.items())),
             "blank_frames": self.blank_frames,
+            "skipped_frames": dict(sorted(self.skipped_frames.items())),
+            "part_rejects": dict(sorted(self.part_rejects.items())),
         }
 
     def add(self, other: Stats) -> None:
@@ -149,6 +161,8 @@ class Stats:
             d["annotations"],
             Counter(d["rejects"]),
             d.get("blank_frames", 0),
+            Counter(d.get("skipped_frames", {})),
+            Counter(d.get("part_rejects", {})),
         )
 
 
@@ -280,11 +294,14 @@ class Adapter:
         is the patient key (default: this process's, ``settings.patient_key()``).
         """
         key = settings.patient_key() if key is None else key
-        options = self.read_options()
+        # the card's video/cine/slide policy reaches the readers whatever read_options a layout sets
+        options = dataclasses.replace(self.read_options(), **self.card.image.stream_options())
         # An image that several rows annotate is one sample with several annotations
         # (kept only for layouts whose rows can repeat an image: it costs memory per image).
         self._samples: dict[str, tuple[list[tuple], set[str]]] = {}
         self._blank_frames = 0
+        self._skipped: Counter = Counter()
+        self._parts: list[dict] = []
         for item in items:
             stats.seen += 1
             try:
@@ -303,6 +320,12 @@ class Adapter:
             stats.annotations += len(outcome.annotations)
             yield outcome
         stats.blank_frames += self._blank_frames
+        stats.skipped_frames.update(self._skipped)
+        for row in self._parts:
+            row["original_uri"] = self._redact(row["original_uri"])
+            row["message"] = self._redact(row["message"])
+            stats.part_rejects[row["reason"]] += 1
+            yield Rejected(row, part=True)
 
     def _items(self) -> Iterator[Item]:
         try:
@@ -357,15 +380,21 @@ class Adapter:
             if not target.is_file():
                 raise ReadError("missing_file", f"'{item.uri}' is a link to nothing")
         fmt = item.fmt or readers.format_of(item.path)
-        # Read once: hash the bytes the decoder gets (NIfTI, which nibabel opens itself, is hashed apart).
+        # Read once: hash the bytes the decoder gets. NIfTI (which nibabel opens itself),
+        # videos and slides (read lazily, never whole) are hashed from the path, streaming.
         data = _read_bytes(item.path) if fmt in IN_MEMORY_FORMATS else None
-        frames = readers.read(item.path, options, fmt=fmt, data=data)
-        if not frames:
+        # Readers may decode lazily (videos, slides): take the first frame for the file's
+        # identity and format, then the rest one at a time.
+        stream = readers.read(item.path, options, fmt=fmt, data=data)
+        frames = iter(stream)
+        first = next(frames, None)
+        if first is None:
             raise ReadError("no_pixels", "no frames in file")
+        frames = itertools.chain([first], frames)
         original_sha = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(item.path)
         del data
-        source_format = frames[0].meta.get("format") or fmt
-        identity = frames[0].identity
+        source_format = first.meta.get("format") or fmt
+        identity = first.identity
         patient = item.patient_id or identity.get("patient")
         study = item.study_id or identity.get("study")
         patient_key = _keyed(key, self.card.id, "patient", patient)
@@ -379,18 +408,20 @@ class Adapter:
         split = SPLITS.get((item.split or "").lower()) or _split(settings, self.card.id, group)
 
         images, annotations, blobs = [], [], []
-        blank = 0
+        blank, n, flat = 0, 0, None
         for frame in frames:
+            n += 1
             try:
                 enc = normalise(frame, self.card.image)
             except ReadError as exc:
                 # A blank slice at the edge of a volume (air, zero padding) is not an image,
                 # but it must not cost the volume its other slices.
-                if exc.reason != "empty_image" or len(frames) == 1:
+                if exc.reason != "empty_image":
                     raise
-                blank += 1
+                blank, flat = blank + 1, exc
                 continue
-            sample_id = f"{self.card.id}-{short_hash(self.card.id, *id_parts, frame.index)}"
+            tile = frame.tile or ()  # a slide tile is named by its level and offset, so id parts grow only for tiles
+            sample_id = f"{self.card.id}-{short_hash(self.card.id, *id_parts, frame.index, *tile)}"
             modality = canonical_modality(item.modality or frame.meta.get("Modality") or self.card.modality)
             anatomy = canonical_anatomy(item.anatomy or _body_part(frame.meta) or self.card.anatomy)
             images.append(
@@ -401,6 +432,10 @@ class Adapter:
                     "original_sha256": original_sha,
                     "original_format": source_format,
                     "frame_index": frame.index,
+                    "frame_time_s": frame.time_s,
+                    "tile_level": frame.tile[0] if frame.tile else None,
+                    "tile_x": frame.tile[1] if frame.tile else None,
+                    "tile_y": frame.tile[2] if frame.tile else None,
                     "plane": frame.plane,
                     "image_sha256": enc.sha256,
                     "phash": enc.phash,
@@ -426,11 +461,17 @@ class Adapter:
             h, w = frame.pixels.shape[:2]
             boxes = _scaled_boxes((item.frame_boxes or {}).get(frame.index, []), enc.width / w, enc.height / h)
             annotations += self._item_annotations(item, sample_id, frame.index, domain, boxes)
+        if not images and n == 1 and flat is not None:
+            raise flat
         if not images:
-            raise ReadError("empty_image", f"all {len(frames)} frames are blank after normalisation")
+            raise ReadError("empty_image", f"all {n} frames are blank after normalisation")
         if blank:
             self._blank_frames += blank
-            log.debug("%s: skipped %d blank frame(s) of %d", uri, blank, len(frames))
+            log.debug("%s: skipped %d blank frame(s) of %d", uri, blank, n)
+        self._skipped.update(getattr(stream, "skipped", {}))
+        for part in getattr(stream, "part_rejects", []):
+            log.warning("%s: %s (%s); its other %d image(s) are indexed", uri, part.message, part.reason, len(images))
+            self._parts.append(self._reject(item.uri, part.reason, part.message))
         if self.rows_repeat:
             frames_of = [(r["sample_id"], r["frame_index"], (r["modality"], r["anatomy"])) for r in images]
             self._samples[item.uri] = (frames_of, {a["annotation_id"] for a in annotations})

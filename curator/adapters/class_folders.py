@@ -4,6 +4,10 @@
 ``["modality", "anatomy", "label"]``. Every file is an item: a file at the wrong
 depth is rejected as ``bad_layout``, a non-image as ``unsupported_format``, and a
 class folder outside ``known_labels`` (when the card sets it) as ``unknown_label``.
+Any format a reader knows is an item's file: images, DICOM, videos (one image per
+sampled frame) and whole-slide images (one per tile). ``extensions``, when set,
+names the only suffixes the dataset ships; anything else (annotation XML beside
+the slides, a player's index file) is rejected ``unsupported_format`` unread.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ class ClassFoldersParams(Params):
     known_labels: list[str] = Field(
         default_factory=list, description="If set, a folder naming another label is rejected."
     )
+    extensions: list[str] = Field(
+        default_factory=list, description="If set, the only file suffixes read (e.g. ['.avi']); others are rejected."
+    )
 
 
 class ClassFolders(Adapter):
@@ -37,6 +44,11 @@ class ClassFolders(Adapter):
         for path in self.files(base):
             parts = path.relative_to(base).parts
             item = Item(uri=self.rel(path), path=path)
+            suffixes = {e.lower() for e in self.params.extensions}
+            if suffixes and path.suffix.lower() not in suffixes:
+                item.reject = ("unsupported_format", f"'{path.suffix}' is not among the card's {sorted(suffixes)}")
+                yield item
+                continue
             if len(parts) != depth + 1:
                 item.reject = (
                     "bad_layout",

@@ -29,6 +29,13 @@ def print_ingest(results) -> None:
             total[i] += v
     if len(results) > 1:
         click.echo(f"  {'total':<{w}} {total[0]:>6} {total[1]:>8} {total[2]:>7} {total[3]:>9}")
+    for r in results:  # videos, cine loops and slides: what the policy left out, and failed parts of indexed files
+        skipped = ", ".join(f"{k}={v}" for k, v in sorted(r.stats.skipped_frames.items()))
+        parts = ", ".join(f"{k}={v}" for k, v in sorted(r.stats.part_rejects.items()))
+        if skipped or parts:
+            click.echo(
+                f"  {r.source_id}: frames/tiles skipped {skipped or '-'}; failed parts of indexed files {parts or '-'}"
+            )
     failed = sorted((uid, err) for r in results for uid, err in r.failed.items())
     if failed:
         click.echo(f"  {len(failed)} unit(s) failed (the finished ones are kept; re-run to retry these):")
