@@ -42,7 +42,14 @@ SPLITS = {
     "dev": "val",
     "test": "test",
     "testing": "test",
+    "tst": "test",
+    "trn": "train",
+    "validate": "val",
 }
+
+
+# The shared name of the normal / no-finding state (curator.vocab and the caption stage know it).
+NORMAL = "no finding"
 
 
 class Params(BaseModel):
@@ -53,6 +60,9 @@ class Params(BaseModel):
 class Label:
     native: str
     value: str = "positive"  # positive | negative | uncertain
+    # The card names this label as the normal / no-finding state (``normal_labels``:
+    # "notumor", "No Finding", "normal"): indexed as the shared "no finding", never as a finding.
+    normal: bool = False
 
 
 @dataclass
@@ -93,6 +103,15 @@ class Item:
     frame_boxes: dict[int, list[Box]] | None = None
     fmt: str | None = None
     reject: tuple[str, str] | None = None
+    # 2D masks of this image (beside it by name, or in a mask folder): regions, never images.
+    masks: list[Path] = field(default_factory=list)
+    mask_label: str | None = None
+    mask_threshold: int = 0
+    min_region_pixels: int = 1
+    # Series or volume the image belongs to (DICOM SeriesInstanceUID; one file per slice)
+    # and the slice's position along it in mm, where the layout knows them.
+    series_id: str | None = None
+    slice_position: float | None = None
 
 
 @dataclass
@@ -116,6 +135,10 @@ class Stats:
     annotations: int = 0
     rejects: Counter = field(default_factory=Counter)
     blank_frames: int = 0  # blank slices/frames skipped inside files that gave other images
+    # Files deliberately not read as inputs, by why: masks (regions of another image),
+    # macOS '._*' resource forks, OS metadata, sidecar JSON/text, excluded by the card's globs.
+    skipped: Counter = field(default_factory=Counter)
+    split_conflicts: int = 0  # images that rows gave different splits (the strictest won)
 
     @property
     def rejected(self) -> int:
@@ -129,6 +152,8 @@ class Stats:
             "annotations": self.annotations,
             "rejects": dict(sorted(self.rejects.items())),
             "blank_frames": self.blank_frames,
+            "skipped": dict(sorted(self.skipped.items())),
+            "split_conflicts": self.split_conflicts,
         }
 
     @classmethod
@@ -140,6 +165,8 @@ class Stats:
             d["annotations"],
             Counter(d["rejects"]),
             d.get("blank_frames", 0),
+            Counter(d.get("skipped", {})),
+            d.get("split_conflicts", 0),
         )
 
 
@@ -164,8 +191,23 @@ class Adapter:
 
     def __init__(self, card: SourceCard, root: Path):
         self.card = card
-        self.root = Path(root).resolve()
+        self.given_root = Path(root).resolve()
+        # --root may be the folder a download unpacks into or the archive's own top folder
+        # inside it (busi/ or busi/Dataset_BUSI_with_GT/): the card names the top folders.
+        self.root = _find_root(self.given_root, card.top_folders)
         self.params = self.Params.model_validate(card.adapter.params)
+        # Counted by the layout while it walks; added to the source's Stats by ``_account``.
+        self.skipped: Counter = Counter()
+        self.split_conflicts = 0
+
+    @property
+    def root_used(self) -> str:
+        """The folder the card read, relative to the given --root ('.' when it is the root itself)."""
+        return self.root.relative_to(self.given_root).as_posix() if self.root != self.given_root else "."
+
+    def _account(self, stats: Stats) -> None:
+        stats.skipped.update(self.skipped)
+        stats.split_conflicts += self.split_conflicts
 
     # -- what a subclass writes ------------------------------------------------
     def items(self) -> Iterator[Item]:
@@ -237,6 +279,7 @@ class Adapter:
             stats.annotations += len(outcome.annotations)
             yield outcome
         stats.blank_frames += self._blank_frames
+        self._account(stats)
         for row in rejected:
             row["original_uri"] = self._redact(row["original_uri"])
             row["message"] = self._redact(row["message"])
@@ -298,12 +341,22 @@ class Adapter:
         if not frames:
             raise ReadError("no_pixels", "no frames in file")
         original_sha = sha256_file(item.path)
+        if item.masks:
+            from curator.adapters.regions import mask_boxes
+
+            boxes = dict(item.frame_boxes or {})
+            boxes[frames[0].index] = boxes.get(frames[0].index, []) + mask_boxes(item, frames[0].pixels.shape[:2])
+            item.frame_boxes = boxes
         source_format = frames[0].meta.get("format") or item.fmt or readers.format_of(item.path)
         identity = frames[0].identity
         patient = item.patient_id or identity.get("patient")
         study = item.study_id or identity.get("study")
         patient_key = _keyed(key, self.card.id, "patient", patient)
         study_key = _keyed(key, self.card.id, "study", study)
+        # a volume's slices share a series by construction; a DICOM series by its UID
+        series_key = _keyed(key, self.card.id, "series", item.series_id) or (
+            f"file:{original_sha[:24]}" if len(frames) > 1 else None
+        )
         group = patient_key or study_key or f"item:{item.uri}"
         self._learn(identity, key)
         uri = self._redact(item.uri)
@@ -354,6 +407,8 @@ class Adapter:
                     "adapter": self.name,
                     "adapter_version": self.version,
                     "transform": json.dumps(enc.transform, sort_keys=True),
+                    "series_key": series_key,
+                    "slice_position": _slice_position(item, frame, len(frames)),
                 }
             )
             blobs.append(enc)
@@ -395,12 +450,13 @@ class Adapter:
     def _label_row(self, sample_id: str, label: Label, domain: tuple, boxes: list | None = None) -> dict:
         """A label in the shared vocabulary; a mask-derived label carries its boxes in the payload."""
         payload: dict = {"vocabulary": VOCABULARY_VERSION}
+        if label.normal:
+            payload["state"] = "normal"
         if boxes:
             payload.update({"boxes": boxes, "box_coords": "output image pixels, [x0, y0, x1, y1), x right, y down"})
         native = label.native
-        return self._annotation(
-            sample_id, "label", canonical_label(native, *domain), label.value, native, None, payload
-        )
+        text = NORMAL if label.normal else canonical_label(native, *domain)
+        return self._annotation(sample_id, "label", text, label.value, native, None, payload)
 
     def _annotation(self, sample_id, kind, text, value, native, language, payload) -> dict:
         return {
@@ -442,6 +498,25 @@ def _split(settings: IngestSettings, source_id: str, group: str) -> str:
     if u < settings.split.test + settings.split.val:
         return "val"
     return "train"
+
+
+def _slice_position(item: Item, frame, n_frames: int) -> float | None:
+    """mm along the stacking axis: the layout's (DICOM header), else a volume slice's index x voxel size."""
+    if n_frames == 1 or item.slice_position is not None:
+        return item.slice_position
+    voxel = (frame.transform or {}).get("voxel_mm")
+    axis = {"sagittal": 0, "coronal": 1, "axial": 2}.get(frame.plane or "")
+    if voxel and axis is not None and frame.index is not None:
+        return round(float(frame.index) * float(voxel[axis]), 4)
+    return None
+
+
+def _find_root(given: Path, top_folders: list[str]) -> Path:
+    for name in top_folders:
+        candidate = (given / name).resolve()
+        if candidate.is_dir() and candidate.is_relative_to(given):
+            return candidate
+    return given
 
 
 def _body_part(meta: dict) -> str | None:

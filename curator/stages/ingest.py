@@ -35,6 +35,7 @@ class SourceResult:
     stats: Stats
     skipped: bool
     seconds: float
+    root_used: str = "."  # the folder below --root the card read (its archive's top folder), else "."
 
 
 def blob_path(sha256: str, ext: str) -> str:
@@ -67,16 +68,20 @@ def ingest_source(
         raise CuratorError(f"source '{card.id}': root folder not found: {root}")
     adapter = adapter_class(card.adapter.name)(card, root)
     sha = card_sha256(card_path)
+    # the card as used (overrides from a recipe or --param included), not only its file
     fingerprint = short_hash(
-        sha, root.resolve(), settings.fingerprint(), __version__, adapter.name, adapter.version, n=32
-    )
+        sha, card.model_dump_json(), root.resolve(), settings.fingerprint(), __version__, adapter.name,
+        adapter.version, n=32,
+    )  # fmt: skip
     marker = corpus.marker("ingest", card.id)
     if (
         marker
         and marker["fingerprint"] == fingerprint
         and all(corpus.exists(f"index/{t}/part-{card.id}.parquet") for t in TABLES)
     ):
-        return SourceResult(card.id, Stats.from_dict(marker["stats"]), skipped=True, seconds=0.0)
+        return SourceResult(
+            card.id, Stats.from_dict(marker["stats"]), skipped=True, seconds=0.0, root_used=adapter.root_used
+        )
     corpus.clear_marker("ingest", card.id)
 
     start = time.monotonic()
@@ -101,6 +106,8 @@ def ingest_source(
             for row in out.annotations:
                 annotations.append(row)
     corpus.write_table("sources", card.id, [source_row(card, sha)])
+    if adapter.root_used != ".":
+        log.info("source '%s': read %s/ below the given root %s", card.id, adapter.root_used, root)
     if stats.seen == 0:
         log.warning("source '%s': nothing found under %s; is --root the folder the dataset unpacked to?", card.id, root)
     seconds = time.monotonic() - start
@@ -122,7 +129,7 @@ def ingest_source(
         stats.rejected,
         seconds,
     )
-    return SourceResult(card.id, stats, skipped=False, seconds=seconds)
+    return SourceResult(card.id, stats, skipped=False, seconds=seconds, root_used=adapter.root_used)
 
 
 def drop_source(corpus: Corpus, source_id: str) -> None:
