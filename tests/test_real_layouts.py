@@ -202,3 +202,15 @@ def test_nifti_folder_without_dataset_json(tmp_path):
     assert stats.skipped == {"mask": 2, "macos_resource_fork": 1, "sidecar": 1}
     boxes = [_boxes(a) for a in indexed[0].annotations if a["kind"] == "label"]
     assert boxes and len(boxes[0]) == 2  # two components on slice 1: two boxes
+
+
+def test_files_no_row_names_are_counted_not_lost(tmp_path):
+    from fake_trees import write_image
+
+    DATASET_TREES["ham10000"](tmp_path)
+    write_image(tmp_path / "HAM10000_images_part_2" / "ISIC_0099998.jpg", seed=3)  # in no row
+    write_image(tmp_path / "ham10000_images_part_1" / "ISIC_0024306.jpg", seed=0)  # Kaggle's lower-case copy
+    card, _ = find_card("ham10000")
+    stats = Stats()
+    list(adapter_class("label_csv")(card, tmp_path).run(IngestSettings(), stats))
+    assert stats.skipped == {"not_in_table": 1, "duplicate_name": 1}

@@ -123,11 +123,16 @@ class LabelCsv(Adapter):
                     if rel:
                         strictest.add(rel, self._split(pattern, path, row, name, listed))
             self.split_conflicts += strictest.conflicts
+        named: set[str] = set()
         for pattern, path in tables:
             for line, row in self._rows(pattern, path):
                 item = self._item(pattern, path, line, row, listed)
                 item.split = strictest.get(self._name(row)[0], item.split)
+                named.add(self._name(row)[1].rsplit("/", 1)[-1])
                 yield item
+        # files in the searched folders that no row names (a table's rows are the inputs):
+        # counted, so the summary accounts for every file the card looked at
+        self.skipped["not_in_table"] += self._searched - len(named & set(self._by_name))
 
     def _may_disagree(self, tables) -> bool:
         p = self.params
@@ -214,6 +219,7 @@ class LabelCsv(Adapter):
     def _search_index(self) -> dict:
         index: dict = {}
         folders = 0
+        self._searched = 0
         for pattern in self.params.image_search:
             for folder in sorted(self.root.glob(pattern)):
                 if folder.is_dir() and folder.resolve().is_relative_to(self.root):
@@ -223,6 +229,10 @@ class LabelCsv(Adapter):
                             self.skipped["macos_resource_fork"] += 1
                             continue
                         # the link itself, not its target: the base rejects links leaving the root
+                        self._searched += 1
+                        if path.name in index:
+                            self.skipped["duplicate_name"] += 1  # a second copy (Kaggle's lower-case folders)
+                            self._searched -= 1
                         index.setdefault(path.name, path)
         if self.params.image_search and not folders:
             raise CardError(

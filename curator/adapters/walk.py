@@ -10,6 +10,9 @@ base), a mask attached to its image, or a *skipped* count named by why:
 - ``excluded``: outside the card's ``include`` globs or inside its ``exclude`` globs;
 - ``mask``: a mask read as a region of its image.
 
+Table layouts add ``not_in_table`` (a file in a searched image folder that no row
+names) and ``duplicate_name`` (a second file of one name across searched folders).
+
 A file that looks like a mask but has no image beside it is rejected (``bad_layout``).
 """
 

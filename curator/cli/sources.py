@@ -79,8 +79,14 @@ def sources_adapters(names: tuple[str, ...], markdown: bool) -> None:
     if markdown:
         click.echo(adapters_markdown(), nl=False)
         return
+    from curator.registry import load_registry
+
+    cards = load_registry()
     for name in names or sorted(ADAPTERS):
         click.echo(f"{name}: {adapter_summary(name)}")
+        examples = sorted(c.id for c in cards.values() if c.adapter.name == name and not c.id.startswith("demo_"))
+        if examples:
+            click.echo(f"  example cards: {', '.join(examples[:8])}{' ...' if len(examples) > 8 else ''}")
         for param, kind, default, desc in adapter_parameters(name):
             click.echo(f"  {param:<22} {kind:<34} default {default}")
             if desc:
