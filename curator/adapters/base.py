@@ -100,7 +100,8 @@ class Item:
     study_id: str | None = None
     split: str | None = None
     frame_labels: dict[int, list[Label]] | None = None
-    frame_boxes: dict[int, list[Box]] | None = None
+    # keyed by frame index; a single-frame (2D) image's one frame has index None
+    frame_boxes: dict[int | None, list[Box]] | None = None
     fmt: str | None = None
     reject: tuple[str, str] | None = None
     # 2D masks of this image (beside it by name, or in a mask folder): regions, never images.
