@@ -11,6 +11,7 @@ never imports imaging code, and an unknown name fails with the list of known one
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import importlib
@@ -31,6 +32,7 @@ ADAPTERS: dict[str, str] = {
     "image_text": "curator.adapters.image_text:ImageText",
     "dicom_folder": "curator.adapters.dicom_folder:DicomFolder",
     "nifti_volumes": "curator.adapters.nifti_volumes:NiftiVolumes",
+    "nifti_folder": "curator.adapters.nifti_folder:NiftiFolder",
     "image_report": "curator.adapters.image_report:ImageReport",
     "openi_reports": "curator.adapters.openi_reports:OpeniReports",
 }
@@ -211,6 +213,11 @@ class SourceCard(Strict):
     languages: list[str] = Field(default_factory=lambda: ["en"])
     adapter: AdapterSpec
     image: ImagePolicy = Field(default_factory=ImagePolicy)
+    top_folders: list[str] = Field(
+        default_factory=list,
+        description="The archive's own top folder(s) inside the unpack folder (BUSI: Dataset_BUSI_with_GT): "
+        "--root may be either; the first that exists below --root is read.",
+    )
     notes: str = ""
 
     @field_validator("license")
@@ -272,13 +279,61 @@ def load_registry(registry: Path | None = None) -> dict[str, SourceCard]:
     return {p.stem: load_card(p) for p in card_paths(registry)}
 
 
+def registries(extra: Path | None = None) -> list[Path]:
+    """Where cards are looked up: a recipe's or --registry folder first, then the shipped cards.
+
+    An extra registry *adds* cards (and overrides a shipped card of the same id); it does
+    not hide the shipped ones, so a recipe with one private card still finds the rest.
+    """
+    shipped = Path(default_registry())
+    if extra is None or Path(extra).resolve() == shipped.resolve():
+        return [shipped]
+    return [Path(extra), shipped]
+
+
 def find_card(source_id: str, registry: Path | None = None) -> tuple[SourceCard, Path]:
-    registry = Path(registry or default_registry())
-    path = registry / f"{source_id}.toml"
-    if not path.is_file():
-        known = ", ".join(p.stem for p in card_paths(registry)) or "none"
-        raise UnknownSourceError(f"unknown source '{source_id}' (known: {known})")
-    return load_card(path), path
+    folders = registries(registry)
+    if registry is not None and not Path(registry).is_dir():
+        raise CardError(f"source registry folder not found: {registry}")
+    for folder in folders:
+        path = folder / f"{source_id}.toml"
+        if path.is_file():
+            return load_card(path), path
+    known = sorted({p.stem for f in folders if f.is_dir() for p in f.glob("*.toml")})
+    close = difflib.get_close_matches(source_id, known, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise UnknownSourceError(f"unknown source '{source_id}'{hint} (known: {', '.join(known) or 'none'})")
+
+
+def _coerce_params(model: type[BaseModel], params: dict[str, Any]) -> dict[str, Any]:
+    """On the command line a list parameter may be given as plain text: "a.csv,b.csv"."""
+    out = dict(params)
+    for name, value in params.items():
+        field = model.model_fields.get(name)
+        if field is not None and isinstance(value, str) and typing.get_origin(field.annotation) is list:
+            out[name] = [v.strip() for v in value.split(",") if v.strip()]
+    return out
+
+
+def override_card(card: SourceCard, params: dict[str, Any], image: dict[str, Any], where: str) -> SourceCard:
+    """The card with some adapter parameters and image policy fields replaced, validated as strictly.
+
+    ``where`` names the origin in messages (``--param``, ``recipe source 'nih_chestxray14'``):
+    an unknown key is an error there, never silently ignored.
+    """
+    if not params and not image:
+        return card
+    model = adapter_class(card.adapter.name).Params
+    merged = {**card.adapter.params, **_coerce_params(model, params)}
+    try:
+        model.model_validate(merged)
+    except ValidationError as exc:
+        raise CardError(f"{card.id}: {where} params.{format_validation(exc)}") from None
+    try:
+        policy = ImagePolicy.model_validate({**card.image.model_dump(exclude_unset=True), **image})
+    except ValidationError as exc:
+        raise CardError(f"{card.id}: {where} image.{format_validation(exc)}") from None
+    return card.model_copy(update={"adapter": AdapterSpec(name=card.adapter.name, params=merged), "image": policy})
 
 
 def adapter_class(name: str):
@@ -324,13 +379,60 @@ def adhoc_card(adapter: str, root: Path, *, source_id: str | None = None, **fiel
     except ValidationError as exc:
         raise CardError(f"--adapter {adapter}: {format_validation(exc)}") from None
     model = adapter_class(adapter).Params
-    # On the command line a list parameter may be given as plain text: "a.csv,b.csv".
-    for name, value in list(params.items()):
-        field = model.model_fields.get(name)
-        if field is not None and isinstance(value, str) and typing.get_origin(field.annotation) is list:
-            params[name] = [v.strip() for v in value.split(",") if v.strip()]
+    params = _coerce_params(model, params)
     try:
         model.model_validate(params)
     except ValidationError as exc:
         raise CardError(f"--adapter {adapter}: --param {format_validation(exc)}") from None
     return card.model_copy(update={"adapter": AdapterSpec(name=adapter, params=params)})
+
+
+def _type_name(annotation) -> str:
+    text = str(annotation) if not isinstance(annotation, type) else annotation.__name__
+    text = re.sub(r"typing\.|curator\.[a-z_.]+\.", "", text)
+    text = re.sub(r"<class '([^']+)'>", r"\1", text)
+    return text.replace("NoneType", "None").replace("Literal", "one of ")
+
+
+def adapter_parameters(name: str) -> list[tuple[str, str, str, str]]:
+    """(parameter, type, default, description) of an adapter, read from its pydantic model.
+
+    Nested models (a box table, a join) follow their parameter as ``parameter[].field`` rows.
+    """
+    from pydantic_core import PydanticUndefined
+
+    rows: list[tuple[str, str, str, str]] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for field_name, info in model.model_fields.items():
+            if info.default_factory is not None:
+                default = repr(info.default_factory())
+            elif info.default is PydanticUndefined:
+                default = "required"
+            else:
+                default = repr(info.default)
+            rows.append((prefix + field_name, _type_name(info.annotation), default, info.description or ""))
+            for arg in typing.get_args(info.annotation) or (info.annotation,):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    walk(arg, f"{prefix}{field_name}[].")
+
+    walk(adapter_class(name).Params, "")
+    return rows
+
+
+def adapter_summary(name: str) -> str:
+    module = importlib.import_module(ADAPTERS[name].partition(":")[0])
+    return (module.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+
+
+def adapters_markdown() -> str:
+    """The adapter reference as Markdown: one table per adapter (README's generated section)."""
+    out = []
+    for name in sorted(ADAPTERS):
+        out += [f"#### `{name}`", "", adapter_summary(name), "", "| parameter | type | default | meaning |"]
+        out.append("| --- | --- | --- | --- |")
+        for param, kind, default, desc in adapter_parameters(name):
+            cells = [f"`{param}`", kind, f"`{default}`", desc]
+            out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"

@@ -58,6 +58,11 @@ IMAGES = pa.schema(
         ("adapter", pa.string()),
         ("adapter_version", pa.string()),
         ("transform", pa.string()),
+        # Nullable. The series or volume the image is a slice of (keyed hash of the DICOM
+        # SeriesInstanceUID, or "file:<sha>" for a volume's slices): never near-duplicates of each other.
+        ("series_key", pa.string()),
+        # Nullable. DICOM: the slice's position along the series' normal in mm (ImagePositionPatient).
+        ("slice_position", pa.float64()),
     ]
 )
 

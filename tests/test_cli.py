@@ -88,7 +88,7 @@ def test_trace_shows_the_lineage(demo_build):
     assert text.exit_code == 0
     assert f"sample      {sid}" in text.output
     assert "  licence   CC0-1.0  access: open" in text.output
-    assert "label_csv v1" in text.output and "shard       shards/" in text.output
+    assert "label_csv v2" in text.output and "shard       shards/" in text.output
     data = json.loads(run("trace", sid, "--out", str(out), "--json").output)
     assert data["source"]["source_id"] == "demo_chexpert"
     assert data["image"]["original_uri"].startswith(("train/", "valid/"))

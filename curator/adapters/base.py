@@ -45,7 +45,14 @@ SPLITS = {
     "dev": "val",
     "test": "test",
     "testing": "test",
+    "tst": "test",
+    "trn": "train",
+    "validate": "val",
 }
+
+
+# The shared name of the normal / no-finding state (curator.vocab and the caption stage know it).
+NORMAL = "no finding"
 
 
 class Params(BaseModel):
@@ -56,6 +63,9 @@ class Params(BaseModel):
 class Label:
     native: str
     value: str = "positive"  # positive | negative | uncertain
+    # The card names this label as the normal / no-finding state (``normal_labels``:
+    # "notumor", "No Finding", "normal"): indexed as the shared "no finding", never as a finding.
+    normal: bool = False
 
 
 @dataclass
@@ -93,9 +103,19 @@ class Item:
     study_id: str | None = None
     split: str | None = None
     frame_labels: dict[int, list[Label]] | None = None
-    frame_boxes: dict[int, list[Box]] | None = None
+    # keyed by frame index; a single-frame (2D) image's one frame has index None
+    frame_boxes: dict[int | None, list[Box]] | None = None
     fmt: str | None = None
     reject: tuple[str, str] | None = None
+    # 2D masks of this image (beside it by name, or in a mask folder): regions, never images.
+    masks: list[Path] = field(default_factory=list)
+    mask_label: str | None = None
+    mask_threshold: int = 0
+    min_region_pixels: int = 1
+    # Series or volume the image belongs to (DICOM SeriesInstanceUID; one file per slice)
+    # and the slice's position along it in mm, where the layout knows them.
+    series_id: str | None = None
+    slice_position: float | None = None
 
 
 @dataclass
@@ -126,6 +146,10 @@ class Stats:
     skipped_frames: Counter = field(default_factory=Counter)
     # failed parts of indexed files (tile_corrupt, frames_lost), by reason; each is also a rejects row
     part_rejects: Counter = field(default_factory=Counter)
+    # Files deliberately not read as inputs, by why: masks (regions of another image),
+    # macOS '._*' resource forks, OS metadata, sidecar JSON/text, excluded by the card's globs.
+    skipped: Counter = field(default_factory=Counter)
+    split_conflicts: int = 0  # images that rows gave different splits (the strictest won)
 
     @property
     def rejected(self) -> int:
@@ -141,6 +165,8 @@ class Stats:
             "blank_frames": self.blank_frames,
             "skipped_frames": dict(sorted(self.skipped_frames.items())),
             "part_rejects": dict(sorted(self.part_rejects.items())),
+            "skipped": dict(sorted(self.skipped.items())),
+            "split_conflicts": self.split_conflicts,
         }
 
     def add(self, other: Stats) -> None:
@@ -151,18 +177,24 @@ class Stats:
         self.annotations += other.annotations
         self.rejects.update(other.rejects)
         self.blank_frames += other.blank_frames
+        self.skipped_frames.update(other.skipped_frames)
+        self.part_rejects.update(other.part_rejects)
+        self.skipped.update(other.skipped)
+        self.split_conflicts += other.split_conflicts
 
     @classmethod
     def from_dict(cls, d: dict) -> Stats:
         return cls(
-            d["seen"],
-            d["indexed_items"],
-            d["images"],
-            d["annotations"],
-            Counter(d["rejects"]),
-            d.get("blank_frames", 0),
-            Counter(d.get("skipped_frames", {})),
-            Counter(d.get("part_rejects", {})),
+            seen=d["seen"],
+            indexed_items=d["indexed_items"],
+            images=d["images"],
+            annotations=d["annotations"],
+            rejects=Counter(d["rejects"]),
+            blank_frames=d.get("blank_frames", 0),
+            skipped_frames=Counter(d.get("skipped_frames", {})),
+            part_rejects=Counter(d.get("part_rejects", {})),
+            skipped=Counter(d.get("skipped", {})),
+            split_conflicts=d.get("split_conflicts", 0),
         )
 
 
@@ -198,10 +230,26 @@ class Adapter:
 
     def __init__(self, card: SourceCard, root: Path):
         self.card = card
-        self.root = Path(root).resolve()
+        self.given_root = Path(root).resolve()
+        # --root may be the folder a download unpacks into or the archive's own top folder
+        # inside it (busi/ or busi/Dataset_BUSI_with_GT/): the card names the top folders.
+        self.root = _find_root(self.given_root, card.top_folders)
         self.params = self.Params.model_validate(card.adapter.params)
         self._identifiers: dict[str, str] = {}
         self._pattern = None
+        # Counted by the layout while it walks ``items()`` (in the plan, in the driver); added
+        # to the source's Stats once by ``_account``, never per unit.
+        self.skipped: Counter = Counter()
+        self.split_conflicts = 0
+
+    @property
+    def root_used(self) -> str:
+        """The folder the card read, relative to the given --root ('.' when it is the root itself)."""
+        return self.root.relative_to(self.given_root).as_posix() if self.root != self.given_root else "."
+
+    def _account(self, stats: Stats) -> None:
+        stats.skipped.update(self.skipped)
+        stats.split_conflicts += self.split_conflicts
 
     # -- what a subclass writes ------------------------------------------------
     def items(self) -> Iterator[Item]:
@@ -251,6 +299,7 @@ class Adapter:
         items = list(self._items())
         self.learn((header_identity(p) for p in self.identity_paths(items)), settings.patient_key())
         yield from self.index_items(items, settings, stats)
+        self._account(stats)
 
     def identity_paths(self, items: Iterable[Item]) -> list[Path]:
         """Files whose DICOM headers the plan reads for identifiers: every item a DICOM reader would open.
@@ -390,15 +439,31 @@ class Adapter:
         first = next(frames, None)
         if first is None:
             raise ReadError("no_pixels", "no frames in file")
-        frames = itertools.chain([first], frames)
+        # Peek one frame further: whether the file has more than one frame decides its series
+        # key and slice positions (slices of one volume, frames of one cine or video are
+        # never near-duplicates of each other). Streams have no cheap count, and holding one
+        # decoded frame ahead costs no more than the loop below does anyway.
+        second = next(frames, None)
+        multi = second is not None
+        frames = itertools.chain([first], [second] if multi else [], frames)
         original_sha = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(item.path)
         del data
+        if item.masks:
+            from curator.adapters.regions import mask_boxes
+
+            boxes = dict(item.frame_boxes or {})
+            boxes[first.index] = boxes.get(first.index, []) + mask_boxes(item, first.pixels.shape[:2])
+            item.frame_boxes = boxes
         source_format = first.meta.get("format") or fmt
         identity = first.identity
         patient = item.patient_id or identity.get("patient")
         study = item.study_id or identity.get("study")
         patient_key = _keyed(key, self.card.id, "patient", patient)
         study_key = _keyed(key, self.card.id, "study", study)
+        # a volume's slices share a series by construction; a DICOM series by its UID
+        series_key = _keyed(key, self.card.id, "series", item.series_id) or (
+            f"file:{original_sha[:24]}" if multi else None
+        )
         group = patient_key or study_key or f"item:{item.uri}"
         uri = self._redact(item.uri)
         # Sample ids must not move when the secret key changes: hash the path with a fixed
@@ -454,6 +519,8 @@ class Adapter:
                     "adapter": self.name,
                     "adapter_version": self.version,
                     "transform": json.dumps(enc.transform, sort_keys=True),
+                    "series_key": series_key,
+                    "slice_position": _slice_position(item, frame, multi),
                 }
             )
             blobs.append(enc)
@@ -501,12 +568,13 @@ class Adapter:
     def _label_row(self, sample_id: str, label: Label, domain: tuple, boxes: list | None = None) -> dict:
         """A label in the shared vocabulary; a mask-derived label carries its boxes in the payload."""
         payload: dict = {"vocabulary": VOCABULARY_VERSION}
+        if label.normal:
+            payload["state"] = "normal"
         if boxes:
             payload.update({"boxes": boxes, "box_coords": "output image pixels, [x0, y0, x1, y1), x right, y down"})
         native = label.native
-        return self._annotation(
-            sample_id, "label", canonical_label(native, *domain), label.value, native, None, payload
-        )
+        text = NORMAL if label.normal else canonical_label(native, *domain)
+        return self._annotation(sample_id, "label", text, label.value, native, None, payload)
 
     def _annotation(self, sample_id, kind, text, value, native, language, payload) -> dict:
         return {
@@ -548,6 +616,25 @@ def _split(settings: IngestSettings, source_id: str, group: str) -> str:
     if u < settings.split.test + settings.split.val:
         return "val"
     return "train"
+
+
+def _slice_position(item: Item, frame, multi: bool) -> float | None:
+    """mm along the stacking axis: the layout's (DICOM header), else a volume slice's index x voxel size."""
+    if not multi or item.slice_position is not None:
+        return item.slice_position
+    voxel = (frame.transform or {}).get("voxel_mm")
+    axis = {"sagittal": 0, "coronal": 1, "axial": 2}.get(frame.plane or "")
+    if voxel and axis is not None and frame.index is not None:
+        return round(float(frame.index) * float(voxel[axis]), 4)
+    return None
+
+
+def _find_root(given: Path, top_folders: list[str]) -> Path:
+    for name in top_folders:
+        candidate = (given / name).resolve()
+        if candidate.is_dir() and candidate.is_relative_to(given):
+            return candidate
+    return given
 
 
 def _body_part(meta: dict) -> str | None:

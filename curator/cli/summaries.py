@@ -25,6 +25,13 @@ def print_ingest(results) -> None:
         click.echo(
             f"  {r.source_id:<{w}} {s.seen:>6} {s.indexed_items:>8} {s.images:>7} {s.rejected:>9}  {reasons}{note}"
         )
+        notes = [f"{k}={v}" for k, v in sorted(s.skipped.items())]
+        if notes:
+            click.echo(f"  {'':<{w}} skipped, not inputs: {', '.join(notes)}")
+        if s.split_conflicts:
+            click.echo(f"  {'':<{w}} {s.split_conflicts} image(s) given different splits by their rows: strictest kept")
+        if getattr(r, "root_used", ".") != ".":
+            click.echo(f"  {'':<{w}} read {r.root_used}/ below --root (the archive's top folder)")
         for i, v in enumerate((s.seen, s.indexed_items, s.images, s.rejected)):
             total[i] += v
     if len(results) > 1:
