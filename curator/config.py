@@ -8,7 +8,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, model_validator
 
@@ -287,12 +287,18 @@ class InstructSettings(Strict):
 class RecipeSource(Strict):
     id: str
     root: str = Field(description="The dataset folder as downloaded; relative paths are relative to the recipe.")
+    # Overrides without copying the card (NIH's table renamed in a new release, a smaller
+    # max_side): validated by the adapter's model like the card, so an unknown key is an error.
+    params: dict[str, Any] = Field(default_factory=dict, description="Adapter parameters replacing the card's.")
+    image: dict[str, Any] = Field(default_factory=dict, description="Image policy fields replacing the card's.")
 
 
 class Recipe(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     seed: int = 0
-    registry: str | None = Field(None, description="Folder of source cards; default: the project's source_registry.")
+    registry: str | None = Field(
+        None, description="Folder of extra source cards, added to (and overriding by id) the shipped source_registry."
+    )
     sources: list[RecipeSource]
     split: SplitSettings = Field(default_factory=SplitSettings)
     caption: CaptionSettings = Field(default_factory=CaptionSettings)

@@ -45,8 +45,8 @@ CHEXPERT_LABELS = [
 CHEXPERT_COLUMNS = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABELS]
 
 # Real files pydicom ships (NEMA WG04 samples): uncompressed, RLE, JPEG 2000, a
-# truncated one, and a 12-bit JPEG Extended file whose only decoders are GPL or
-# GDCM (not installed), which must become a reject naming its transfer syntax.
+# truncated one, and a 12-bit JPEG Extended file that gdcm refuses and imagecodecs
+# (curator.readers.dicom_codecs) decodes.
 DICOM_FILES = {
     "CT_small.dcm": "PAT1CT1/STUDY1/SERIES1/IM000001",
     "MR_small.dcm": "PAT4MR1/STUDY1/SERIES1/IM000001",

@@ -34,6 +34,12 @@ IMAGES = pa.schema(
         ("original_sha256", pa.string()),
         ("original_format", pa.string()),
         ("frame_index", pa.int32()),
+        # a video or cine frame's presentation time in seconds from the start (null otherwise)
+        ("frame_time_s", pa.float64()),
+        # a whole-slide tile: pyramid level (0 = full resolution) and offset in that level's pixels
+        ("tile_level", pa.int16()),
+        ("tile_x", pa.int32()),
+        ("tile_y", pa.int32()),
         ("plane", pa.string()),
         ("image_sha256", pa.string()),
         ("phash", pa.string()),
@@ -52,6 +58,11 @@ IMAGES = pa.schema(
         ("adapter", pa.string()),
         ("adapter_version", pa.string()),
         ("transform", pa.string()),
+        # Nullable. The series or volume the image is a slice of (keyed hash of the DICOM
+        # SeriesInstanceUID, or "file:<sha>" for a volume's slices): never near-duplicates of each other.
+        ("series_key", pa.string()),
+        # Nullable. DICOM: the slice's position along the series' normal in mm (ImagePositionPatient).
+        ("slice_position", pa.float64()),
     ]
 )
 
@@ -222,4 +233,9 @@ REASONS = {
     "unknown_label": "a row or folder names a label outside the card's known_labels",
     "missing_report": "an image whose study has no report file (image_report with require_report)",
     "mask_mismatch": "a segmentation mask's shape differs from its image's",
+    "too_long": "a video's declared duration exceeds the card's max_video_seconds",
+    "missing_level": "the card's slide level or magnification is not in this slide's pyramid",
+    # parts of files whose other images were indexed (one rejects row per part)
+    "tile_corrupt": "a whole-slide image tile cannot be decoded; the slide's other tiles are indexed",
+    "frames_lost": "a video's frames after damage or truncation cannot be decoded; the frames before are indexed",
 }

@@ -9,12 +9,15 @@ layout expects none). A new card is tested the moment it is written.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from dicom_fixtures import make_dicom
+from media_fixtures import CODECS, break_tile, write_slide, write_video
 from PIL import Image
 
 from curator.adapters.base import Adapter
@@ -25,7 +28,11 @@ def write_image(path: Path, seed: int) -> Path:
     arr = rng.integers(0, 255, (24, 32), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
-    if suffix == ".dcm":
+    if suffix in CODECS:  # a two-second video, one image per second
+        return write_video(path, seconds=2, seed=seed)
+    if suffix in (".tif", ".tiff", ".svs"):  # a small pyramidal slide scanned at 10x (1 um/px)
+        return write_slide(path, size=(1536, 1024), mpp=1.0, seed=seed)
+    if suffix in (".dcm", ".dicom"):
         return make_dicom(path, arr.astype(np.uint16) * 16, modality="DX", patient_id=f"PID{seed:05d}")
     Image.fromarray(arr).save(path, format="JPEG" if suffix in (".jpg", ".jpeg") else "PNG")
     return path
@@ -38,26 +45,54 @@ def write_corrupt(path: Path) -> Path:
 
 
 def _labels(params) -> list[str]:
-    return list(getattr(params, "known_labels", None) or []) or ["Effusion", "Cardiomegaly"]
+    known = list(getattr(params, "known_labels", None) or []) or list(getattr(params, "label_map", None) or {})
+    return known or ["Effusion", "Cardiomegaly"]
+
+
+def _folder_for(p, label: str) -> str:
+    """A folder name that the card's label_pattern reads as the label ('01_TUMOR', 'study1_positive')."""
+    if not getattr(p, "label_pattern", None):
+        return label
+    for candidate in (label, f"1_{label}", f"01_{label}", f"study1_{label}", f"{label}_suffix"):
+        m = re.search(p.label_pattern, candidate)
+        if m and m.group(1) == label:
+            return candidate
+    return label
 
 
 def class_folders(adapter: Adapter, root: Path) -> None:
     p = adapter.params
     base = root / p.subdir
     values = {"modality": "CT", "anatomy": "abd", "split": "train", "patient": "p001", "ignore": "misc"}
+    suffix = p.extensions[0] if p.extensions else ".png"  # a video or slide set's own files
+    for n, level in enumerate(p.levels):  # a folder the card's include globs name literally
+        literal = [
+            g.split("/")[n] for g in p.include if len(g.split("/")) > n and not set("*?[") & set(g.split("/")[n])
+        ]
+        if level == "ignore" and literal:
+            values["ignore"] = literal[0]
     for i, label in enumerate(_labels(p)[:2]):
+        label = _folder_for(p, label)
         parts = [label if level == "label" else values[level] for level in p.levels]
         for j in range(2):
-            write_image(base.joinpath(*parts, f"img{i}{j}.png"), seed=10 * i + j)
-    write_image(base / "stray.png", seed=99)  # above the class folders: bad_layout
-    write_corrupt(base.joinpath(*[_labels(p)[0] if lv == "label" else values[lv] for lv in p.levels], "bad.jpg"))
+            write_image(base.joinpath(*parts, f"img{i}{j}{suffix}"), seed=10 * i + j)
+    write_image(base / f"stray{suffix}", seed=99)  # above the class folders: bad_layout
+    first = base.joinpath(*[_labels(p)[0] if lv == "label" else values[lv] for lv in p.levels])
+    write_corrupt(first / "bad.jpg")
+    if suffix in CODECS:  # a video cut short: its first second indexed, the rest a frames_lost reject
+        cut = write_image(first / f"cut{suffix}", seed=7)
+        cut.write_bytes(cut.read_bytes()[: cut.stat().st_size * 6 // 10])
+    elif suffix in (".tif", ".tiff", ".svs"):  # a slide with one broken stored tile, in the tissue, on each level
+        slide = write_image(first / f"broken{suffix}", seed=7)
+        for level, index in ((0, 6 + 1), (1, 3 + 1)):  # stored tile (1, 1) of levels 0 and 1
+            break_tile(slide, index=index, level=level)
 
 
 def label_csv(adapter: Adapter, root: Path) -> None:
     p = adapter.params
     labels = _labels(p)
     if p.image_search:
-        image_folder = root / p.image_search[0].replace("*", "001")
+        image_folder = root / re.sub(r"\[(.)[^\]]*\]", r"\1", p.image_search[0]).replace("*", "001")
     else:
         image_folder = root / p.image_dir if p.image_dir else root
     rows, names = [], []
@@ -74,6 +109,11 @@ def label_csv(adapter: Adapter, root: Path) -> None:
             row[col] = ["1.0", "0.0", "-1.0", ""][(i + k) % 4]
         if p.patient_column:
             row[p.patient_column] = f"{i // 2:05d}"
+        if p.split_column:
+            row[p.split_column] = next(iter(p.value_maps.get("split", {})), "train")
+        for column in (p.modality_column, p.anatomy_column):
+            if column:
+                row[column] = "CT"
         rows.append(row)
         names.append(name.rsplit("/", 1)[-1])
     bad = [f"{p.strip_prefix}missing/none.jpg", "../../etc/passwd", ""]
@@ -85,12 +125,23 @@ def label_csv(adapter: Adapter, root: Path) -> None:
         row = dict(rows[1])
         row[p.label_column] = "Not A Finding"
         rows.append(row)
+    shared = [spec for spec in p.boxes if any(fnmatch.fnmatch(t, spec.table) for t in p.csv)]
+    for spec in shared:  # boxes in the label table itself (VinDr-SpineXR)
+        for row in rows:
+            row.update(dict(zip(spec.columns, [1, 2, 5, 4], strict=True)))
+            row.setdefault(spec.label_column, labels[0])
     columns = list(rows[0])
+    for spec in [b for b in p.boxes if b not in shared]:
+        _csv(
+            root / spec.table.replace("*", ""),
+            [spec.image_column, spec.label_column, *spec.columns],
+            [[names[0].removesuffix(p.image_suffix) if p.image_suffix else names[0], labels[0], 1, 2, 5, 4]],
+        )
     for n, table in enumerate(p.csv):
-        path = root / table
+        path = root / table.replace("*", "")
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer = csv.DictWriter(fh, fieldnames=columns, delimiter=p.delimiter)
             writer.writeheader()
             writer.writerows(rows if n == 0 else rows[:1])
     lists = list(p.split_lists)
@@ -218,12 +269,45 @@ def nifti_volumes(adapter: Adapter, root: Path) -> None:
     (root / p.dataset_json).write_text(json.dumps(meta))
 
 
+def nifti_folder(adapter: Adapter, root: Path) -> None:
+    """A tree of volumes without dataset.json, masks by the card's templates, plus macOS junk."""
+    p = adapter.params
+    base = root / p.subdir
+    rng = np.random.default_rng(1)
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    template = p.masks[0] if p.masks else None
+    pattern = p.include[0] if p.include else "*/case.nii.gz"
+    for i in range(2):
+        name = pattern.replace("*", f"case_{i}")
+        name = name if name.endswith((".nii", ".nii.gz")) else f"{name}.nii.gz"
+        image = base / name if "/" in name else base / f"patient{i}" / name
+        image.parent.mkdir(parents=True, exist_ok=True)
+        vol = rng.normal(0, 300, (40, 32, 6)).astype(np.float32)
+        nib.save(nib.Nifti1Image(vol, affine), str(image))
+        if template:
+            mask = np.zeros(vol.shape, np.uint8)
+            mask[10:20, 8:16, :] = 1
+            mask[30:34, 20:24, :] = 1  # a second component on every slice
+            stem = image.name.removesuffix(".nii.gz")
+            target = image.parent / template.format(stem=stem, name=image.name, ext=".nii.gz").replace("*", f"case_{i}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(mask, affine), str(target))
+        (image.parent / f"._{image.name}").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+        (image.parent / f"case_{i}.json").write_text("{}")
+    (base / "README.pdf.nii").write_bytes(b"not a volume")  # corrupt
+    trap = pattern.replace("*", "case_bad")
+    trap = base / (trap if trap.endswith((".nii", ".nii.gz")) else f"{trap}.nii.gz")
+    trap.parent.mkdir(parents=True, exist_ok=True)
+    trap.write_bytes(b"\x1f\x8b truncated gzip")  # a volume the card reads, but damaged
+    (base / "notes.bin").write_bytes(b"x")  # unsupported_format
+
+
 def dicom_folder(adapter: Adapter, root: Path) -> None:
     base = root / adapter.params.subdir
     for i in range(2):
         make_dicom(
             base / f"PID{i:05d}" / "STUDY1" / f"IM{i:06d}",
-            np.arange(64, dtype=np.uint16).reshape(8, 8) * (i + 1),
+            np.arange(64, dtype=np.uint16).reshape(8, 8) * 4 * (i + 1) + 1000,  # HU -24..228: seen in any window
             modality="CT",
             patient_id=f"PID{i:05d}",
             RescaleSlope=1,
@@ -239,6 +323,7 @@ BUILDERS = {
     "image_report": image_report,
     "openi_reports": openi_reports,
     "nifti_volumes": nifti_volumes,
+    "nifti_folder": nifti_folder,
     "dicom_folder": dicom_folder,
 }
 
@@ -250,5 +335,327 @@ GENERIC_PARAMS = {
     "image_report": {"images_dir": "files", "reports_dir": "reports", "extensions": [".png"]},
     "openi_reports": {},
     "nifti_volumes": {},
+    "nifti_folder": {"masks": ["{stem}_seg{ext}"], "mask_values": {1: "tumour"}},
     "dicom_folder": {},
+}
+
+
+# -- the datasets as distributed -------------------------------------------------------------
+# One builder per named card, written from the dataset's own documentation (file names,
+# folder nesting, table columns and the junk the archives carry), so a card that no longer
+# matches today's download fails here. The contract test uses these instead of the
+# parameter-driven builders above.
+
+
+def _csv(path: Path, header: list[str], rows: list[list]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _mask(path: Path, boxes: list[tuple[int, int, int, int]], shape=(24, 32)) -> Path:
+    arr = np.zeros(shape, np.uint8)
+    for x0, y0, x1, y1 in boxes:
+        arr[y0:y1, x0:x1] = 255
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def _apple_double(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+
+
+def busi_tree(root: Path) -> Path:
+    """Dataset_BUSI_with_GT/<class>/'<class> (n).png' + '<class> (n)_mask.png' (+ '_mask_1')."""
+    base = root / "Dataset_BUSI_with_GT"
+    for c, cls in enumerate(["benign", "malignant", "normal"]):
+        for n in (1, 2):
+            write_image(base / cls / f"{cls} ({n}).png", seed=10 * c + n)
+            boxes = [] if cls == "normal" else [(2, 2, 8, 6), (20, 10, 30, 20)] if n == 1 else [(4, 4, 9, 9)]
+            _mask(base / cls / f"{cls} ({n})_mask.png", boxes)
+    _mask(base / "benign" / "benign (2)_mask_1.png", [(12, 12, 16, 18)])  # a second lesion's mask
+    _mask(base / "malignant" / "malignant (9)_mask.png", [(1, 1, 3, 3)])  # a mask without its image
+    _mask(base / "benign" / "benign (3).png", [(0, 0, 4, 4)], shape=(10, 10))  # image ...
+    _mask(base / "benign" / "benign (3)_mask.png", [(0, 0, 4, 4)], shape=(12, 12))  # ... whose mask differs
+    _apple_double(base / "benign" / "._benign (1).png")
+    (base / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    return base
+
+
+def brain_tumor_mri_tree(root: Path) -> Path:
+    """Training/<class>/Tr-<cc>_NNNN.jpg and Testing/<class>/Te-<cc>_NNNN.jpg (Kaggle, Nickparvar)."""
+    for s, (split, prefix) in enumerate([("Training", "Tr"), ("Testing", "Te")]):
+        for c, (cls, cc) in enumerate([("glioma", "gl"), ("meningioma", "me"), ("notumor", "no"), ("pituitary", "pi")]):
+            write_image(root / split / cls / f"{prefix}-{cc}_{c:04d}.jpg", seed=100 * s + c)
+    write_corrupt(root / "Training" / "glioma" / "Tr-gl_9999.jpg")
+    write_image(root / "Training" / "stray.jpg", seed=7)  # bad_layout
+    return root
+
+
+def aptos2019_tree(root: Path) -> Path:
+    """train.csv (id_code, diagnosis), test.csv (id_code), train_images/, test_images/."""
+    train = [[f"{i:03x}c0ffee{i}", str(i % 5)] for i in range(5)]
+    test = [[f"{i:03x}feed{i}"] for i in range(2)]
+    for n, (code, _) in enumerate(train):
+        write_image(root / "train_images" / f"{code}.png", seed=n)
+    for n, (code,) in enumerate(test):
+        write_image(root / "test_images" / f"{code}.png", seed=50 + n)
+    _csv(root / "train.csv", ["id_code", "diagnosis"], [*train, ["missing0", "2"], ["000c0ffee0", "7"]])
+    _csv(root / "test.csv", ["id_code"], test)
+    _csv(root / "sample_submission.csv", ["id_code", "diagnosis"], [[c, 0] for (c,) in test])
+    return root
+
+
+def ham10000_tree(root: Path) -> Path:
+    """HAM10000_metadata.csv + HAM10000_images_part_1/ and _part_2/ (ISIC_XXXXXXX.jpg)."""
+    header = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]
+    rows = []
+    for i, dx in enumerate(["bkl", "bkl", "mel", "nv", "vasc"]):
+        image = f"ISIC_{24306 + i:07d}"
+        write_image(root / f"HAM10000_images_part_{1 + i % 2}" / f"{image}.jpg", seed=i)
+        rows.append([f"HAM_{i // 2:07d}", image, dx, "histo", "80.0", "male", "scalp"])
+    rows += [["HAM_0009999", "ISIC_0099999", "nv", "follow_up", "45.0", "female", "back"]]  # missing image
+    rows += [["HAM_0009998", "ISIC_0024306", "xyz", "histo", "45.0", "female", "back"]]  # unknown label
+    _csv(root / "HAM10000_metadata.csv", header, rows)
+    _csv(root / "hmnist_28_28_L.csv", ["pixel0000", "label"], [[0, 2]])
+    return root
+
+
+def nih_chestxray14_tree(root: Path) -> Path:
+    """Data_Entry_2017_v2020.csv, BBox_List_2017.csv, train_val_list.txt, test_list.txt, images_00N/images/."""
+    header = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender"]
+    header += ["View Position", "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]"]
+    labels = ["No Finding", "Cardiomegaly|Effusion", "Infiltration", "Atelectasis", "No Finding"]
+    rows = []
+    for i, lab in enumerate(labels):
+        name = f"{i + 1:08d}_000.png"
+        write_image(root / f"images_{1 + i // 3:03d}" / "images" / name, seed=i)
+        rows.append([name, lab, 0, i + 1, 58, "M", "PA", 2682, 2749, 0.143, 0.143])
+    rows.append(["00099999_000.png", "Mass", 0, 99999, 40, "F", "PA", 2048, 2500, 0.168, 0.168])  # missing
+    rows.append(["00000001_000.png", "Not A Finding", 1, 1, 58, "M", "PA", 2682, 2749, 0.143, 0.143])
+    _csv(root / "Data_Entry_2017_v2020.csv", header, rows)
+    bbox = root / "BBox_List_2017.csv"
+    bbox.write_text(
+        "Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
+        "00000003_000.png,Infiltrate,2.5,3.0,10.0,8.0,,,\n"
+        "00000002_000.png,Cardiomegaly,4,5,20,12,,,\n"
+    )
+    (root / "train_val_list.txt").write_text("".join(f"{i:08d}_000.png\n" for i in (1, 2, 3)))
+    (root / "test_list.txt").write_text("".join(f"{i:08d}_000.png\n" for i in (4, 5)))
+    (root / "README_CHESTXRAY.pdf").write_bytes(b"%PDF-1.4")
+    return root
+
+
+def slake_tree(root: Path) -> Path:
+    """Slake1.0/{train,validate,test}.json + imgs/xmlab<N>/{source.jpg,mask.png,detection.json,question.json}."""
+    base = root / "Slake1.0"
+    rows = {"train.json": [], "validate.json": [], "test.json": []}
+    kinds = [("CT", "Abdomen"), ("MRI", "Brain_Tissue"), ("X-Ray", "Lung")]
+    for i, (modality, location) in enumerate(kinds):
+        folder = base / "imgs" / f"xmlab{i}"
+        write_image(folder / "source.jpg", seed=i)
+        _mask(folder / "mask.png", [(3, 3, 9, 9), (15, 5, 25, 15)])
+        (folder / "detection.json").write_text(json.dumps([{"Liver": [3, 3, 6, 6]}, {"Spleen": [15, 5, 10, 10]}]))
+        (folder / "question.json").write_text("[]")
+        table = list(rows)[i]
+        for q, (question, answer, lang) in enumerate(
+            [("Which organ is abnormal?", "Liver", "en"), ("图中哪个器官不正常？", "肝脏", "zh")]
+        ):
+            rows[table].append(
+                {
+                    "img_id": i,
+                    "img_name": f"xmlab{i}/source.jpg",
+                    "question": question,
+                    "answer": answer,
+                    "q_lang": lang,
+                    "location": location,
+                    "modality": modality,
+                    "answer_type": "OPEN",
+                    "base_type": "vqa",
+                    "content_type": "Organ",
+                    "triple": ["vhead", "_", "_"],
+                    "qid": 10 * i + q,
+                }
+            )
+    rows["train.json"].append({**rows["train.json"][0], "img_name": "xmlab77/source.jpg", "qid": 999})  # missing
+    for table, content in rows.items():
+        (base / table).write_text(json.dumps(content, ensure_ascii=False))
+    (base / "KG").mkdir()
+    (base / "KG" / "en_organ.csv").write_text("head#rel#tail\n")
+    return base
+
+
+def vqa_rad_tree(root: Path) -> Path:
+    """'VQA_RAD Dataset Public.json' (qid, phrase_type, image_name, image_organ, question, answer, ...)."""
+    images = root / "VQA_RAD Image Folder"
+    for i in range(3):
+        write_image(images / f"synpic{54610 + i}.jpg", seed=i)
+
+    def q(qid, phrase, image, organ, question, answer):
+        return {
+            "qid": qid,
+            "phrase_type": phrase,
+            "qid_linked_id": f"0{qid}",
+            "image_case_url": f"https://medpix.nlm.nih.gov/case?id={qid}",
+            "image_name": image,
+            "image_organ": organ,
+            "evaluation": "evaluated",
+            "question": question,
+            "question_rephrase": "NULL",
+            "question_relation": "NULL",
+            "question_frame": "NULL",
+            "question_type": "PRES",
+            "answer": answer,
+            "answer_type": "CLOSED",
+        }
+
+    rows = [
+        q(1, "freeform", "synpic54610.jpg", "HEAD", "Is there an infarct?", "yes"),
+        q(2, "test_freeform", "synpic54610.jpg", "HEAD", "Is the lesion hyperdense?", "no"),  # same image, test
+        q(3, "para", "synpic54611.jpg", "CHEST", "Is the heart enlarged?", "yes"),
+        q(4, "test_para", "synpic54612.jpg", "ABD", "Where is the mass?", "liver"),
+        q(5, "freeform", "synpic99999.jpg", "ABD", "Is there free air?", "no"),  # missing image
+    ]
+    (root / "VQA_RAD Dataset Public.json").write_text(json.dumps(rows))
+    (root / "VQA_RAD Dataset Public.xml").write_text("<root/>")
+    return root
+
+
+def rocov2_tree(root: Path) -> Path:
+    """<split>_captions.csv (ID, Caption), <split>_concepts_manual.csv (ID, CUIs), <split>/<ID>.jpg."""
+    cuis = ["C0040405;C0817096", "C1306645", "C0024485;C0006141"]
+    for s, split in enumerate(["train", "valid", "test"]):
+        caps, concepts = [], []
+        for i in range(2):
+            rid = f"ROCOv2_2023_{split}_{i + 1:06d}"
+            write_image(root / split / f"{rid}.jpg", seed=10 * s + i)
+            caps.append([rid, f"Head CT of case {i} showing a {split} finding."])
+            concepts.append([rid, cuis[(s + i) % 3]])
+        caps.append([f"ROCOv2_2023_{split}_999999", "An image that is not in the archive."])
+        _csv(root / f"{split}_captions.csv", ["ID", "Caption"], caps)
+        _csv(root / f"{split}_concepts_manual.csv", ["ID", "CUIs"], concepts)
+        _csv(root / f"{split}_concepts.csv", ["ID", "CUIs"], concepts)
+    _csv(root / "cui_mapping.csv", ["CUI", "Canonical name"], [["C0040405", "X-Ray Computed Tomography"]])
+    return root
+
+
+def pmc_oa_tree(root: Path) -> Path:
+    """pmc_oa.jsonl ({image, caption, ...}), images.zip unpacked to caption_T060_filtered_top4_sep_v0_subfigures/."""
+    folder = root / "caption_T060_filtered_top4_sep_v0_subfigures"
+    rows = []
+    for i in range(3):
+        name = f"PMC{212000 + i}_F{i}_{i}.jpg"
+        write_image(folder / name, seed=i)
+        rows.append({"image": name, "caption": f"Micrograph {i} of renal tissue.", "alignment_type": "ChatGPT"})
+    rows.append({"image": "PMC0_missing.jpg", "caption": "gone"})
+    rows.append({"image": "../../escape.jpg", "caption": "escape"})
+    (root / "pmc_oa.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return root
+
+
+def msd_spleen_tree(root: Path) -> Path:
+    """Task09_Spleen/ with dataset.json, imagesTr/, labelsTr/, imagesTs/ and the tarball's '._*' files."""
+    base = root / "Task09_Spleen"
+    for folder in ("imagesTr", "labelsTr", "imagesTs"):
+        (base / folder).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    affine = np.diag([0.8, 0.8, 5.0, 1.0])
+    training = []
+    for n in (2, 3):
+        vol = rng.normal(40, 200, (40, 32, 6)).astype(np.float32)
+        mask = np.zeros(vol.shape, np.uint8)
+        mask[10:20, 8:16, 2:4] = 1
+        mask[30:34, 20:24, 2] = 1  # a second spleen component (splenule) on slice 2
+        nib.save(nib.Nifti1Image(vol, affine), str(base / f"imagesTr/spleen_{n}.nii.gz"))
+        nib.save(nib.Nifti1Image(mask, affine), str(base / f"labelsTr/spleen_{n}.nii.gz"))
+        _apple_double(base / f"imagesTr/._spleen_{n}.nii.gz")
+        training.append({"image": f"./imagesTr/spleen_{n}.nii.gz", "label": f"./labelsTr/spleen_{n}.nii.gz"})
+    training.append({"image": "./imagesTr/spleen_4.nii.gz", "label": "./labelsTr/spleen_4.nii.gz"})  # missing
+    nib.save(
+        nib.Nifti1Image(rng.normal(size=(40, 32, 6)).astype(np.float32), affine), str(base / "imagesTs/spleen_1.nii.gz")
+    )
+    meta = {
+        "name": "Spleen",
+        "description": "Spleen Segmentation",
+        "reference": "Memorial Sloan Kettering Cancer Center",
+        "licence": "CC-BY-SA 4.0",
+        "release": "1.0 06/08/2018",
+        "tensorImageSize": "3D",
+        "modality": {"0": "CT"},
+        "labels": {"0": "background", "1": "spleen"},
+        "numTraining": len(training),
+        "numTest": 1,
+        "training": training,
+        "test": ["./imagesTs/spleen_1.nii.gz"],
+    }
+    (base / "dataset.json").write_text(json.dumps(meta, indent=4))
+    return base
+
+
+def shenzhen_cxr_tree(root: Path) -> Path:
+    """ChinaSet_AllFiles/CXR_png/CHNCXR_<nnnn>_<0|1>.png and ClinicalReadings/*.txt."""
+    base = root / "ChinaSet_AllFiles"
+    for n in range(4):
+        write_image(base / "CXR_png" / f"CHNCXR_{n + 1:04d}_{n % 2}.png", seed=n)
+        (base / "ClinicalReadings").mkdir(parents=True, exist_ok=True)
+        (base / "ClinicalReadings" / f"CHNCXR_{n + 1:04d}_{n % 2}.txt").write_text("male 45yrs\nnormal\n")
+    write_image(base / "CXR_png" / "CHNCXR_0099.png", seed=9)  # no label digit: unknown_label
+    (base / "CXR_png" / "Thumbs.db").write_bytes(b"\x00" * 8)
+    return base
+
+
+def montgomery_cxr_tree(root: Path) -> Path:
+    """MontgomerySet/CXR_png/MCUCXR_<nnnn>_<0|1>.png + ManualMask/{leftMask,rightMask}/ of the same name."""
+    base = root / "MontgomerySet"
+    for n in range(3):
+        name = f"MCUCXR_{n + 1:04d}_{n % 2}.png"
+        write_image(base / "CXR_png" / name, seed=n)
+        _mask(base / "ManualMask" / "leftMask" / name, [(2, 2, 12, 20)])
+        _mask(base / "ManualMask" / "rightMask" / name, [(18, 2, 28, 20)])
+    _mask(base / "ManualMask" / "leftMask" / "MCUCXR_0099_1.png", [(2, 2, 4, 4)])  # mask without image
+    (base / "NLM-MontgomeryCXRSet-ReadMe.pdf").write_bytes(b"%PDF")
+    return base
+
+
+def fives_tree(root: Path) -> Path:
+    """{train,test}/Original/<n>_<A|D|G|N>.png with vessel masks in {train,test}/Ground truth/."""
+    for s_, split in enumerate(["train", "test"]):
+        for n, cat in enumerate("ADGN"):
+            name = f"{n + 1 + 10 * s_}_{cat}.png"
+            write_image(root / split / "Original" / name, seed=10 * s_ + n)
+            _mask(root / split / "Ground truth" / name, [(1, 1, 30, 3), (1, 20, 30, 22)])
+    write_image(root / "train" / "Original" / "99_X.png", seed=99)  # unknown category
+    return root
+
+
+def jsiec_1000_tree(root: Path) -> Path:
+    """1000images/<n.n.Category>/*.jpg (one folder per category)."""
+    base = root / "1000images"
+    for n, folder in enumerate(["0.0.Normal", "1.0.DR1", "29.1.Blur fundus with suspected PDR"]):
+        write_image(base / folder / f"{n}.jpg", seed=n)
+    write_image(base / "stray.jpg", seed=5)  # above the category folders
+    write_corrupt(base / "0.0.Normal" / "bad.jpg")
+    return base
+
+
+# card id -> builder of its layout as downloaded; returns the archive's top folder
+DATASET_TREES = {
+    "busi": busi_tree,
+    "brain_tumor_mri": brain_tumor_mri_tree,
+    "aptos2019": aptos2019_tree,
+    "ham10000": ham10000_tree,
+    "nih_chestxray14": nih_chestxray14_tree,
+    "slake": slake_tree,
+    "vqa_rad": vqa_rad_tree,
+    "rocov2": rocov2_tree,
+    "pmc_oa": pmc_oa_tree,
+    "msd_spleen": msd_spleen_tree,
+    "shenzhen_cxr": shenzhen_cxr_tree,
+    "montgomery_cxr": montgomery_cxr_tree,
+    "fives": fives_tree,
+    "jsiec_1000": jsiec_1000_tree,
 }

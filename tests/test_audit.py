@@ -75,7 +75,7 @@ def test_query_samples_per_licence_as_a_table(demo_build):
     lines = result.output.splitlines()
     assert lines[0].split() == ["license", "samples"]
     counts = {line.split()[0]: int(line.split()[1]) for line in lines[1:-1]}
-    assert counts["LicenseRef-pydicom-test-data"] == 3  # five DICOM images, three of them one picture
+    assert counts["LicenseRef-pydicom-test-data"] == 4  # six DICOM images, three of them one picture
     assert sum(counts.values()) == report.index.kept
     assert lines[-1] == "(2 rows)"
 

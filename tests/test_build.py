@@ -39,12 +39,15 @@ def test_every_input_is_indexed_or_rejected(demo_build):
 
 
 def test_the_traps_in_the_demo_data_become_the_right_rejects(demo_build):
-    out, _ = demo_build
+    out, report = demo_build
     rejects = {(r["source_id"], r["original_uri"]): r for r in _table(out, "rejects").iter_rows(named=True)}
     assert rejects[("demo_chexpert", "../../etc/passwd")]["reason"] == "path_escape"
     assert rejects[("demo_chexpert", "train/patient00099/study1/view1_frontal.jpg")]["reason"] == "missing_file"
     assert rejects[("demo_chexpert", "train/patient00002/study1/view1_frontal.jpg")]["reason"] == "truncated"
-    assert rejects[("demo_radimagenet", "radiology_ai/CT/lung/normal/Thumbs.db")]["reason"] == "unsupported_format"
+    # OS metadata is no input: not a reject, but counted as deliberately skipped
+    assert ("demo_radimagenet", "radiology_ai/CT/lung/normal/Thumbs.db") not in rejects
+    radimagenet = next(r for r in report.sources if r.source_id == "demo_radimagenet")
+    assert radimagenet.stats.skipped["os_metadata"] == 1
     assert rejects[("demo_radimagenet", "radiology_ai/CT/README.txt")]["reason"] == "bad_layout"
     # PACS-style folders named by patient ID: the ID is redacted from the path, the rest kept
     dicom = {
@@ -54,8 +57,8 @@ def test_the_traps_in_the_demo_data_become_the_right_rejects(demo_build):
     }
     assert dicom["DICOM/PAT[patient]/export_log.txt"]["reason"] == "not_dicom"
     assert dicom["DICOM/PAT[patient]/STUDY1/SERIES4/IM000001"]["reason"] == "truncated"
-    jpeg12 = dicom["DICOM/PAT[patient]/STUDY1/SERIES2/IM000001"]
-    assert jpeg12["reason"] == "undecodable_syntax" and "JPEG Extended" in jpeg12["message"]
+    # 12-bit JPEG Extended decodes through the imagecodecs plugin: not a reject any more
+    assert "DICOM/PAT[patient]/STUDY1/SERIES2/IM000001" not in dicom
     assert rejects[("demo_msd_liver", "imagesTr/liver_2.nii.gz")]["reason"] == "truncated"
     assert rejects[("demo_zh_captions", "annotations.jsonl:4")]["reason"] == "bad_row"
 

@@ -73,7 +73,7 @@ def test_build_prints_the_summary(demo_recipe_path, tmp_path):
     result = run("build", "--recipe", str(demo_recipe_path), "--out", str(tmp_path / "c"), "--quiet")
     assert result.exit_code == 0
     out = result.output
-    assert "demo_dicom" in out and "undecodable_syntax=1" in out
+    assert "demo_dicom" in out and "truncated=1" in out and "undecodable_syntax" not in out
     assert "captions by generator: template=" in out
     assert "shards/train/demo-train-000000.tar" in out
     again = run("build", "--recipe", str(demo_recipe_path), "--out", str(tmp_path / "c"), "--quiet")
@@ -88,7 +88,7 @@ def test_trace_shows_the_lineage(demo_build):
     assert text.exit_code == 0
     assert f"sample      {sid}" in text.output
     assert "  licence   CC0-1.0  access: open" in text.output
-    assert "label_csv v1" in text.output and "shard       shards/" in text.output
+    assert "label_csv v2" in text.output and "shard       shards/" in text.output
     data = json.loads(run("trace", sid, "--out", str(out), "--json").output)
     assert data["source"]["source_id"] == "demo_chexpert"
     assert data["image"]["original_uri"].startswith(("train/", "valid/"))

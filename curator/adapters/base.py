@@ -4,13 +4,16 @@ A subclass only walks its layout and yields :class:`Item` objects (a file, or a
 table row naming a file, with its labels and texts). Everything else is shared
 here: path safety, reading through the format readers, normalisation, sample
 ids, keyed patient hashes, splits, annotations, and per-reason reject counts.
-Every item ends as indexed rows or as exactly one reject.
+Every item ends as indexed rows or as exactly one reject; an indexed video or slide may
+also leave rejects rows for its failed parts (a broken tile, the frames after damage).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import os
@@ -42,7 +45,14 @@ SPLITS = {
     "dev": "val",
     "test": "test",
     "testing": "test",
+    "tst": "test",
+    "trn": "train",
+    "validate": "val",
 }
+
+
+# The shared name of the normal / no-finding state (curator.vocab and the caption stage know it).
+NORMAL = "no finding"
 
 
 class Params(BaseModel):
@@ -53,6 +63,9 @@ class Params(BaseModel):
 class Label:
     native: str
     value: str = "positive"  # positive | negative | uncertain
+    # The card names this label as the normal / no-finding state (``normal_labels``:
+    # "notumor", "No Finding", "normal"): indexed as the shared "no finding", never as a finding.
+    normal: bool = False
 
 
 @dataclass
@@ -90,9 +103,19 @@ class Item:
     study_id: str | None = None
     split: str | None = None
     frame_labels: dict[int, list[Label]] | None = None
-    frame_boxes: dict[int, list[Box]] | None = None
+    # keyed by frame index; a single-frame (2D) image's one frame has index None
+    frame_boxes: dict[int | None, list[Box]] | None = None
     fmt: str | None = None
     reject: tuple[str, str] | None = None
+    # 2D masks of this image (beside it by name, or in a mask folder): regions, never images.
+    masks: list[Path] = field(default_factory=list)
+    mask_label: str | None = None
+    mask_threshold: int = 0
+    min_region_pixels: int = 1
+    # Series or volume the image belongs to (DICOM SeriesInstanceUID; one file per slice)
+    # and the slice's position along it in mm, where the layout knows them.
+    series_id: str | None = None
+    slice_position: float | None = None
 
 
 @dataclass
@@ -106,6 +129,9 @@ class Indexed:
 @dataclass
 class Rejected:
     row: dict
+    # A failed part of a file whose other images were indexed (a slide tile, a video's frames
+    # after damage): a rejects row of its own, but the file itself counts as indexed.
+    part: bool = False
 
 
 @dataclass
@@ -116,6 +142,14 @@ class Stats:
     annotations: int = 0
     rejects: Counter = field(default_factory=Counter)
     blank_frames: int = 0  # blank slices/frames skipped inside files that gave other images
+    # frames/tiles a reader left out by policy (near_duplicate, background, frame_limit), by reason
+    skipped_frames: Counter = field(default_factory=Counter)
+    # failed parts of indexed files (tile_corrupt, frames_lost), by reason; each is also a rejects row
+    part_rejects: Counter = field(default_factory=Counter)
+    # Files deliberately not read as inputs, by why: masks (regions of another image),
+    # macOS '._*' resource forks, OS metadata, sidecar JSON/text, excluded by the card's globs.
+    skipped: Counter = field(default_factory=Counter)
+    split_conflicts: int = 0  # images that rows gave different splits (the strictest won)
 
     @property
     def rejected(self) -> int:
@@ -129,6 +163,10 @@ class Stats:
             "annotations": self.annotations,
             "rejects": dict(sorted(self.rejects.items())),
             "blank_frames": self.blank_frames,
+            "skipped_frames": dict(sorted(self.skipped_frames.items())),
+            "part_rejects": dict(sorted(self.part_rejects.items())),
+            "skipped": dict(sorted(self.skipped.items())),
+            "split_conflicts": self.split_conflicts,
         }
 
     def add(self, other: Stats) -> None:
@@ -139,16 +177,24 @@ class Stats:
         self.annotations += other.annotations
         self.rejects.update(other.rejects)
         self.blank_frames += other.blank_frames
+        self.skipped_frames.update(other.skipped_frames)
+        self.part_rejects.update(other.part_rejects)
+        self.skipped.update(other.skipped)
+        self.split_conflicts += other.split_conflicts
 
     @classmethod
     def from_dict(cls, d: dict) -> Stats:
         return cls(
-            d["seen"],
-            d["indexed_items"],
-            d["images"],
-            d["annotations"],
-            Counter(d["rejects"]),
-            d.get("blank_frames", 0),
+            seen=d["seen"],
+            indexed_items=d["indexed_items"],
+            images=d["images"],
+            annotations=d["annotations"],
+            rejects=Counter(d["rejects"]),
+            blank_frames=d.get("blank_frames", 0),
+            skipped_frames=Counter(d.get("skipped_frames", {})),
+            part_rejects=Counter(d.get("part_rejects", {})),
+            skipped=Counter(d.get("skipped", {})),
+            split_conflicts=d.get("split_conflicts", 0),
         )
 
 
@@ -184,10 +230,26 @@ class Adapter:
 
     def __init__(self, card: SourceCard, root: Path):
         self.card = card
-        self.root = Path(root).resolve()
+        self.given_root = Path(root).resolve()
+        # --root may be the folder a download unpacks into or the archive's own top folder
+        # inside it (busi/ or busi/Dataset_BUSI_with_GT/): the card names the top folders.
+        self.root = _find_root(self.given_root, card.top_folders)
         self.params = self.Params.model_validate(card.adapter.params)
         self._identifiers: dict[str, str] = {}
         self._pattern = None
+        # Counted by the layout while it walks ``items()`` (in the plan, in the driver); added
+        # to the source's Stats once by ``_account``, never per unit.
+        self.skipped: Counter = Counter()
+        self.split_conflicts = 0
+
+    @property
+    def root_used(self) -> str:
+        """The folder the card read, relative to the given --root ('.' when it is the root itself)."""
+        return self.root.relative_to(self.given_root).as_posix() if self.root != self.given_root else "."
+
+    def _account(self, stats: Stats) -> None:
+        stats.skipped.update(self.skipped)
+        stats.split_conflicts += self.split_conflicts
 
     # -- what a subclass writes ------------------------------------------------
     def items(self) -> Iterator[Item]:
@@ -237,6 +299,7 @@ class Adapter:
         items = list(self._items())
         self.learn((header_identity(p) for p in self.identity_paths(items)), settings.patient_key())
         yield from self.index_items(items, settings, stats)
+        self._account(stats)
 
     def identity_paths(self, items: Iterable[Item]) -> list[Path]:
         """Files whose DICOM headers the plan reads for identifiers: every item a DICOM reader would open.
@@ -280,11 +343,14 @@ class Adapter:
         is the patient key (default: this process's, ``settings.patient_key()``).
         """
         key = settings.patient_key() if key is None else key
-        options = self.read_options()
+        # the card's video/cine/slide policy reaches the readers whatever read_options a layout sets
+        options = dataclasses.replace(self.read_options(), **self.card.image.stream_options())
         # An image that several rows annotate is one sample with several annotations
         # (kept only for layouts whose rows can repeat an image: it costs memory per image).
         self._samples: dict[str, tuple[list[tuple], set[str]]] = {}
         self._blank_frames = 0
+        self._skipped: Counter = Counter()
+        self._parts: list[dict] = []
         for item in items:
             stats.seen += 1
             try:
@@ -303,6 +369,12 @@ class Adapter:
             stats.annotations += len(outcome.annotations)
             yield outcome
         stats.blank_frames += self._blank_frames
+        stats.skipped_frames.update(self._skipped)
+        for row in self._parts:
+            row["original_uri"] = self._redact(row["original_uri"])
+            row["message"] = self._redact(row["message"])
+            stats.part_rejects[row["reason"]] += 1
+            yield Rejected(row, part=True)
 
     def _items(self) -> Iterator[Item]:
         try:
@@ -357,19 +429,41 @@ class Adapter:
             if not target.is_file():
                 raise ReadError("missing_file", f"'{item.uri}' is a link to nothing")
         fmt = item.fmt or readers.format_of(item.path)
-        # Read once: hash the bytes the decoder gets (NIfTI, which nibabel opens itself, is hashed apart).
+        # Read once: hash the bytes the decoder gets. NIfTI (which nibabel opens itself),
+        # videos and slides (read lazily, never whole) are hashed from the path, streaming.
         data = _read_bytes(item.path) if fmt in IN_MEMORY_FORMATS else None
-        frames = readers.read(item.path, options, fmt=fmt, data=data)
-        if not frames:
+        # Readers may decode lazily (videos, slides): take the first frame for the file's
+        # identity and format, then the rest one at a time.
+        stream = readers.read(item.path, options, fmt=fmt, data=data)
+        frames = iter(stream)
+        first = next(frames, None)
+        if first is None:
             raise ReadError("no_pixels", "no frames in file")
+        # Peek one frame further: whether the file has more than one frame decides its series
+        # key and slice positions (slices of one volume, frames of one cine or video are
+        # never near-duplicates of each other). Streams have no cheap count, and holding one
+        # decoded frame ahead costs no more than the loop below does anyway.
+        second = next(frames, None)
+        multi = second is not None
+        frames = itertools.chain([first], [second] if multi else [], frames)
         original_sha = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(item.path)
         del data
-        source_format = frames[0].meta.get("format") or fmt
-        identity = frames[0].identity
+        if item.masks:
+            from curator.adapters.regions import mask_boxes
+
+            boxes = dict(item.frame_boxes or {})
+            boxes[first.index] = boxes.get(first.index, []) + mask_boxes(item, first.pixels.shape[:2])
+            item.frame_boxes = boxes
+        source_format = first.meta.get("format") or fmt
+        identity = first.identity
         patient = item.patient_id or identity.get("patient")
         study = item.study_id or identity.get("study")
         patient_key = _keyed(key, self.card.id, "patient", patient)
         study_key = _keyed(key, self.card.id, "study", study)
+        # a volume's slices share a series by construction; a DICOM series by its UID
+        series_key = _keyed(key, self.card.id, "series", item.series_id) or (
+            f"file:{original_sha[:24]}" if multi else None
+        )
         group = patient_key or study_key or f"item:{item.uri}"
         uri = self._redact(item.uri)
         # Sample ids must not move when the secret key changes: hash the path with a fixed
@@ -379,18 +473,20 @@ class Adapter:
         split = SPLITS.get((item.split or "").lower()) or _split(settings, self.card.id, group)
 
         images, annotations, blobs = [], [], []
-        blank = 0
+        blank, n, flat = 0, 0, None
         for frame in frames:
+            n += 1
             try:
                 enc = normalise(frame, self.card.image)
             except ReadError as exc:
                 # A blank slice at the edge of a volume (air, zero padding) is not an image,
                 # but it must not cost the volume its other slices.
-                if exc.reason != "empty_image" or len(frames) == 1:
+                if exc.reason != "empty_image":
                     raise
-                blank += 1
+                blank, flat = blank + 1, exc
                 continue
-            sample_id = f"{self.card.id}-{short_hash(self.card.id, *id_parts, frame.index)}"
+            tile = frame.tile or ()  # a slide tile is named by its level and offset, so id parts grow only for tiles
+            sample_id = f"{self.card.id}-{short_hash(self.card.id, *id_parts, frame.index, *tile)}"
             modality = canonical_modality(item.modality or frame.meta.get("Modality") or self.card.modality)
             anatomy = canonical_anatomy(item.anatomy or _body_part(frame.meta) or self.card.anatomy)
             images.append(
@@ -401,6 +497,10 @@ class Adapter:
                     "original_sha256": original_sha,
                     "original_format": source_format,
                     "frame_index": frame.index,
+                    "frame_time_s": frame.time_s,
+                    "tile_level": frame.tile[0] if frame.tile else None,
+                    "tile_x": frame.tile[1] if frame.tile else None,
+                    "tile_y": frame.tile[2] if frame.tile else None,
                     "plane": frame.plane,
                     "image_sha256": enc.sha256,
                     "phash": enc.phash,
@@ -419,6 +519,8 @@ class Adapter:
                     "adapter": self.name,
                     "adapter_version": self.version,
                     "transform": json.dumps(enc.transform, sort_keys=True),
+                    "series_key": series_key,
+                    "slice_position": _slice_position(item, frame, multi),
                 }
             )
             blobs.append(enc)
@@ -426,11 +528,17 @@ class Adapter:
             h, w = frame.pixels.shape[:2]
             boxes = _scaled_boxes((item.frame_boxes or {}).get(frame.index, []), enc.width / w, enc.height / h)
             annotations += self._item_annotations(item, sample_id, frame.index, domain, boxes)
+        if not images and n == 1 and flat is not None:
+            raise flat
         if not images:
-            raise ReadError("empty_image", f"all {len(frames)} frames are blank after normalisation")
+            raise ReadError("empty_image", f"all {n} frames are blank after normalisation")
         if blank:
             self._blank_frames += blank
-            log.debug("%s: skipped %d blank frame(s) of %d", uri, blank, len(frames))
+            log.debug("%s: skipped %d blank frame(s) of %d", uri, blank, n)
+        self._skipped.update(getattr(stream, "skipped", {}))
+        for part in getattr(stream, "part_rejects", []):
+            log.warning("%s: %s (%s); its other %d image(s) are indexed", uri, part.message, part.reason, len(images))
+            self._parts.append(self._reject(item.uri, part.reason, part.message))
         if self.rows_repeat:
             frames_of = [(r["sample_id"], r["frame_index"], (r["modality"], r["anatomy"])) for r in images]
             self._samples[item.uri] = (frames_of, {a["annotation_id"] for a in annotations})
@@ -460,12 +568,13 @@ class Adapter:
     def _label_row(self, sample_id: str, label: Label, domain: tuple, boxes: list | None = None) -> dict:
         """A label in the shared vocabulary; a mask-derived label carries its boxes in the payload."""
         payload: dict = {"vocabulary": VOCABULARY_VERSION}
+        if label.normal:
+            payload["state"] = "normal"
         if boxes:
             payload.update({"boxes": boxes, "box_coords": "output image pixels, [x0, y0, x1, y1), x right, y down"})
         native = label.native
-        return self._annotation(
-            sample_id, "label", canonical_label(native, *domain), label.value, native, None, payload
-        )
+        text = NORMAL if label.normal else canonical_label(native, *domain)
+        return self._annotation(sample_id, "label", text, label.value, native, None, payload)
 
     def _annotation(self, sample_id, kind, text, value, native, language, payload) -> dict:
         return {
@@ -507,6 +616,25 @@ def _split(settings: IngestSettings, source_id: str, group: str) -> str:
     if u < settings.split.test + settings.split.val:
         return "val"
     return "train"
+
+
+def _slice_position(item: Item, frame, multi: bool) -> float | None:
+    """mm along the stacking axis: the layout's (DICOM header), else a volume slice's index x voxel size."""
+    if not multi or item.slice_position is not None:
+        return item.slice_position
+    voxel = (frame.transform or {}).get("voxel_mm")
+    axis = {"sagittal": 0, "coronal": 1, "axial": 2}.get(frame.plane or "")
+    if voxel and axis is not None and frame.index is not None:
+        return round(float(frame.index) * float(voxel[axis]), 4)
+    return None
+
+
+def _find_root(given: Path, top_folders: list[str]) -> Path:
+    for name in top_folders:
+        candidate = (given / name).resolve()
+        if candidate.is_dir() and candidate.is_relative_to(given):
+            return candidate
+    return given
 
 
 def _body_part(meta: dict) -> str | None:

@@ -36,9 +36,11 @@ class ImageReportParams(Params):
     extensions: list[str] = Field(default_factory=lambda: [".dcm", ".jpg", ".png"], description="Image file types.")
     patient_from_path: str | None = Field(r"(p\d+)/s\d+", description="Regex, one group: patient id from the path.")
     study_from_path: str | None = Field(r"(s\d+)$", description="Regex, one group: study id from the study folder.")
-    require_report: bool = True
-    sections: list[str] = Field(default_factory=lambda: ["FINDINGS", "IMPRESSION"])
-    language: str = "en"
+    require_report: bool = Field(True, description="Reject an image whose study has no report (missing_report).")
+    sections: list[str] = Field(
+        default_factory=lambda: ["FINDINGS", "IMPRESSION"], description="Report sections kept as report texts."
+    )
+    language: str = Field("en", description="Language of the reports.")
 
 
 class ImageReport(Adapter):

@@ -8,6 +8,14 @@ carries its split in a column (``split_column``). Visual question answering sets
 goes in the annotation's payload, and ``language_column`` gives each row's language. Rows whose image is missing or
 whose path escapes the root are rejected with the row's line (or array index).
 Several rows naming one image make one sample with several captions.
+
+Table names are globs; per-row ``split_column`` / ``modality_column`` /
+``anatomy_column`` / ``patient_column`` with ``value_maps`` (VQA-RAD's
+``phrase_type`` ``test_freeform`` -> test, ``image_organ`` ``ABD`` -> abdomen);
+``joins`` take a field from a side table keyed by the image (ROCOv2's UMLS CUIs
+naming the modality); ``masks`` / ``box_json`` beside an image become its regions
+(SLAKE's ``mask.png`` and ``detection.json``). When rows disagree on an image's
+split the strictest wins (curator.adapters.tables).
 """
 
 from __future__ import annotations
@@ -18,57 +26,110 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from curator.adapters.base import Adapter, Item, Params, Text
+from curator.adapters.base import Adapter, Box, Item, Label, Text
+from curator.adapters.tables import RowParams, StrictestSplit, check_columns, find_tables, normal_split, row_value
+from curator.adapters.walk import MaskParams, masks_for
 from curator.errors import CardError, ReadError
 
 
-class ImageTextParams(Params):
+class Join(BaseModel):
+    """A side table giving a field per image (ROCOv2 ``*_concepts_manually.csv``: ID -> CUIs)."""
+
+    model_config = ConfigDict(extra="forbid")
+    tables: list[str] = Field(min_length=1, description="Side tables (globs, CSV) relative to the root.")
+    key_column: str = Field(description="Column holding the image name, as image_column does.")
+    column: str = Field(description="Column holding the value(s).")
+    separator: str = Field(";", description="Splits several values in one cell.")
+    field: Literal["modality", "anatomy"] = Field(description="What the value sets.")
+    values: dict[str, str] = Field(
+        default_factory=dict, description="Value -> field value; values not listed are ignored (CUIs of findings)."
+    )
+
+
+class ImageTextParams(RowParams, MaskParams):
     tables: list[str] = Field(
         default_factory=list,
-        description="CSV, JSONL or JSON files, relative to the root; empty: every such file directly in the root.",
+        description="CSV, JSONL or JSON files (globs), relative to the root; empty: every such file in the root.",
     )
-    image_column: str = "image"
-    text_column: str = "caption"
+    image_column: str = Field("image", description="Column (dotted path in JSON) naming the image.")
+    text_column: str = Field("caption", description="Column (dotted path in JSON) holding the text or question.")
     image_dir: str = Field("", description="Folder the image names are relative to, below the root.")
     image_dirs: dict[str, str] = Field(default_factory=dict, description="Per-table image folder (ROCOv2).")
     image_suffix: str = Field("", description="Appended to the image column (ROCOv2: '.jpg').")
-    language: str = "en"
+    language: str = Field("en", description="Language of the texts.")
     kind: Literal["caption", "report", "vqa"] = Field(
         "caption", description="vqa: text_column is the question and answer_column its answer (VQA-RAD, SLAKE)."
     )
     answer_column: str | None = Field(None, description="With kind = vqa: the answer column.")
     language_column: str | None = Field(None, description="Per-row language code (SLAKE's q_lang).")
-    table_splits: dict[str, str] = Field(default_factory=dict)
-    split_column: str | None = Field(None, description="Column holding train/val/test per row (Quilt-1M).")
+    table_splits: dict[str, str] = Field(default_factory=dict, description="Table -> split.")
     strip_text: list[str] = Field(
         default_factory=list, description="Literal markers removed from the text (LLaVA's '<image>')."
+    )
+    joins: list[Join] = Field(default_factory=list, description="Side tables giving modality/anatomy per image.")
+    box_json: str | None = Field(
+        None,
+        description="JSON beside each image (relative to its folder) listing {label: [x, y, w, h]} boxes (SLAKE).",
     )
 
 
 class ImageText(Adapter):
     name = "image_text"
-    version = "1"
+    version = "2"
     rows_repeat = True
     Params = ImageTextParams
 
     def items(self) -> Iterator[Item]:
-        tables = self.params.tables or sorted(
-            p.name for p in self.root.iterdir() if p.suffix.lower() in (".csv", ".jsonl", ".ndjson", ".json")
-        )
+        p = self.params
+        if p.tables:
+            tables = find_tables(self.card.id, self.root, p.tables)
+        else:
+            tables = [
+                (path.name, path)
+                for path in sorted(self.root.iterdir())
+                if path.suffix.lower() in (".csv", ".jsonl", ".ndjson", ".json") and not path.name.startswith("._")
+            ]
         if not tables:
             raise CardError(f"{self.card.id}: no CSV/JSONL/JSON table in {self.root}; set the 'tables' parameter")
-        for table in tables:
-            path = self.root / table
-            if not path.is_file():
-                raise CardError(f"{self.card.id}: table '{table}' not found under {self.root}")
-            for line, row in _rows(path):
-                yield self._item(table, line, row)
+        self._joined = self._joins()
+        self._regions_read: set[str] = set()
+        strictest = StrictestSplit()
+        if p.split_column or len({p.table_splits.get(t) for t, _ in tables}) > 1:
+            for pattern, path in tables:
+                for _line, row in _rows(path):
+                    if row is not None:
+                        strictest.add(self._rel(pattern, row), self._split(pattern, row))
+            self.split_conflicts += strictest.conflicts
+        for pattern, path in tables:
+            rows = _rows(path)
+            first = next(rows, None)
+            if first is not None and first[1] is not None and path.suffix.lower() == ".csv":
+                check_columns(
+                    self.card.id,
+                    self.rel(path),
+                    first[1].keys(),
+                    [p.image_column, p.text_column, p.answer_column if p.kind == "vqa" else None, p.split_column],
+                )
+            for line, row in [first, *rows] if first else []:
+                item = self._item(pattern, self.rel(path), line, row)
+                if row is not None and item.reject is None:
+                    item.split = strictest.get(self._rel(pattern, row), item.split)
+                yield item
 
-    def _item(self, table: str, line: int, row: dict | None) -> Item:
+    def _rel(self, pattern: str, row: dict) -> str:
         p = self.params
-        image_dir = p.image_dirs.get(table, p.image_dir)
+        image_dir = p.image_dirs.get(pattern, p.image_dir)
+        name = str(_get(row, p.image_column) or "").strip()
+        return f"{image_dir}/{name}{p.image_suffix}" if image_dir else f"{name}{p.image_suffix}"
+
+    def _split(self, pattern: str, row: dict) -> str | None:
+        p = self.params
+        return row_value(p, row, "split", p.split_column) or p.table_splits.get(pattern)
+
+    def _item(self, pattern: str, table: str, line: int, row: dict | None) -> Item:
+        p = self.params
         if row is None:
             return Item(uri=f"{table}:{line}", reject=("bad_row", f"{table} line {line}: not a JSON object"))
         name = str(_get(row, p.image_column) or "").strip()
@@ -76,7 +137,7 @@ class ImageText(Adapter):
         for marker in p.strip_text:
             text = text.replace(marker, "")
         text = text.strip()
-        rel = f"{image_dir}/{name}{p.image_suffix}" if image_dir else f"{name}{p.image_suffix}"
+        rel = self._rel(pattern, row)
         item = Item(uri=rel if name else f"{table}:{line}")
         if not name or not text:
             missing = p.image_column if not name else p.text_column
@@ -97,8 +158,66 @@ class ImageText(Adapter):
                 return item
             payload = {"answer": answer}
         item.texts = [Text(p.kind, text, language, payload)]
-        item.split = (str(_get(row, p.split_column) or "") if p.split_column else "") or p.table_splits.get(table)
+        item.split = self._split(pattern, row)
+        if item.split and normal_split(item.split) is None:
+            item.reject = (
+                "bad_row",
+                f"{table} line {line}: split '{item.split}' is not train/val/test; map it in value_maps.split",
+            )
+            return item
+        joined = self._joined.get(name, {})
+        item.modality = row_value(p, row, "modality", p.modality_column) or joined.get("modality")
+        item.anatomy = row_value(p, row, "anatomy", p.anatomy_column) or joined.get("anatomy")
+        item.patient_id = row_value(p, row, "patient", p.patient_column)
+        if item.uri in self._regions_read:
+            return item  # the image's masks and boxes came with its first row
+        self._regions_read.add(item.uri)
+        if p.masks:
+            item.masks = masks_for(item.path, p.masks)
+            item.mask_label, item.mask_threshold = p.mask_label, p.mask_threshold
+            item.min_region_pixels = p.min_region_pixels
+        if p.box_json:
+            boxes = _json_boxes(item.path.parent / p.box_json)
+            item.frame_boxes = {None: boxes} if boxes else None  # a 2D image: its one frame has no index
+            for box in boxes:
+                if not any(lb.native == box.label.native for lb in item.labels):
+                    item.labels.append(box.label)
         return item
+
+    def _joins(self) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        for join in self.params.joins:
+            for _, path in find_tables(self.card.id, self.root, join.tables, "join table"):
+                with open(path, newline="", encoding="utf-8-sig") as fh:
+                    reader = csv.DictReader(fh)
+                    check_columns(self.card.id, self.rel(path), reader.fieldnames, [join.key_column, join.column])
+                    for row in reader:
+                        for value in (row.get(join.column) or "").split(join.separator):
+                            mapped = join.values.get(value.strip())
+                            if mapped:
+                                out.setdefault(row[join.key_column].strip(), {}).setdefault(join.field, mapped)
+        return out
+
+
+def _json_boxes(path: Path) -> list[Box]:
+    """``[{"Liver": [x, y, w, h]}, ...]`` or ``{"Liver": [[x, y, w, h], ...]}``; absent or unreadable: none."""
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return []
+    entries = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
+    boxes = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        for label, value in entry.items():
+            for xywh in value if value and isinstance(value[0], list) else [value]:
+                if isinstance(xywh, list) and len(xywh) == 4 and all(isinstance(v, int | float) for v in xywh):
+                    x, y, w, h = (float(v) for v in xywh)
+                    boxes.append(Box(Label(str(label)), (x, y, x + w, y + h)))
+    return boxes
 
 
 def _get(row: dict, dotted: str):

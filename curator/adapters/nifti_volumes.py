@@ -4,8 +4,8 @@
 mask values (``labels``; MSD's ``{"0": "background", ...}`` or nnU-Net v2's
 ``{"background": 0, ...}``) and the modality. Each volume is sliced (plane, step
 and range from the card); a slice's labels are the mask values present in it,
-and each present value also becomes a box: the bounding box of that value's
-pixels in the slice, which the adapter base scales to the output image's pixels.
+and each connected component of a value's pixels in the slice becomes a box
+(curator.adapters.regions), which the adapter base scales to the output image's pixels.
 A mask whose shape differs from its image is rejected ``mask_mismatch``.
 4D images use their first channel (see readers.nifti).
 """
@@ -19,22 +19,23 @@ import numpy as np
 from pydantic import Field
 
 from curator.adapters.base import Adapter, Box, Item, Label, Params
+from curator.adapters.regions import components
 from curator.errors import CardError, ReadError
 from curator.readers import ReadOptions, slice_indices
 from curator.readers.nifti import PLANES, load_volume, take_slice
 
 
 class NiftiVolumesParams(Params):
-    dataset_json: str = "dataset.json"
+    dataset_json: str = Field("dataset.json", description="The labels file listing training pairs and label names.")
     include_test: bool = Field(False, description="Also index the unlabelled 'test' images.")
-    plane: str = Field("axial", pattern="^(axial|coronal|sagittal)$")
-    slice_step: int = Field(1, ge=1)
+    plane: str = Field("axial", pattern="^(axial|coronal|sagittal)$", description="Slicing plane.")
+    slice_step: int = Field(1, ge=1, description="Keep every n-th slice.")
     slice_range: tuple[float, float] = Field((0.0, 1.0), description="Fractions of the volume to slice.")
 
 
 class NiftiVolumes(Adapter):
     name = "nifti_volumes"
-    version = "1"
+    version = "2"
     Params = NiftiVolumesParams
 
     def read_options(self) -> ReadOptions:
@@ -61,7 +62,7 @@ class NiftiVolumes(Adapter):
         if self.params.include_test:
             entries += [(e if isinstance(e, str) else e.get("image"), None, "test") for e in meta.get("test", [])]
         for image, label, split in entries:
-            item = Item(uri=str(image), fmt="nifti", modality=modality, split=split)
+            item = Item(uri=str(image).removeprefix("./"), fmt="nifti", modality=modality, split=split)
             try:
                 item.path = self.resolve(str(image))
                 item.uri = self.rel(item.path)
@@ -72,28 +73,29 @@ class NiftiVolumes(Adapter):
             yield item
 
     def _slice_labels(self, image_path, mask_path, names: dict[int, str]):
-        from curator.readers.nifti import volume_shape
+        return slice_regions(image_path, mask_path, names, self.params.plane, self.read_options())
 
-        mask, _ = load_volume(mask_path)
-        shape = volume_shape(image_path)
-        if tuple(mask.shape[:3]) != tuple(shape[:3]):
-            raise ReadError("mask_mismatch", f"mask shape {mask.shape[:3]} differs from image shape {shape[:3]}")
-        plane = self.params.plane
-        labels: dict[int, list[Label]] = {}
-        boxes: dict[int, list[Box]] = {}
-        for k in slice_indices(mask.shape[PLANES[plane]], self.read_options()):
-            sl = np.rint(take_slice(mask, plane, k)).astype(int)
-            labels[k], boxes[k] = [], []
-            for v in np.unique(sl):
-                if v == 0:
-                    continue
-                label = Label(names.get(int(v), f"label {v}"))
-                rows, cols = np.nonzero(sl == v)
-                labels[k].append(label)
-                boxes[k].append(
-                    Box(label, (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1))
-                )
-        return labels, boxes
+
+def slice_regions(image_path, mask_path, names: dict[int, str], plane: str, options: ReadOptions):
+    """Per kept slice: the labels a mask volume marks in it and one box per connected component."""
+    from curator.readers.nifti import volume_shape
+
+    mask, _ = load_volume(mask_path)
+    shape = volume_shape(image_path)
+    if tuple(mask.shape[:3]) != tuple(shape[:3]):
+        raise ReadError("mask_mismatch", f"mask shape {mask.shape[:3]} differs from image shape {shape[:3]}")
+    labels: dict[int, list[Label]] = {}
+    boxes: dict[int, list[Box]] = {}
+    for k in slice_indices(mask.shape[PLANES[plane]], options):
+        sl = np.rint(take_slice(mask, plane, k)).astype(int)
+        labels[k], boxes[k] = [], []
+        for v in np.unique(sl):
+            if v == 0:
+                continue
+            label = Label(names.get(int(v), f"label {v}"))
+            labels[k].append(label)
+            boxes[k] += [Box(label, tuple(float(c) for c in b)) for b in components(sl == v)]
+    return labels, boxes
 
 
 def _label_names(labels: dict) -> dict[int, str]:

@@ -28,7 +28,9 @@ class OpeniReportsParams(Params):
     reports_dir: str = Field("ecgen-radiology", description="Folder of the XML reports, below the root.")
     images_dir: str = Field("NLMCXR_png", description="Folder of the images the reports name, below the root.")
     image_suffix: str = Field(".png", description="Appended to parentImage ids.")
-    sections: list[str] = Field(default_factory=lambda: ["FINDINGS", "IMPRESSION"])
+    sections: list[str] = Field(
+        default_factory=lambda: ["FINDINGS", "IMPRESSION"], description="Report sections kept as report texts."
+    )
     mesh_labels: bool = Field(True, description="Turn MeSH major terms into labels.")
 
 

@@ -143,6 +143,12 @@ def _triplet(sample: dict, annotations: list[dict]) -> Triplet | None:
     return Triplet(", ".join(positives) or None, sample["anatomy"] or "unspecified", sample["modality"] or "mixed")
 
 
+def _clock(seconds: float) -> str:
+    """A video time as h:mm:ss.sss (and the plain seconds), so an auditor can seek to it."""
+    whole = int(seconds)
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{seconds - whole // 60 * 60:06.3f} ({seconds:.3f} s)"
+
+
 def format_trace(t: dict) -> str:
     s = t["sample"]
     lines = [f"sample      {t['sample_id']}"]
@@ -171,6 +177,12 @@ def format_trace(t: dict) -> str:
             f"  - member    {p['member_id']}",
             f"    original  {img['original_uri']}"
             + (f"  frame {img['frame_index']}" if img["frame_index"] is not None else "")
+            + (f"  at {_clock(img['frame_time_s'])}" if img.get("frame_time_s") is not None else "")
+            + (
+                f"  tile level {img['tile_level']} at x={img['tile_x']} y={img['tile_y']}"
+                if img.get("tile_level") is not None
+                else ""
+            )
             + (f"  plane {img['plane']}" if img["plane"] else ""),
             f"      sha256  {img['original_sha256']}  ({img['original_format']})",
             f"    adapter   {img['adapter']} v{img['adapter_version']}",

@@ -41,8 +41,20 @@ from curator.cli.options import OUT, QUIET, executor_options, key_values, open_e
 @click.option("--department", help="With --adapter: clinical department (e.g. radiology).")
 @click.option("--license", "license_", metavar="SPDX", help="With --adapter: SPDX id or LicenseRef-… .")
 @click.option("--access", type=click.Choice(["open", "credentialed", "on-request"]), help="With --adapter.")
-@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="With --adapter: adapter parameter.")
-@click.option("--image", "image", multiple=True, metavar="KEY=VALUE", help="With --adapter: image policy field.")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Adapter parameter (overrides the card's with --source).",
+)
+@click.option(
+    "--image",
+    "image",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Image policy field (overrides the card's with --source).",
+)
 @executor_options
 @QUIET
 def ingest(
@@ -53,12 +65,14 @@ def ingest(
 
     Give a card with --source, or run a generic adapter with --adapter and the
     card's fields as options (unset licence/access default to
-    LicenseRef-unspecified / on-request). --param values are JSON or text.
+    LicenseRef-unspecified / on-request). --param values are JSON or text; with
+    --source they override the card's parameters (unknown keys are errors).
 
     \b
     Example:
       curator ingest --source demo_chexpert --root data/demo/chexpert --out shards/demo
       curator ingest --source demo_chexpert --root data/demo/chexpert --out shards/demo --workers 8
+      curator ingest --source nih_chestxray14 --root data/nih --out shards/x --param 'csv=["Data_Entry_2017.csv"]'
       curator ingest --adapter class_folders --root data/kaggle_xray --out shards/x \\
           --modality X-ray --anatomy chest --license CC-BY-4.0 --access open --param 'levels=["split","label"]'
     """
@@ -66,15 +80,24 @@ def ingest(
     import tempfile
 
     from curator.config import IngestSettings
-    from curator.registry import adhoc_card, find_card
+    from curator.registry import adhoc_card, find_card, override_card
     from curator.stages.ingest import ingest_source
     from curator.storage import Corpus
 
     if bool(source_id) == bool(adapter_name):
         raise click.UsageError("give exactly one of --source ID or --adapter NAME")
     settings = IngestSettings(seed=seed)
+    described = {
+        "--id": adhoc_id, "--name": name, "--modality": modality, "--anatomy": anatomy,
+        "--department": department, "--license": license_, "--access": access,
+    }  # fmt: skip
+    given = [flag for flag, value in described.items() if value is not None]
+    if source_id and given:
+        # the card describes the source: a silently ignored option would mislabel every sample
+        raise click.UsageError(f"{', '.join(given)} only apply with --adapter; with --source the card says this")
     if source_id:
         card, path = find_card(source_id, registry)
+        card = override_card(card, key_values(params, "--param"), key_values(image, "--image"), "--param/--image")
     else:
         card = adhoc_card(
             adapter_name,

@@ -25,10 +25,24 @@ def print_ingest(results) -> None:
         click.echo(
             f"  {r.source_id:<{w}} {s.seen:>6} {s.indexed_items:>8} {s.images:>7} {s.rejected:>9}  {reasons}{note}"
         )
+        notes = [f"{k}={v}" for k, v in sorted(s.skipped.items())]
+        if notes:
+            click.echo(f"  {'':<{w}} skipped, not inputs: {', '.join(notes)}")
+        if s.split_conflicts:
+            click.echo(f"  {'':<{w}} {s.split_conflicts} image(s) given different splits by their rows: strictest kept")
+        if getattr(r, "root_used", ".") != ".":
+            click.echo(f"  {'':<{w}} read {r.root_used}/ below --root (the archive's top folder)")
         for i, v in enumerate((s.seen, s.indexed_items, s.images, s.rejected)):
             total[i] += v
     if len(results) > 1:
         click.echo(f"  {'total':<{w}} {total[0]:>6} {total[1]:>8} {total[2]:>7} {total[3]:>9}")
+    for r in results:  # videos, cine loops and slides: what the policy left out, and failed parts of indexed files
+        skipped = ", ".join(f"{k}={v}" for k, v in sorted(r.stats.skipped_frames.items()))
+        parts = ", ".join(f"{k}={v}" for k, v in sorted(r.stats.part_rejects.items()))
+        if skipped or parts:
+            click.echo(
+                f"  {r.source_id}: frames/tiles skipped {skipped or '-'}; failed parts of indexed files {parts or '-'}"
+            )
     failed = sorted((uid, err) for r in results for uid, err in r.failed.items())
     if failed:
         click.echo(f"  {len(failed)} unit(s) failed (the finished ones are kept; re-run to retry these):")

@@ -1,4 +1,4 @@
-"""Readers: one module per file format, ``read(path, options) -> list[Frame]``.
+"""Readers: one module per file format, ``read(path, options) -> Iterable[Frame]``.
 
 ``read(..., data=...)`` takes the file's bytes when the caller has already read
 them (ingest reads each file once, hashes those bytes and decodes them); DICOM and
@@ -8,10 +8,17 @@ handles from the path) reads the path.
 Readers know formats and nothing of dataset layouts. A reader either returns
 display-ready frames or raises :class:`~curator.errors.ReadError` with a reason
 code; it never lets a library exception escape for one bad file.
+
+Small files give a list. Videos and whole-slide images give a :class:`FrameStream`
+that decodes lazily (one frame or tile in memory at a time) and, once iterated,
+says what it skipped (near-duplicate frames, background tiles) and which parts of
+an otherwise readable file failed (a broken tile, the frames after a video's damage).
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +36,16 @@ class ReadOptions:
     slice_step: int = 1
     slice_range: tuple[float, float] = (0.0, 1.0)
     burned_in: str = "reject"  # DICOM BurnedInAnnotation YES: "reject" or "allow" (see readers.dicom)
+    # time series (video, DICOM cine) and whole-slide images: see curator.registry.ImagePolicy
+    video_fps: float = 1.0
+    max_frames_per_file: int | None = 300
+    near_duplicate_mad: float = 0.01
+    max_video_seconds: float = 4 * 3600.0
+    tile_size: int = 512
+    slide_level: int | None = None
+    slide_magnification: float | None = None
+    background_fraction: float = 0.8
+    max_slide_pixels: int = 200_000 * 200_000
 
 
 @dataclass
@@ -48,11 +65,40 @@ class Frame:
     transform: dict = field(default_factory=dict)
     identity: dict = field(default_factory=dict)
     pixel_spacing: tuple[float, float] | None = None
+    time_s: float | None = None  # a video or cine frame's presentation time
+    tile: tuple[int, int, int] | None = None  # a slide tile's (pyramid level, x, y) in that level's pixels
+
+
+@dataclass
+class PartReject:
+    """A part of a file that failed while the rest was read: a slide tile, a video's frames after damage."""
+
+    reason: str
+    message: str
+
+
+class FrameStream:
+    """Frames decoded on demand, with what was skipped and which parts failed, known once iterated.
+
+    ``frames`` is a generator function taking the stream itself, so it can count into
+    ``skipped`` (reason -> frames) and append to ``part_rejects`` as it goes.
+    """
+
+    def __init__(self, frames: Callable[[FrameStream], Iterator[Frame]]):
+        self._frames = frames
+        self.skipped: Counter = Counter()
+        self.part_rejects: list[PartReject] = []
+
+    def __iter__(self) -> Iterator[Frame]:
+        return self._frames(self)
 
 
 RASTER_EXT = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 NIFTI_EXT = (".nii", ".nii.gz")
 DICOM_EXT = {".dcm", ".dicom", ".ima", ""}
+VIDEO_EXT = {".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm"}
+# Vendor whole-slide formats tifffile reads; a plain .tif/.tiff is a slide only if tiled and large (readers.slide)
+SLIDE_EXT = {".svs", ".ndpi", ".scn", ".bif"}
 
 
 def format_of(path: Path) -> str:
@@ -62,6 +108,10 @@ def format_of(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix in RASTER_EXT:
         return "raster"
+    if suffix in VIDEO_EXT:
+        return "video"
+    if suffix in SLIDE_EXT:
+        return "slide"
     if suffix in DICOM_EXT:
         return "dicom"
     return "unknown"
@@ -69,13 +119,25 @@ def format_of(path: Path) -> str:
 
 def read(
     path: Path, options: ReadOptions | None = None, fmt: str | None = None, data: bytes | None = None
-) -> list[Frame]:
+) -> list[Frame] | FrameStream:
     options = options or ReadOptions()
     fmt = fmt or format_of(path)
+    if fmt == "raster" and path.suffix.lower() in (".tif", ".tiff"):
+        from curator.readers.slide import is_slide
+
+        fmt = "slide" if is_slide(path) else fmt
     if fmt == "raster":
         from curator.readers.raster import read_raster
 
         return read_raster(path, data)
+    if fmt == "video":
+        from curator.readers.video import read_video
+
+        return read_video(path, options)
+    if fmt == "slide":
+        from curator.readers.slide import read_slide
+
+        return read_slide(path, options)
     if fmt == "dicom":
         from curator.readers.dicom import read_dicom
 

@@ -41,7 +41,20 @@ from pydicom.misc import is_dicom
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 
 from curator.errors import ReadError
-from curator.readers import Frame, ReadOptions, percentile_to_unit, slice_indices, window_to_unit
+from curator.readers import (
+    Frame,
+    FrameStream,
+    PartReject,
+    ReadOptions,
+    dicom_codecs,
+    percentile_to_unit,
+    slice_indices,
+    window_to_unit,
+)
+from curator.readers.sampling import TimeSampler
+
+# imagecodecs as the last-resort decoder of every JPEG-family syntax (12-bit JPEG Extended above all)
+dicom_codecs.register()
 
 # Attributes copied into the index: acquisition facts, nothing that identifies a person
 # (none of them is in the PS3.15 Annex E basic profile).
@@ -91,13 +104,13 @@ def _decoder_available(ts) -> bool:
         return False
 
 
-def read_dicom(path: Path, options: ReadOptions, data: bytes | None = None) -> list[Frame]:
+def read_dicom(path: Path, options: ReadOptions, data: bytes | None = None) -> list[Frame] | FrameStream:
     # one quiet context for the whole read: entering one costs ~0.5 ms (warning filters, logger caches)
     with _quiet_pydicom():
         return _read_dicom(path, options, data)
 
 
-def _read_dicom(path: Path, options: ReadOptions, data: bytes | None) -> list[Frame]:
+def _read_dicom(path: Path, options: ReadOptions, data: bytes | None) -> list[Frame] | FrameStream:
     # force=True would turn any file into a garbage dataset: check the preamble first.
     if not (is_dicom(path) if data is None else data[128:132] == b"DICM"):
         raise ReadError("not_dicom", "no DICM preamble", header_identity(path if data is None else io.BytesIO(data)))
@@ -118,27 +131,26 @@ def _read_dicom(path: Path, options: ReadOptions, data: bytes | None) -> list[Fr
     ts_name = f"{ts.name} ({ts})" if ts is not None else "unknown transfer syntax"
     if ts is not None and ts.is_compressed and not _decoder_available(ts):
         raise ReadError("undecodable_syntax", f"no decoder installed for {ts_name}", identity)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    nframes = int(ds.get("NumberOfFrames", 1) or 1)
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    meta = {k: _plain(ds.get(k)) for k in SAFE_ATTRIBUTES if k in ds}
+    meta["TransferSyntax"] = getattr(ts, "name", None)
+    meta["format"] = "dicom"
+    times = cine_times(ds, nframes) if nframes > 1 else None
+    if times is not None:
+        # A cine loop (ultrasound, angiography) is a video: the time-series policy, not the slice policy.
+        return _cine(ds, times, photometric, spp, meta, identity, options)
     try:
         with _quiet_pydicom():
             arr = ds.pixel_array
     except _DECODE_ERRORS as exc:
-        text = str(exc).lower()
-        if any(w in text for w in ("less than expected", "shorter than", "insufficient", "end of file", "truncat")):
-            raise ReadError("truncated", f"pixel data: {exc}", identity) from None
-        if ts is not None and ts.is_compressed:
-            raise ReadError("undecodable_syntax", f"{ts_name}: {exc}", identity) from None
-        raise ReadError("corrupt", f"pixel data: {exc}", identity) from None
+        raise _decode_error(exc, ts, identity) from None
 
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    nframes = int(ds.get("NumberOfFrames", 1) or 1)
-    spp = int(ds.get("SamplesPerPixel", 1) or 1)
     frames = list(arr) if nframes > 1 else [arr]
-    # Multi-frame objects (enhanced CT/MR volumes, cine loops) keep the card's frame step and
-    # range, the same rule as NIfTI slicing, so a 300-frame cine does not flood the corpus.
+    # Multi-frame volumes (enhanced CT/MR) keep the card's frame step and range, the same
+    # rule as NIfTI slicing.
     keep = set(slice_indices(nframes, options)) if nframes > 1 else {0}
-    meta = {k: _plain(ds.get(k)) for k in SAFE_ATTRIBUTES if k in ds}
-    meta["TransferSyntax"] = getattr(ts, "name", None)
-    meta["format"] = "dicom"
 
     out = []
     for i, frame in enumerate(frames):
@@ -160,6 +172,80 @@ def _read_dicom(path: Path, options: ReadOptions, data: bytes | None) -> list[Fr
             )
         )
     return out
+
+
+def _decode_error(exc: Exception, ts, identity: dict) -> ReadError:
+    """The true reason a decode failed: truncated data, a syntax nobody here decodes, or damage."""
+    text = str(exc).lower()
+    ts_name = f"{ts.name} ({ts})" if ts is not None else "unknown transfer syntax"
+    if any(w in text for w in ("less than expected", "shorter than", "insufficient", "end of file", "truncat")):
+        return ReadError("truncated", f"pixel data: {exc}", identity)
+    # Every installed plugin was tried (imagecodecs last): only a refusal of the syntax itself
+    # means "no decoder"; a decoder that tried and failed means the data are damaged.
+    if ts is not None and ts.is_compressed and ("not support" in text or "unsupported" in text):
+        return ReadError("undecodable_syntax", f"{ts_name}: {exc}", identity)
+    where = ts_name if ts is not None and ts.is_compressed else "pixel data"
+    return ReadError("corrupt", f"{where}: {exc}", identity)
+
+
+def cine_times(ds: Dataset, nframes: int) -> list[float] | None:
+    """Each frame's time in seconds for a cine loop (Frame Time Vector, Frame Time, Cine Rate), else None."""
+    try:
+        if "FrameTimeVector" in ds and len(ds.FrameTimeVector) == nframes:
+            steps = [float(x) / 1000.0 for x in ds.FrameTimeVector]
+            return list(np.cumsum([0.0, *steps[1:]]))
+        frame_ms = float(ds.get("FrameTime") or 0) or (1000.0 / float(ds.get("CineRate") or 0 or "inf"))
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if not frame_ms or not np.isfinite(frame_ms) or frame_ms <= 0:
+        return None
+    return [i * frame_ms / 1000.0 for i in range(nframes)]
+
+
+def _cine(ds, times, photometric, spp, meta, identity, options) -> FrameStream:
+    """Decode only the frames the time sampler picks, one at a time."""
+    from pydicom.pixels import get_decoder
+
+    period = times[1] - times[0] if len(times) > 1 else 0.0
+    sampler = TimeSampler(options, times[-1] + period, frame_period=period)
+    picked = [i for i, t in enumerate(times) if sampler.due(t)]
+    ts = ds.file_meta.get("TransferSyntaxUID")
+
+    def frames(stream: FrameStream):
+        done = 0
+        try:
+            with _quiet_pydicom():
+                for i, (frame, _) in zip(picked, get_decoder(ts).iter_array(ds, indices=picked), strict=False):
+                    done += 1
+                    if sampler.full:
+                        stream.skipped["frame_limit"] += len(picked) - done + 1
+                        break
+                    attrs = frame_attributes(ds, i)
+                    try:
+                        pixels, transform = _display(frame, ds, attrs, photometric, spp, options)
+                    except (ValueError, IndexError, KeyError, TypeError) as exc:
+                        raise ReadError("corrupt", f"frame {i}: cannot apply LUTs: {exc}", identity) from None
+                    if sampler.repeats(pixels):
+                        stream.skipped["near_duplicate"] += 1
+                        continue
+                    transform = {**transform, "cine": {"fps": options.video_fps, "every_s": round(sampler.interval, 4)}}
+                    yield Frame(
+                        pixels=pixels,
+                        index=i,
+                        meta=meta,
+                        transform=transform,
+                        identity=identity,
+                        pixel_spacing=_spacing(ds, attrs),
+                        time_s=round(float(times[i]), 3),
+                    )
+        except _DECODE_ERRORS as exc:
+            if not sampler.kept:
+                raise _decode_error(exc, ts, identity) from None
+            stream.part_rejects.append(
+                PartReject("frames_lost", f"cine frames from {picked[done - 1]} on not decoded: {exc}")
+            )
+
+    return FrameStream(frames)
 
 
 def _check_size(ds: Dataset, identity: dict) -> None:

@@ -11,7 +11,7 @@ from curator.config import Recipe, SelectSettings
 from curator.errors import RecipeError
 from curator.executors import Executor, make_executor
 from curator.provenance import save_recipe, utc_now, write_build_record
-from curator.registry import SourceCard, find_card
+from curator.registry import SourceCard, find_card, override_card
 from curator.stages.caption import CaptionResult, run_caption
 from curator.stages.index import IndexResult, run_index
 from curator.stages.ingest import SourceResult, drop_source, ingest_sources, ingested_sources
@@ -63,7 +63,10 @@ def run_build(recipe: Recipe, out: str, progress: bool = True, executor: Executo
     started_at = utc_now()
     corpus = Corpus(out)
     registry = Path(recipe.registry) if recipe.registry else None
-    cards = [(src, *find_card(src.id, registry)) for src in recipe.sources]  # fail early on a bad card
+    cards = []
+    for src in recipe.sources:  # fail early on a bad card or override
+        card, path = find_card(src.id, registry)
+        cards.append((src, override_card(card, src.params, src.image, f"recipe source '{src.id}'"), path))
     excluded = {card.id: why for _, card, _ in cards if (why := exclusion(card, recipe.select))}
     for source_id, why in excluded.items():
         log.info("source '%s' left out: %s", source_id, why)

@@ -145,7 +145,7 @@ def run_index(
         """
         CREATE TEMP TABLE m AS
         SELECT min(sample_id) OVER (PARTITION BY image_sha256) AS sample_id,
-               sample_id AS member_id, source_id, image_sha256, phash, original_sha256, split,
+               sample_id AS member_id, source_id, image_sha256, phash, original_sha256, split, series_key,
                CASE WHEN coalesce(patient_key, study_key) IS NULL THEN NULL
                     ELSE source_id || '/' || coalesce(patient_key, 'study:' || study_key) END AS grp,
                modality, anatomy, department
@@ -446,14 +446,16 @@ def _near_duplicates(con, settings: DuplicateSettings) -> list[dict]:
     info = {
         r[0]: r[1:]
         for r in con.execute(
-            "SELECT s.sample_id, s.split, s.source_ids[1], arg_min(m.original_sha256, m.member_id) "
+            "SELECT s.sample_id, s.split, s.source_ids[1], "
+            "arg_min(coalesce(m.series_key, 'file:' || m.original_sha256), m.member_id) "
             "FROM s JOIN near_ids USING (sample_id) JOIN m USING (sample_id) GROUP BY 1, 2, 3"
         ).fetchall()
     }
     neighbours: dict[str, dict[str, int]] = {sid: {} for sid in ids}
     for a, b, d in pairs:
-        # Frames of one file (slices of a volume) are distinct views by construction, and the
-        # split already keeps them together: never near-duplicates of each other.
+        # Slices of one series or volume (one file's frames, or a DICOM series' files) are
+        # distinct views by construction, and the split keeps them together: adjacent slices
+        # look alike, so they are never near-duplicates of each other.
         if info[a][2] != info[b][2]:
             neighbours[a][b] = neighbours[b][a] = int(d)
     # Leader clustering, not connected components: dHash distance is not transitive, and

@@ -63,6 +63,7 @@ class SourceResult:
     units: int = 0  # units planned (0 for a skipped source)
     units_skipped: int = 0  # done by an earlier run and kept
     failed: dict[str, str] = field(default_factory=dict)  # unit id -> one-line error
+    root_used: str = "."  # the folder below --root the card read (its archive's top folder), else "."
 
     @property
     def ok(self) -> bool:
@@ -135,9 +136,10 @@ def ingest_source(
 def _commit(corpus: Corpus, plan: SourcePlan, run, seconds: float) -> SourceResult:
     source_id = plan.card.id
     if plan.skipped is not None:
-        return SourceResult(source_id, plan.skipped, skipped=True, seconds=0.0)
+        return SourceResult(source_id, plan.skipped, skipped=True, seconds=0.0, root_used=plan.root_used)
     ids = [u.id for u in plan.units]
     stats = Stats()
+    stats.add(plan.walk)
     for uid in ids:
         if uid in run.stats:
             stats.add(Stats.from_dict(run.stats[uid]))
@@ -150,11 +152,14 @@ def _commit(corpus: Corpus, plan: SourcePlan, run, seconds: float) -> SourceResu
         units=len(ids),
         units_skipped=sum(1 for uid in ids if uid in set(run.skipped)),
         failed=failed,
+        root_used=plan.root_used,
     )
     if failed:
         log.error("source '%s': %d of %d unit(s) failed; re-run to retry them", source_id, len(failed), len(ids))
         return result
     corpus.write_table("sources", source_id, [source_row(plan.card, plan.card_sha256)])
+    if plan.root_used != ".":
+        log.info("source '%s': read %s/ below the given root %s", source_id, plan.root_used, plan.root)
     if stats.seen == 0:
         log.warning(
             "source '%s': nothing found under %s; is --root the folder the dataset unpacked to?", source_id, plan.root

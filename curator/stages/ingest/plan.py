@@ -41,6 +41,10 @@ class SourcePlan:
     fingerprint: str
     units: list[Unit] = field(default_factory=list)
     skipped: Stats | None = None  # the stats of a finished, unchanged source (nothing to plan)
+    # What the walk counted in the driver (files skipped, split conflicts): added to the
+    # source's stats once at its commit, never per unit.
+    walk: Stats = field(default_factory=Stats)
+    root_used: str = "."  # the folder below --root the card read (its archive's top folder), else "."
     failed: dict[str, str] = field(default_factory=dict)  # a header pass that failed: no unit may run
 
     @property
@@ -59,9 +63,11 @@ def unit_id(source_id: str, n: int) -> str:
 
 
 def source_fingerprint(card: SourceCard, card_sha: str, root: Path, settings: IngestSettings, adapter: Adapter) -> str:
+    # the card as used (overrides from a recipe or --param included), not only its file
     return short_hash(
-        card_sha, root.resolve(), settings.fingerprint(), __version__, adapter.name, adapter.version, n=32
-    )
+        card_sha, card.model_dump_json(), root.resolve(), settings.fingerprint(), __version__, adapter.name,
+        adapter.version, n=32,
+    )  # fmt: skip
 
 
 def unit_parts_exist(corpus: Corpus, uid: str) -> bool:
@@ -83,6 +89,7 @@ def plan_source(
     adapter = adapter_class(card.adapter.name)(card, root)
     sha = card_sha256(card_path)
     plan = SourcePlan(card, root, sha, source_fingerprint(card, sha, root, settings, adapter))
+    plan.root_used = adapter.root_used
     marker = corpus.marker("ingest", card.id)
     if (
         marker
@@ -94,6 +101,7 @@ def plan_source(
         return plan
 
     items = list(adapter._items())
+    adapter._account(plan.walk)
     identities, failure = _header_pass(adapter, items, executor, progress)
     if failure is not None:
         plan.failed[f"{card.id}-headers"] = failure
