@@ -177,6 +177,9 @@ TABLES: dict[str, pa.Schema] = {
     "leakage": LEAKAGE,
 }
 
+# Annotation kinds that describe an image in words: a sample with one is not "label-only".
+TEXT_KINDS = ("caption", "report")
+
 # Reject reason codes. Adapters and readers use these names so counts group cleanly.
 REASONS = {
     "unsupported_format": "file type no reader handles",

@@ -19,6 +19,7 @@ from helpers import Killed
 
 from curator.cli import main
 from curator.config import load_recipe
+from curator.executors import make_executor
 from curator.loader import iterate_records, shard_urls, webdataset_loader, wids_dataset
 from curator.stages.shard import run_shard
 from curator.storage import Corpus
@@ -163,7 +164,7 @@ def test_a_killed_upload_resumes_keeping_shards_that_verify(s3_build, demo_recip
     monkeypatch.setattr(Corpus, "set_marker", counting_marker)
     monkeypatch.setattr(Corpus, "read_bytes", dying_read)
     with pytest.raises(Killed):
-        run_shard(corpus, settings, "demo", progress=False, threads=1)
+        run_shard(corpus, settings, "demo", progress=False, executor=make_executor("serial"))
     monkeypatch.setattr(Corpus, "read_bytes", real_read)
 
     fs = fsspec.filesystem("s3")

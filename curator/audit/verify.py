@@ -42,11 +42,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from curator.adapters.base import sha256_file
-from curator.audit.db import connect
+from curator.blobs import blob_path
 from curator.errors import CorpusError
-from curator.stages.ingest import blob_path
-from curator.stages.shard import LEFT_OUT, mixture_root
+from curator.layout import LEFT_OUT, mixture_root
 from curator.storage import Corpus
+from curator.tables import connect
 
 REDACTED = re.compile(r"\[patient-[0-9a-f]{8}\]")
 IMAGE_EXTS = ("png", "jpg", "jpeg")

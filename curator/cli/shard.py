@@ -25,7 +25,18 @@ from curator.errors import CuratorError
     help="Shard count per split a multiple of N (nodes x GPUs x workers), balanced sample counts.",
 )
 @click.option("--no-verify", is_flag=True, help="Keep earlier shards whose marker and size match, without re-hashing.")
-@click.option("--threads", type=int, default=4, show_default=True, help="Shards written at once (same output).")
+@click.option(
+    "--workers", type=int, default=None, metavar="N", help="Shards written at once (default: all cores; same output)."
+)
+@click.option(
+    "--executor",
+    "executor_name",
+    type=click.Choice(["serial", "local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where shard units run: this process, a local process pool, or Ray (same bytes on each).",
+)
+@click.option("--ray-address", default=None, metavar="HOST:PORT", help="A running Ray cluster (with --executor ray).")
 @QUIET
 def shard(
     out: str,
@@ -35,7 +46,9 @@ def shard(
     max_samples: int | None,
     multiple_of: int | None,
     no_verify: bool,
-    threads: int,
+    workers: int | None,
+    executor_name: str,
+    ray_address: str | None,
     quiet: bool,
 ) -> None:
     """Write WebDataset tar shards, a manifest, classes.json and wids shard indexes.
@@ -47,10 +60,12 @@ def shard(
     Example:
       curator shard --out shards/demo --recipe recipes/demo.toml
       curator shard --out s3://bucket/demo --recipe recipes/demo.toml --multiple-of 64
+      curator shard --out shards/demo --workers 2 --executor local
     """
     from pydantic import ValidationError
 
     from curator.config import ShardSettings, load_recipe
+    from curator.executors import make_executor
     from curator.stages.shard import run_shard
     from curator.storage import Corpus
 
@@ -65,5 +80,7 @@ def shard(
             first = exc.errors()[0]
             raise CuratorError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
     name = name or (recipe.name if recipe else "corpus")
-    result = run_shard(Corpus(out), settings, name, progress=not quiet, verify=not no_verify, threads=threads)
+    options = {"ray_address": ray_address} if ray_address else {}
+    with make_executor(executor_name, workers, **options) as executor:
+        result = run_shard(Corpus(out), settings, name, progress=not quiet, verify=not no_verify, executor=executor)
     summaries.print_shards(result, out)

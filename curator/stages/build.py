@@ -9,6 +9,7 @@ from pathlib import Path
 
 from curator.config import Recipe, SelectSettings
 from curator.errors import RecipeError
+from curator.executors import Executor
 from curator.registry import SourceCard, find_card
 from curator.stages.caption import CaptionResult, run_caption
 from curator.stages.index import IndexResult, run_index
@@ -42,7 +43,8 @@ def exclusion(card: SourceCard, select: SelectSettings) -> str | None:
     return None
 
 
-def run_build(recipe: Recipe, out: str, progress: bool = True) -> BuildReport:
+def run_build(recipe: Recipe, out: str, progress: bool = True, executor: Executor | None = None) -> BuildReport:
+    """Every stage in order; ``executor`` runs the per-unit work (shards), None: each stage's default."""
     corpus = Corpus(out)
     registry = Path(recipe.registry) if recipe.registry else None
     cards = [(src, *find_card(src.id, registry)) for src in recipe.sources]  # fail early on a bad card
@@ -61,5 +63,5 @@ def run_build(recipe: Recipe, out: str, progress: bool = True) -> BuildReport:
     results = [ingest_source(corpus, card, path, src.root, settings, progress) for src, card, path in cards]
     index = run_index(corpus, recipe.duplicates, recipe.holdout)
     caption = run_caption(corpus, recipe.caption, progress=progress)
-    shard = run_shard(corpus, recipe.shard, recipe.name, progress)
+    shard = run_shard(corpus, recipe.shard, recipe.name, progress, executor=executor)
     return BuildReport(results, caption, shard, index, excluded)
