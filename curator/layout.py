@@ -15,6 +15,16 @@ CLASSES_KIND = "curator-classes-v1"
 REPEAT_KEY = re.compile(r"^(?P<sample_id>.+)-r(?P<repeat>[0-9]+)$")
 
 
+STATS_KIND = "curator-shard-stats-v1"
+SIZES_FILE = "sizes.json"  # per split folder: shard file name -> samples, as open_clip reads it
+CLASSNAMES_FILE = "classnames.txt"  # beside classes.json: one class per line, CLIP_benchmark's convention
+
+
+def stats_path(shard: str) -> str:
+    """A shard's ``_stats.json`` beside it (img2dataset's convention): ``x-000001.tar`` -> ``x-000001_stats.json``."""
+    return shard.removesuffix(".tar") + "_stats.json"
+
+
 def mixture_root(mixture: str | None) -> str:
     """The folder of a mixture's shards: ``shards/`` for the main set, ``shards/mixtures/<name>/`` otherwise."""
     return SHARDS_DIR if mixture is None else f"{SHARDS_DIR}/mixtures/{mixture}"

@@ -265,7 +265,12 @@ def test_killed_local_run_leaves_no_partial_shard_and_resumes(corpus_copy, demo_
         run_shard(Corpus(str(corpus_copy)), settings, "demo", progress=False, executor=make_executor("serial"))
     monkeypatch.setattr(shard_run, "write_tar", real)
     files = sorted(p.name for p in (corpus_copy / "shards").rglob("*") if p.is_file())
-    assert files == ["demo-train-000000.tar", "demo-train-000001.tar"]
+    assert files == [
+        "demo-train-000000.tar",
+        "demo-train-000000_stats.json",
+        "demo-train-000001.tar",
+        "demo-train-000001_stats.json",
+    ]
 
     (corpus_copy / "shards" / "train" / "demo-train-000001.tar").write_bytes(b"truncated")
     result = run_shard(Corpus(str(corpus_copy)), settings, "demo", progress=False)
@@ -296,7 +301,8 @@ def test_a_reshard_removes_the_old_indexes_before_writing_any_shard(corpus_copy,
     monkeypatch.setattr(shard_run, "write_tar", killed)
     with pytest.raises(Killed):
         run_shard(Corpus(str(corpus_copy)), settings, "demo", progress=False, executor=make_executor("serial"))
-    assert not [p.name for p in shards.rglob("*.json")], "an old index survived into a rewrite"
+    indexes = [p.name for p in shards.rglob("*.json") if not p.name.endswith("_stats.json")]  # stats: per shard
+    assert not indexes, "an old index survived into a rewrite"
 
 
 def test_shard_command_sizes_and_reports(corpus_copy, demo_recipe_path):
@@ -336,3 +342,61 @@ def test_serial_and_process_pool_write_the_same_bytes(demo_build, tmp_path):
         assert not (copy / "_work" / "shard" / "records.parquet").exists(), "staging left behind"
     assert written["serial"].keys() == written["local"].keys()
     assert written["serial"] == written["local"]
+
+
+# -- files other tools read beside the shards ------------------------------------------
+def test_sizes_stats_and_classnames_beside_the_shards(demo_build):
+    out, _ = demo_build
+    root = out / "shards"
+    manifest = json.loads((root / "manifest.json").read_text())
+    for split in {s["split"] for s in manifest["shards"]}:
+        sizes = json.loads((root / split / "sizes.json").read_text())
+        listed = {s["url"].rsplit("/", 1)[-1]: s["nsamples"] for s in manifest["shards"] if s["split"] == split}
+        assert sizes == listed  # open_clip: sum(sizes[basename(url)] for url in shards)
+    for entry in manifest["shards"]:
+        tar_path = root / entry["url"]
+        stats = json.loads(tar_path.with_name(tar_path.stem + "_stats.json").read_text())
+        with tarfile.open(tar_path) as tar:
+            names = tar.getnames()
+        assert stats["samples"] == entry["nsamples"] == len({n.split(".")[0] for n in names})
+        assert stats["bytes"] == tar_path.stat().st_size and stats["sha256"] == entry["sha256"]
+        assert sum(stats["members"].values()) == len(names)
+        assert stats["sources"] and all(n > 0 for n in stats["sources"].values())
+    classes = json.loads((root / "classes.json").read_text())["classes"]
+    assert (root / "classnames.txt").read_text().splitlines() == classes
+
+
+def test_verify_knows_sizes_stats_and_classnames(demo_build, tmp_path):
+    from curator.audit.verify import verify
+
+    copy = copy_corpus(demo_build[0], tmp_path / "c", done=("ingest", "index", "caption", "shard"))
+    assert verify(Corpus(str(copy)), progress=False).ok
+    sizes = copy / "shards" / "train" / "sizes.json"
+    first = sorted(json.loads(sizes.read_text()))[0]
+    sizes.write_text(json.dumps({**json.loads(sizes.read_text()), first: 999}))
+    next((copy / "shards" / "val").glob("*_stats.json")).unlink()
+    (copy / "shards" / "classnames.txt").write_text("nope\n")
+    kinds = {p.kind for p in verify(Corpus(str(copy)), progress=False).problems}
+    assert kinds == {"sizes_entry", "stats_missing", "classnames_mismatch"}
+
+
+def test_an_optional_table_joins_into_each_json(corpus_copy):
+    from curator.stages.shard import RecordExtra
+
+    corpus = Corpus(str(corpus_copy))
+    ids = pl.read_parquet(str(corpus_copy / "index" / "samples" / "*.parquet"))["sample_id"].to_list()
+    part = corpus_copy / "index" / "notes_extra" / "part-x.parquet"
+    part.parent.mkdir(parents=True)
+    pl.DataFrame({"sample_id": [ids[0], ids[0]], "entry_id": ["e2", "e1"], "task": ["vqa", "caption"]}).write_parquet(
+        part
+    )
+    extra = RecordExtra(
+        "conversations",
+        "notes_extra",
+        "SELECT sample_id, list(struct_pack(entry_id, task) ORDER BY entry_id) AS value FROM notes_extra GROUP BY 1",
+    )
+    result = run_shard(corpus, ShardSettings(), "x", progress=False, extras=[extra])
+    urls = [corpus.uri(s.url) for s in result.shards]
+    got = {s["__key__"]: json.loads(s["json"]) for s in wds.WebDataset(urls, shardshuffle=False, empty_check=False)}
+    assert got[ids[0]]["conversations"] == [{"entry_id": "e1", "task": "caption"}, {"entry_id": "e2", "task": "vqa"}]
+    assert all(rec["conversations"] == [] for key, rec in got.items() if key != ids[0])

@@ -1,5 +1,11 @@
 """What readers open beside the shards: the manifest table, manifest.json, wids indexes, classes, left-out list.
 
+Per shard folder: ``manifest.json``, ``classes.json`` and ``classnames.txt`` (one
+class per line, as CLIP_benchmark reads class names), one ``<split>.wids.json``;
+per split folder a ``sizes.json`` (shard file name -> samples, which open_clip
+reads instead of ``--train-num-samples``); per shard a ``_stats.json`` (written by
+its unit, see ``run.py``).
+
 Written last, after the previous run's are removed, so an index never names a
 missing shard. URLs in a folder's files are relative to that folder (``shards/``
 for the main set, ``shards/mixtures/<name>/`` for a named mixture).
@@ -13,13 +19,22 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from curator.layout import CLASSES_KIND, LEFT_OUT, LEFT_OUT_KIND, SHARDS_DIR, mixture_root
+from curator.layout import (
+    CLASSES_KIND,
+    CLASSNAMES_FILE,
+    LEFT_OUT,
+    LEFT_OUT_KIND,
+    SHARDS_DIR,
+    SIZES_FILE,
+    mixture_root,
+    stats_path,
+)
 from curator.stages.shard.plan import PlannedShard, Samples, ordered_splits
 from curator.storage import Corpus
 from curator.tables import write_table_part
 
 log = logging.getLogger(__name__)
-INDEX_FILES = ("manifest.json", "classes.json", "left_out.json")
+INDEX_FILES = ("manifest.json", "classes.json", "left_out.json", CLASSNAMES_FILE, SIZES_FILE)
 
 
 @dataclass
@@ -97,6 +112,7 @@ def write_indexes(corpus: Corpus, shards: list[ShardInfo], root: str, name: str,
             "classes": classes,
         },
     )
+    corpus.write_bytes(f"{root}/{CLASSNAMES_FILE}", "".join(f"{c}\n" for c in classes).encode())
     corpus.write_json(
         f"{root}/manifest.json",
         {
@@ -115,6 +131,10 @@ def write_indexes(corpus: Corpus, shards: list[ShardInfo], root: str, name: str,
         },
     )
     for split in ordered_splits({s.split for s in shards}):
+        corpus.write_json(
+            f"{root}/{split}/{SIZES_FILE}",
+            {s.url.rsplit("/", 1)[-1]: s.nsamples for s in shards if s.split == split},
+        )
         label = name if not shards[0].mixture else f"{name}-{shards[0].mixture}"
         corpus.write_json(
             f"{root}/{split}.wids.json",
@@ -158,10 +178,11 @@ def missing_outputs(corpus: Corpus, mixtures, plan: list[PlannedShard]) -> list[
     need = [LEFT_OUT]
     for mixture in mixtures:
         root = mixture_root(mixture)
-        need += [f"{root}/manifest.json", f"{root}/classes.json"]
-        need += [f"{root}/{split}.wids.json" for split in sorted({p.split for p in plan if p.mixture == mixture})]
+        need += [f"{root}/manifest.json", f"{root}/classes.json", f"{root}/{CLASSNAMES_FILE}"]
+        for split in sorted({p.split for p in plan if p.mixture == mixture}):
+            need += [f"{root}/{split}.wids.json", f"{root}/{split}/{SIZES_FILE}"]
         need.append(f"{corpus.table_dir('shards')}/part-{table_part(mixture)}.parquet")
-    need += [p.rel for p in plan]
+    need += [rel for p in plan for rel in (p.rel, stats_path(p.rel))]
     missing = [rel for rel in need if not corpus.exists(rel)]
     if missing:
         log.warning("shard outputs missing (%s): redoing the shard stage", ", ".join(missing[:5]))
@@ -183,6 +204,8 @@ def remove_stale(corpus: Corpus, planned: set[str], mixtures: set[str]) -> None:
         if (rel.endswith(".tar") and rel not in planned) or base.startswith(".tmp-"):
             corpus.fs.rm(path)
             corpus.clear_marker("shard", unit_id(rel))
+        elif rel.endswith("_stats.json") and rel.removesuffix("_stats.json") + ".tar" not in planned:
+            corpus.fs.rm(path)
     for path in corpus.table_parts("shards"):
         part = path.rsplit("/", 1)[-1].removeprefix("part-").removesuffix(".parquet")
         if part.startswith("mixture-") and part.removeprefix("mixture-") not in mixtures:

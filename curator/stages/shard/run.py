@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -33,7 +34,7 @@ from curator.blobs import read_blob
 from curator.config import ShardSettings
 from curator.errors import CuratorError
 from curator.executors import Executor, default_workers, make_executor
-from curator.layout import mixture_root, repeat_key
+from curator.layout import STATS_KIND, mixture_root, repeat_key, stats_path
 from curator.stages.index import require_current_index
 from curator.stages.shard import indexes
 from curator.stages.shard.indexes import SampleExtras, ShardInfo, unit_id
@@ -62,6 +63,7 @@ ROUTED = pa.schema(
         ("json", pa.binary()),
         ("txt", pa.binary()),
         ("cls", pa.binary()),
+        ("sources", pa.list_(pa.string())),
     ]
 )
 POOL_MIN_BYTES = 256 * 1024**2
@@ -91,21 +93,37 @@ class TarJob:
 
 
 def write_shard(unit: Unit) -> dict:
-    """Work of one unit, anywhere: read its routed rows, copy its blobs, write its tar."""
+    """Work of one unit, anywhere: read its routed rows, copy its blobs, write its tar, then its ``_stats.json``."""
     job: TarJob = unit.payload
     corpus = Corpus(job.corpus)
     table = pq.read_table(
         corpus.path(job.routed), filesystem=corpus.fs, filters=[("shard", "=", job.number)], schema=ROUTED
     ).sort_by("pos")
-    size, sha, md5 = write_tar(corpus, job.rel, _members(corpus, table))
+    counts = Counter()
+    size, sha, md5 = write_tar(corpus, job.rel, _members(corpus, table, counts))
+    sources = Counter(src for srcs in table["sources"].to_pylist() for src in srcs)
+    corpus.write_json(
+        stats_path(job.rel),
+        {
+            "kind": STATS_KIND,
+            "shard": job.rel.rsplit("/", 1)[-1],
+            "samples": table.num_rows,
+            "members": dict(sorted(counts.items())),
+            "bytes": size,
+            "sha256": sha,
+            "sources": dict(sorted(sources.items())),
+        },
+    )
     return {"bytes": size, "sha256": sha, "md5": md5, "nsamples": table.num_rows}
 
 
-def _members(corpus: Corpus, table: pa.Table):
+def _members(corpus: Corpus, table: pa.Table, counts: Counter):
+    """A shard's (name, data) members in tar order; ``counts`` tallies them by extension."""
     cols = [table[c].to_pylist() for c in ("sample_id", "rep", "ext", "blob_sha256", "blob_source", "json", "txt")]
     cls = table["cls"].to_pylist()
     for (sid, rep, ext, sha, source, js, txt), c in zip(zip(*cols, strict=True), cls, strict=True):
         key = repeat_key(sid, rep)
+        counts.update([ext, "json", "txt", *(["cls"] if c is not None else [])])
         yield f"{key}.{ext}", read_blob(corpus, sha, ext, source)
         yield f"{key}.json", js
         yield f"{key}.txt", txt
@@ -237,7 +255,8 @@ def _route(con, corpus: Corpus, todo: list[PlannedShard]) -> None:
     )
     con.register("shard_plan", plan)
     sql = f"""
-        SELECT p.shard, p.pos, p.rep, r.sample_id, r.ext, r.blob_sha256, r.blob_source, r.json, r.txt, r.cls
+        SELECT p.shard, p.pos, p.rep, r.sample_id, r.ext, r.blob_sha256, r.blob_source, r.json, r.txt, r.cls,
+               r.sources
         FROM shard_plan p JOIN read_parquet({parquet_url(corpus, RECORDS_REL)}) r ON r."row" = p."row"
         ORDER BY p.shard, p.pos
     """
@@ -250,6 +269,8 @@ def _verified(corpus: Corpus, unit: Unit, rehash: bool) -> bool:
     done = corpus.marker(unit.stage, unit.id)
     rel = unit.payload.rel
     if not done or done.get("fingerprint") != unit.fingerprint or not corpus.exists(rel):
+        return False
+    if not corpus.exists(stats_path(rel)):
         return False
     stats = done.get("stats", {})
     if corpus.size(rel) != stats.get("bytes") or (rehash and corpus.sha256(rel) != stats.get("sha256")):
