@@ -86,6 +86,18 @@ CAPTIONS = pa.schema(
     ]
 )
 
+# Which captions a sample may carry: its triplet's validated captions, one row per
+# (sample, caption), written by the caption stage so SQL joins samples to captions
+# without the triplet rule in Python.
+SAMPLE_CAPTIONS = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("triplet_id", pa.string()),
+        ("language", pa.string()),
+        ("caption_index", pa.int16()),
+    ]
+)
+
 REJECTS = pa.schema(
     [
         ("source_id", pa.string()),
@@ -169,6 +181,7 @@ TABLES: dict[str, pa.Schema] = {
     "images": IMAGES,
     "annotations": ANNOTATIONS,
     "captions": CAPTIONS,
+    "sample_captions": SAMPLE_CAPTIONS,
     "rejects": REJECTS,
     "shards": SHARDS,
     "samples": SAMPLES,

@@ -400,3 +400,23 @@ def test_an_optional_table_joins_into_each_json(corpus_copy):
     got = {s["__key__"]: json.loads(s["json"]) for s in wds.WebDataset(urls, shardshuffle=False, empty_check=False)}
     assert got[ids[0]]["conversations"] == [{"entry_id": "e1", "task": "caption"}, {"entry_id": "e2", "task": "vqa"}]
     assert all(rec["conversations"] == [] for key, rec in got.items() if key != ids[0])
+
+
+def test_sample_captions_join_samples_to_the_captions_their_shards_carry(demo_build):
+    from curator.audit.query import run_query
+
+    out, _ = demo_build
+    corpus = Corpus(str(out))
+    _, rows = run_query(
+        corpus,
+        "SELECT sc.sample_id, list(c.caption ORDER BY c.caption) FROM sample_captions sc "
+        "JOIN captions c USING (triplet_id, language, caption_index) GROUP BY 1",
+    )
+    joined = {sid: caps for sid, caps in rows}
+    urls = [str(p) for p in sorted((out / "shards").rglob("*.tar")) if "mixtures" not in p.parts]
+    carried = {
+        s["__key__"]: sorted(c["caption"] for c in json.loads(s["json"])["captions"])
+        for s in wds.WebDataset(urls, shardshuffle=False, empty_check=False)
+    }
+    assert joined and all(carried[sid] == caps for sid, caps in joined.items())
+    assert {sid for sid, caps in carried.items() if caps} == set(joined)

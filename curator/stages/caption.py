@@ -266,7 +266,12 @@ def run_caption(
         n=32,
     )
     marker = corpus.marker("caption", "all")
-    if marker and marker["fingerprint"] == fingerprint and corpus.table_parts("captions"):
+    if (
+        marker
+        and marker["fingerprint"] == fingerprint
+        and corpus.table_parts("captions")
+        and corpus.table_parts("sample_captions")
+    ):
         result = CaptionResult(
             marker["triplets"],
             marker["captions"],
@@ -306,6 +311,7 @@ def run_caption(
     for part in corpus.table_parts("captions"):
         corpus.fs.rm(part)
     corpus.write_table("captions", "all", rows)
+    _write_sample_captions(corpus)
     if failures:
         log.warning(
             "caption: %d of %d jobs failed (%s); re-run to retry them (answers so far are cached)",
@@ -326,6 +332,21 @@ def run_caption(
             },
         )
     return result
+
+
+def _write_sample_captions(corpus: Corpus) -> None:
+    """The ``sample_captions`` table: each label-only sample x each validated caption of its triplet, in SQL."""
+    from curator.tables import write_table_part
+
+    con = triplet_connection(corpus)
+    sql = """
+        SELECT st.sample_id, st.triplet_id, c.language, c.caption_index
+        FROM sample_triplets st JOIN captions c ON c.triplet_id = st.triplet_id AND c.validation = 'ok'
+        ORDER BY st.sample_id, c.language, c.caption_index
+    """
+    for part in corpus.table_parts("sample_captions"):
+        corpus.fs.rm(part)
+    write_table_part(corpus, "sample_captions", "all", con.sql(sql).to_arrow_reader(65_536))
 
 
 async def _call_all(
