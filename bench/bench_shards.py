@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from curator.config import DuplicateSettings, HoldoutSettings, IngestSettings, S
 from curator.registry import find_card
 from curator.stages.index import run_index
 from curator.stages.ingest import ingest_source
-from curator.stages.shard import build_samples, run_shard
+from curator.stages.shard import run_shard
 from curator.storage import Corpus
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,16 +46,15 @@ def _make_source(root: Path) -> None:
         Image.fromarray(rng.integers(0, 256, (256, 256), dtype=np.uint8)).save(path)
 
 
-def _export_loose(corpus: Corpus, loose: Path) -> list[Path]:
-    """Every sample's members as loose files, named as in the tar: <key>.<ext>."""
-    samples = build_samples(corpus, ShardSettings())
+def _export_loose(shards: Path, loose: Path) -> list[Path]:
+    """Every member of the written shards as a loose file, named as in the tar: <key>.<ext>."""
     paths = []
-    for sid in sorted(samples):
-        s = samples[sid]
-        for ext, data in s["members"]:
-            path = loose / f"{sid}.{ext}"
-            path.write_bytes(corpus.read_bytes(s["blob"]) if data is None else data)
-            paths.append(path)
+    for tar_path in sorted(shards.rglob("*.tar")):
+        with tarfile.open(tar_path) as tar:
+            for member in tar:
+                path = loose / member.name
+                path.write_bytes(tar.extractfile(member).read())
+                paths.append(path)
     return paths
 
 
@@ -97,13 +97,12 @@ def run(workdir: Path) -> list[tuple[str, float, str]]:
     ingest_source(corpus, card, card_path, source, IngestSettings(), progress=False)
     run_index(corpus, DuplicateSettings(), HoldoutSettings())
 
-    loose = workdir / "loose"
-    loose.mkdir()
-    files = _export_loose(corpus, loose)
-
     # one split, several shards: ~32 MiB each at this scale
     settings = ShardSettings(max_bytes=32 * 1024**2)
     run_shard(corpus, settings, "warm", progress=False)  # page cache warm for the blobs
+    loose = workdir / "loose"
+    loose.mkdir()
+    files = _export_loose(workdir / "corpus" / "shards", loose)
     shutil.rmtree(workdir / "corpus" / "shards")
     shutil.rmtree(workdir / "corpus" / "_markers" / "shard")
     t = time.perf_counter()

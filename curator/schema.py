@@ -97,6 +97,18 @@ CAPTIONS = pa.schema(
     ]
 )
 
+# Which captions a sample may carry: its triplet's validated captions, one row per
+# (sample, caption), written by the caption stage so SQL joins samples to captions
+# without the triplet rule in Python.
+SAMPLE_CAPTIONS = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("triplet_id", pa.string()),
+        ("language", pa.string()),
+        ("caption_index", pa.int16()),
+    ]
+)
+
 REJECTS = pa.schema(
     [
         ("source_id", pa.string()),
@@ -206,6 +218,7 @@ TABLES: dict[str, pa.Schema] = {
     "images": IMAGES,
     "annotations": ANNOTATIONS,
     "captions": CAPTIONS,
+    "sample_captions": SAMPLE_CAPTIONS,
     "rejects": REJECTS,
     "shards": SHARDS,
     "samples": SAMPLES,
@@ -214,6 +227,9 @@ TABLES: dict[str, pa.Schema] = {
     "leakage": LEAKAGE,
     "instructions": INSTRUCTIONS,
 }
+
+# Annotation kinds that describe an image in words: a sample with one is not "label-only".
+TEXT_KINDS = ("caption", "report")
 
 # Reject reason codes. Adapters and readers use these names so counts group cleanly.
 REASONS = {

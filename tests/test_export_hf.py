@@ -12,9 +12,9 @@ import pytest
 from helpers import run
 from PIL import Image
 
-from curator.audit.db import connect, rows
 from curator.exports.hf import SCHEMA, export_hf, hf_features
 from curator.storage import Corpus
+from curator.tables import connect, rows
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read by huggingface_hub at import: no hub, ever
 datasets = pytest.importorskip("datasets")

@@ -331,3 +331,20 @@ def test_a_language_the_templates_lack_is_one_line(demo_build, tmp_path):
     result = run("instruct", "--out", out, "--recipe", recipe)
     assert result.exit_code == 1
     assert result.output.strip() == "error: templates 'instruct/v1' have no language(s) de"
+
+
+def test_each_shard_sample_carries_its_conversations(demo_build):
+    """The sample's .json holds every entry of the instructions table for it, in entry order."""
+    import webdataset as wds
+
+    out, _ = demo_build
+    want = {sid: [e["entry_id"] for e in entries] for sid, entries in entries_by_sample(Corpus(str(out)))}
+    seen = set()
+    for tar in sorted((out / "shards").rglob("*.tar")):
+        for sample in wds.WebDataset(str(tar), shardshuffle=False):
+            record = json.loads(sample["json"])
+            got = [e["entry_id"] for e in record.get("conversations") or []]
+            assert got == want.get(record["sample_id"], []), record["sample_id"]
+            assert all(t["from"] in ("human", "gpt") for e in record["conversations"] for t in e["turns"])
+            seen.add(record["sample_id"])
+    assert set(want) <= seen and sum(len(v) for v in want.values()) > len(seen)  # every image has several entries

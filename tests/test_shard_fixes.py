@@ -10,6 +10,8 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from helpers import STAGES, copy_corpus, run
@@ -17,8 +19,10 @@ from helpers import STAGES, copy_corpus, run
 from curator.audit.verify import verify
 from curator.config import ShardSettings, load_recipe
 from curator.errors import CorpusError
+from curator.executors import make_executor
 from curator.loader import webdataset_loader
-from curator.stages.shard import _record, class_labels, run_shard, shard_counts
+from curator.stages.shard import run_shard, shard_counts
+from curator.stages.shard.records import class_vocabulary
 from curator.storage import Corpus
 
 
@@ -146,35 +150,51 @@ def test_a_corrupt_blob_stops_the_sharder_and_fails_verify(built, demo_recipe_pa
     assert [p.subject for p in problems if p.kind == "blob_hash"] == [corpus.rel(str(blob))]
     settings = load_recipe(demo_recipe_path).shard.model_copy(update={"seed": 12345})
     with pytest.raises(CorpusError, match=rf"blob {corpus.rel(str(blob))} \(source '[a-z_]+'\) does not hash") as err:
-        run_shard(corpus, settings, "demo", progress=False, threads=1)
+        run_shard(corpus, settings, "demo", progress=False, executor=make_executor("serial"))
     assert "_markers/ingest/" in str(err.value) and "\n" not in str(err.value)
     blob.unlink()
     assert "blob_missing" in _kinds(verify(corpus, progress=False))
     with pytest.raises(CorpusError, match="is missing: re-ingest source"):
-        run_shard(corpus, settings, "demo", progress=False, threads=1)
+        run_shard(corpus, settings, "demo", progress=False, executor=make_executor("serial"))
 
 
 # -- 5: one cross-source duplicate no longer removes .cls from a whole source ------------
-def _sample(sources, labels):
-    return {
-        "_record": {
-            "provenance": [{"source_id": s} for s in sources],
-            "labels": [{"label": lab, "value": "positive", "source_id": s} for s, lab in labels],
-        }
-    }
-
-
 def test_class_labels_judge_each_source_on_its_own_labels():
-    samples = {
-        "a-1": _sample(["a"], [("a", "cat")]),
-        "a-2": _sample(["a"], [("a", "dog")]),
-        "m-1": _sample(["a", "b"], [("a", "cat"), ("b", "edema"), ("b", "effusion")]),  # merged duplicate
-        "b-1": _sample(["b"], [("b", "edema")]),
-        "c-1": _sample(["c"], [("c", "cat")]),
-        "m-2": _sample(["a", "c"], [("a", "cat"), ("c", "dog")]),  # qualifying sources disagree
-    }
-    assert class_labels(samples) == {"a-1": "cat", "a-2": "dog", "m-1": "cat", "c-1": "cat"}
-    assert _record(samples["b-1"])["labels"][0]["label"] == "edema"  # b is multi-label: no class
+    # (sample_id, {member_id: source}, [(source, label)]): merged samples hold one member per source
+    samples = [
+        ("a-1", [("a", "cat")]),
+        ("a-2", [("a", "dog")]),
+        ("m-1", [("a", "cat"), ("b", "edema"), ("b", "effusion")]),  # merged duplicate
+        ("b-1", [("b", "edema")]),
+        ("c-1", [("c", "cat")]),
+        ("m-2", [("a", "cat"), ("c", "dog")]),  # qualifying sources disagree
+    ]
+    con = duckdb.connect()
+    rows = [(sid, sorted({src for src, _ in labels})) for sid, labels in samples]
+    con.register(
+        "samples",
+        pa.table(
+            {"sample_id": [r[0] for r in rows], "status": ["keep"] * len(rows), "source_ids": [r[1] for r in rows]}
+        ),
+    )
+    members = [(sid, f"{sid}@{src}") for sid, srcs in rows for src in srcs]
+    con.register("members", pa.table({"sample_id": [m[0] for m in members], "member_id": [m[1] for m in members]}))
+    notes = [(f"{sid}@{src}", src, label) for sid, labels in samples for src, label in labels]
+    con.register(
+        "annotations",
+        pa.table(
+            {
+                "sample_id": [n[0] for n in notes],
+                "source_id": [n[1] for n in notes],
+                "kind": ["label"] * len(notes),
+                "text": [n[2] for n in notes],
+                "value": ["positive"] * len(notes),
+            }
+        ),
+    )
+    assert class_vocabulary(con) == ["cat", "dog"]
+    got = dict(con.execute("SELECT sample_id, label FROM shard_classes").fetchall())
+    assert got == {"a-1": "cat", "a-2": "dog", "m-1": "cat", "c-1": "cat"}  # b is multi-label: no class
 
 
 # -- 7, 8: sizing counts tar record padding; multiple_of overriding max_samples warns -----

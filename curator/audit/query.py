@@ -20,10 +20,10 @@ from pathlib import Path
 
 import duckdb
 
-from curator.audit.db import connect
 from curator.errors import CuratorError
 from curator.schema import TABLES
 from curator.storage import Corpus
+from curator.tables import connect
 
 FORMATS = ("table", "csv", "json")
 BATCH_ROWS = 10_000

@@ -20,10 +20,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from curator.audit.db import connect, rows  # noqa: E402
 from curator.errors import CorpusError  # noqa: E402
-from curator.stages.shard import LEFT_OUT  # noqa: E402
+from curator.layout import LEFT_OUT  # noqa: E402
 from curator.storage import Corpus  # noqa: E402
+from curator.tables import connect, rows  # noqa: E402
 
 log = logging.getLogger(__name__)
 KEPT = "s.status = 'keep'"

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 
-from curator.audit.db import connect, rows
 from curator.errors import CuratorError
+from curator.layout import REPEAT_KEY, sample_id_of
 from curator.llm.offline import Triplet
-from curator.stages.caption import TEXT_KINDS
-from curator.stages.shard import REPEAT_KEY, sample_id_of
+from curator.schema import TEXT_KINDS
 from curator.storage import Corpus
+from curator.tables import connect, rows
 
 CARD_FIELDS = ("source_id", "name", "version", "license", "access", "citation", "homepage", "adapter", "card_sha256")
 

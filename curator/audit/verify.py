@@ -19,6 +19,10 @@ Checks, each a kind of :class:`Problem`:
   and no ``.tar`` lies in a shard folder without rows in the table
   (``manifest_entry_missing``, ``wids_missing``, ``wids_entry_missing``,
   ``wids_orphan``, ``classes_missing``, ``cls_mismatch``, ``shard_unexpected``);
+* the files other tools read beside the shards agree with the table: each split
+  folder's ``sizes.json`` (``sizes_missing``, ``sizes_entry``), each shard's
+  ``_stats.json`` (``stats_missing``, ``stats_mismatch``), ``classnames.txt`` beside
+  ``classes.json`` (``classnames_missing``, ``classnames_mismatch``);
 * every kept sample's blob (what the sharder copies) exists and hashes to its
   ``image_sha256`` (``blob_missing``, ``blob_hash``);
 * kept samples the main set leaves out on purpose (a source weight below 1, as
@@ -42,11 +46,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from curator.adapters.base import sha256_file
-from curator.audit.db import connect
+from curator.blobs import blob_path
 from curator.errors import CorpusError
-from curator.stages.ingest import blob_path
-from curator.stages.shard import LEFT_OUT, mixture_root
+from curator.layout import CLASSNAMES_FILE, LEFT_OUT, SIZES_FILE, mixture_root, stats_path
 from curator.storage import Corpus
+from curator.tables import connect
 
 REDACTED = re.compile(r"\[patient-[0-9a-f]{8}\]")
 IMAGE_EXTS = ("png", "jpg", "jpeg")
@@ -107,6 +111,9 @@ def verify(corpus: Corpus, roots: dict[str, Path] | None = None, progress: bool 
     wids_files: dict[str, set[str]] = {}  # <root>/<split>.wids.json -> shard URLs it lists
     classes: dict[str, list[str]] = {}  # root -> classes.json's class list
     tars: set[str] = set()
+    sizes: dict[str, dict] = {}  # split folder -> its sizes.json
+    classnames: dict[str, list[str]] = {}  # root -> classnames.txt's lines
+    stats: set[str] = set()
     if not corpus.exists("shards/manifest.json"):
         result.add("manifest_missing", "shards/manifest.json", "the shard list is missing")
     for path in corpus.find("shards"):
@@ -122,6 +129,12 @@ def verify(corpus: Corpus, roots: dict[str, Path] | None = None, progress: bool 
             classes[folder] = list(corpus.read_json(rel).get("classes") or [])
         elif rel.endswith(".tar"):
             tars.add(rel)
+        elif rel.endswith(f"/{SIZES_FILE}"):
+            sizes[folder] = corpus.read_json(rel)
+        elif rel.endswith(f"/{CLASSNAMES_FILE}"):
+            classnames[folder] = corpus.read_bytes(rel).decode().splitlines()
+        elif rel.endswith("_stats.json"):
+            stats.add(rel)
 
     by_shard: dict[str, list[tuple[str, list[str]]]] = defaultdict(list)
     recorded: dict[str, str] = {}
@@ -137,6 +150,7 @@ def verify(corpus: Corpus, roots: dict[str, Path] | None = None, progress: bool 
     for url in sorted(tars - set(by_shard)):
         result.add("shard_unexpected", url, "a .tar in a shard folder with no rows in the shards table")
     _check_listings(by_shard, placed, wids_files, classes, result)
+    _check_reader_files(corpus, by_shard, recorded, sizes, classnames, stats, classes, result)
     image_sha = dict(con.execute("SELECT sample_id, image_sha256 FROM samples").fetchall())
 
     for url in tqdm(sorted(by_shard), desc="verify shards", unit="shard", disable=None if progress else True):
@@ -159,6 +173,32 @@ def verify(corpus: Corpus, roots: dict[str, Path] | None = None, progress: bool 
     if roots:
         _check_originals(con, roots, result, progress)
     return result
+
+
+def _check_reader_files(corpus, by_shard, recorded, sizes, classnames, stats, classes, result: VerifyResult) -> None:
+    """sizes.json per split folder, a _stats.json per shard, classnames.txt beside each classes.json: all agree."""
+    for folder in sorted({url.rpartition("/")[0] for url in by_shard} - set(sizes)):
+        result.add("sizes_missing", f"{folder}/{SIZES_FILE}", "open_clip's per-split sample counts are missing")
+    for url, samples in sorted(by_shard.items()):
+        folder, _, name = url.rpartition("/")
+        if folder in sizes and sizes[folder].get(name) != len(samples):
+            result.add(
+                "sizes_entry",
+                f"{folder}/{SIZES_FILE}",
+                f"{name}: {sizes[folder].get(name)} samples listed, {len(samples)} in the shards table",
+            )
+        rel = stats_path(url)
+        if rel not in stats:
+            result.add("stats_missing", rel, "the shard's _stats.json is missing")
+            continue
+        got = corpus.read_json(rel)
+        if got.get("samples") != len(samples) or got.get("sha256") != recorded[url]:
+            result.add("stats_mismatch", rel, "sample count or sha256 differs from the shards table")
+    for root, names in sorted(classes.items()):
+        if root not in classnames:
+            result.add("classnames_missing", f"{root}/{CLASSNAMES_FILE}", "class names beside classes.json are missing")
+        elif classnames[root] != names:
+            result.add("classnames_mismatch", f"{root}/{CLASSNAMES_FILE}", "lines differ from classes.json's classes")
 
 
 def _check_listings(by_shard, placed, wids_files, classes, result: VerifyResult) -> None:

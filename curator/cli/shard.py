@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from curator.cli import main, summaries
-from curator.cli.options import OUT, QUIET, RECIPE
+from curator.cli.options import OUT, QUIET, RECIPE, executor_options, open_executor
 from curator.errors import CuratorError
 
 
@@ -25,7 +25,7 @@ from curator.errors import CuratorError
     help="Shard count per split a multiple of N (nodes x GPUs x workers), balanced sample counts.",
 )
 @click.option("--no-verify", is_flag=True, help="Keep earlier shards whose marker and size match, without re-hashing.")
-@click.option("--threads", type=int, default=4, show_default=True, help="Shards written at once (same output).")
+@executor_options
 @QUIET
 def shard(
     out: str,
@@ -35,7 +35,9 @@ def shard(
     max_samples: int | None,
     multiple_of: int | None,
     no_verify: bool,
-    threads: int,
+    workers: int | None,
+    executor_name: str,
+    ray_address: str | None,
     quiet: bool,
 ) -> None:
     """Write WebDataset tar shards, a manifest, classes.json and wids shard indexes.
@@ -48,12 +50,13 @@ def shard(
     Example:
       curator shard --out shards/demo --recipe recipes/demo.toml
       curator shard --out s3://bucket/demo --recipe recipes/demo.toml --multiple-of 64
+      curator shard --out shards/demo --workers 2 --executor local
     """
     from pydantic import ValidationError
 
     from curator.config import ShardSettings, load_recipe
     from curator.provenance import RECIPE_FILE, stored_recipe
-    from curator.stages.shard import run_shard
+    from curator.stages.shard import CONVERSATIONS, run_shard
     from curator.storage import Corpus
 
     corpus = Corpus(out)
@@ -70,5 +73,9 @@ def shard(
             first = exc.errors()[0]
             raise CuratorError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
     name = name or (recipe.name if recipe else "corpus")
-    result = run_shard(corpus, settings, name, progress=not quiet, verify=not no_verify, threads=threads)
+    with open_executor(executor_name, workers, ray_address) as executor:
+        extras = [CONVERSATIONS] if recipe and recipe.instruct else []
+        result = run_shard(
+            corpus, settings, name, progress=not quiet, verify=not no_verify, executor=executor, extras=extras
+        )
     summaries.print_shards(result, out)

@@ -150,7 +150,7 @@ def export_hf(
     progress: bool = True,
 ) -> HFExportResult:
     """Write ``to/data/<split>-NNNNN-of-NNNNN.parquet`` and ``to/README.md`` from a built corpus."""
-    from curator.audit.db import connect  # moving to curator.tables; the integrator updates this import
+    from curator.tables import connect
 
     out = Corpus(to)
     _prepare(out, overwrite)
@@ -330,7 +330,7 @@ _YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "y", "n", "null"}
 
 def dataset_card(corpus: Corpus, result: HFExportResult) -> str:
     """README.md: YAML front matter that ``datasets`` and the Hub read, then the sources and their licences."""
-    from curator.audit.db import connect, rows
+    from curator.tables import connect, rows
 
     splits = list(result.splits)
     meta = {

@@ -99,7 +99,7 @@ def export_llava(
     languages: tuple[str, ...] = (),
     progress: bool = True,
 ) -> ExportResult:
-    from curator.audit.db import connect
+    from curator.tables import connect
 
     if per not in PER:
         raise CuratorError(f"per must be one of {', '.join(PER)}, not '{per}'")

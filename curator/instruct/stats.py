@@ -32,7 +32,7 @@ FROM per_image {group}
 
 def task_stats(con) -> list[dict]:
     """One row per source and a last row 'all': images, tasks_per_image, entries_per_image, ..."""
-    from curator.audit.db import rows
+    from curator.tables import rows
 
     by_source = rows(con, PER_SOURCE.format(key="source_id", group="GROUP BY 1 ORDER BY 1"))
     overall = rows(con, PER_SOURCE.format(key="'all'", group=""))
@@ -41,7 +41,7 @@ def task_stats(con) -> list[dict]:
 
 def task_mix(con) -> list[dict]:
     """Entries per task family, task and form, with the share of all entries."""
-    from curator.audit.db import rows
+    from curator.tables import rows
 
     return rows(
         con,

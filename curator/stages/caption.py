@@ -36,10 +36,10 @@ from curator.llm.offline import GENERATOR as TEMPLATE
 from curator.llm.offline import TemplateGenerator, Triplet, _translate
 from curator.llm.prompts import CaptionPrompt, load_prompt
 from curator.llm.validate import CaptionValidator, Rules
+from curator.schema import TEXT_KINDS
 from curator.storage import Corpus
 
 log = logging.getLogger(__name__)
-TEXT_KINDS = ("caption", "report")
 # Rough completion tokens per caption for the dry-run estimate (two-sentence captions, JSON quoting).
 EST_TOKENS_PER_CAPTION = {"en": 30, "zh": 45}
 
@@ -68,43 +68,67 @@ class CaptionResult:
     diversity: list[dict] = field(default_factory=list)  # curator.llm.diversity.measure of the ok captions
 
 
-def sample_triplets(corpus: Corpus) -> dict[str, Triplet]:
-    """The triplet of every label-only sample the corpus keeps, keyed by (merged) sample_id.
+# One row per label-only sample the corpus may caption: its (label, anatomy, modality)
+# triplet and the triplet's id, computed in SQL so no stage holds every sample in Python.
+# A merged sample pools its members' annotations: it is label-only when no member from
+# any source carries text, and its label is the sorted union of every member's positive
+# findings. "No finding" beside a positive finding is a labelling inconsistency (CheXpert
+# has them); the finding is the informative part, so "no finding" is dropped. The id is
+# curator.llm.offline.Triplet.id: sha256 of label, anatomy, modality joined by NUL.
+TRIPLETS_SQL = f"""
+CREATE OR REPLACE TEMP VIEW sample_triplets AS
+WITH pooled AS (
+    SELECT s.sample_id, any_value(s.modality) AS modality, any_value(s.anatomy) AS anatomy,
+           bool_or(coalesce(a.kind IN {TEXT_KINDS}, false)) AS has_text,
+           list(DISTINCT a.text ORDER BY a.text) FILTER (WHERE a.kind = 'label' AND a.value = 'positive') AS pos
+    FROM samples s
+    JOIN members mb ON mb.sample_id = s.sample_id
+    LEFT JOIN annotations a ON a.sample_id = mb.member_id
+    WHERE s.status <> 'held_out' AND s.status <> 'near_duplicate'
+    GROUP BY s.sample_id
+), labelled AS (
+    SELECT sample_id,
+           nullif(array_to_string(CASE WHEN len(pos) > 1 AND list_contains(pos, 'no finding')
+                                       THEN list_filter(pos, lambda x: x <> 'no finding') ELSE coalesce(pos, []) END,
+                                  ', '), '') AS label,
+           coalesce(nullif(anatomy, ''), 'unspecified') AS anatomy,
+           coalesce(nullif(modality, ''), 'mixed') AS modality
+    FROM pooled WHERE NOT has_text
+)
+SELECT sample_id, label, anatomy, modality,
+       substr(sha256(coalesce(label, '') || chr(0) || anatomy || chr(0) || modality), 1, 16) AS triplet_id
+FROM labelled
+"""
 
-    A merged sample pools its members' annotations: it is label-only when no member
-    from any source carries text, and its label is the sorted union of every
-    member's positive findings. Modality and anatomy are the canonical member's.
-    """
-    from curator.audit.db import connect  # the index's SQL views; imported here to keep stage imports light
+
+def triplet_connection(corpus: Corpus):
+    """A DuckDB connection over the index with the ``sample_triplets`` view (requires a current index)."""
     from curator.stages.index import require_current_index
+    from curator.tables import connect
 
     require_current_index(corpus)
-    con = connect(corpus, ["samples", "members", "annotations"])
+    con = connect(corpus, ["samples", "members", "annotations", "captions"])
+    con.execute(TRIPLETS_SQL)
+    return con
+
+
+def triplet_images(corpus: Corpus) -> Counter:
+    """Label-only images per triplet: the caption plan's input, one row per triplet (never per sample)."""
+    con = triplet_connection(corpus)
     rows = con.execute(
-        f"""
-        SELECT s.sample_id, any_value(s.modality), any_value(s.anatomy),
-               bool_or(coalesce(a.kind IN {TEXT_KINDS}, false)),
-               list(DISTINCT a.text ORDER BY a.text) FILTER (WHERE a.kind = 'label' AND a.value = 'positive')
-        FROM samples s
-        JOIN members mb ON mb.sample_id = s.sample_id
-        LEFT JOIN annotations a ON a.sample_id = mb.member_id
-        WHERE s.status <> 'held_out' AND s.status <> 'near_duplicate'
-        GROUP BY s.sample_id
-        ORDER BY s.sample_id
-        """
+        "SELECT label, anatomy, modality, count(*) FROM sample_triplets GROUP BY ALL ORDER BY ALL"
     ).fetchall()
-    out = {}
-    for sid, modality, anatomy, has_text, positives in rows:
-        if has_text:
-            continue
-        positives = positives or []
-        if len(positives) > 1 and "no finding" in positives:
-            # "No Finding" beside a positive finding is a labelling inconsistency (CheXpert has
-            # them); the finding is the informative part, so "no finding" is dropped.
-            positives = [p for p in positives if p != "no finding"]
-        label = ", ".join(positives) or None
-        out[sid] = Triplet(label, anatomy or "unspecified", modality or "mixed")
-    return out
+    return Counter({Triplet(label, anatomy, modality): n for label, anatomy, modality, n in rows})
+
+
+def sample_triplets(corpus: Corpus) -> dict[str, Triplet]:
+    """The triplet of every label-only sample, keyed by sample_id: for tests and audits of small corpora.
+
+    The stages never call this (it holds every sample): they join ``sample_triplets`` in SQL.
+    """
+    con = triplet_connection(corpus)
+    rows = con.execute("SELECT sample_id, label, anatomy, modality FROM sample_triplets ORDER BY sample_id")
+    return {sid: Triplet(label, anatomy, modality) for sid, label, anatomy, modality in rows.fetchall()}
 
 
 @dataclass
@@ -144,8 +168,7 @@ def estimate_tokens(text: str) -> int:
 
 def plan_captions(corpus: Corpus, settings: CaptionSettings, resolve_model: bool = True) -> CaptionPlan:
     """Triplets, jobs, cache hits and token estimates; contacts the endpoint only to learn an unset model."""
-    per_sample = sample_triplets(corpus)
-    images = Counter(per_sample.values())
+    images = triplet_images(corpus)
     triplets = sorted(images, key=lambda t: t.id)
     templates = TemplateGenerator(load_prompt(settings.templates), seed=settings.seed)
     endpoint = resolve_endpoint(settings)
@@ -248,7 +271,12 @@ def run_caption(
         n=32,
     )
     marker = corpus.marker("caption", "all")
-    if marker and marker["fingerprint"] == fingerprint and corpus.table_parts("captions"):
+    if (
+        marker
+        and marker["fingerprint"] == fingerprint
+        and corpus.table_parts("captions")
+        and corpus.table_parts("sample_captions")
+    ):
         result = CaptionResult(
             marker["triplets"],
             marker["captions"],
@@ -294,6 +322,7 @@ def run_caption(
     for part in corpus.table_parts("captions"):
         corpus.fs.rm(part)
     corpus.write_table("captions", "all", rows)
+    _write_sample_captions(corpus)
     if failures:
         log.warning(
             "caption: %d of %d jobs failed (%s); re-run to retry them (answers so far are cached)",
@@ -314,6 +343,21 @@ def run_caption(
             },
         )
     return result
+
+
+def _write_sample_captions(corpus: Corpus) -> None:
+    """The ``sample_captions`` table: each label-only sample x each validated caption of its triplet, in SQL."""
+    from curator.tables import write_table_part
+
+    con = triplet_connection(corpus)
+    sql = """
+        SELECT st.sample_id, st.triplet_id, c.language, c.caption_index
+        FROM sample_triplets st JOIN captions c ON c.triplet_id = st.triplet_id AND c.validation = 'ok'
+        ORDER BY st.sample_id, c.language, c.caption_index
+    """
+    for part in corpus.table_parts("sample_captions"):
+        corpus.fs.rm(part)
+    write_table_part(corpus, "sample_captions", "all", con.sql(sql).to_arrow_reader(65_536))
 
 
 async def _call_all(

@@ -40,13 +40,13 @@ import pyarrow.parquet as pq
 
 from curator import __version__, readers
 from curator.adapters.base import sha256_file, short_hash
-from curator.audit.db import connect
 from curator.config import DuplicateSettings, HoldoutSettings
 from curator.errors import CorpusError, CuratorError, ReadError
 from curator.imaging import normalise
 from curator.registry import ImagePolicy
 from curator.schema import TABLES as SCHEMAS
 from curator.storage import ROW_GROUP_ROWS, Corpus
+from curator.tables import connect
 
 log = logging.getLogger(__name__)
 

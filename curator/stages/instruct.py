@@ -193,10 +193,10 @@ def _fingerprint(corpus: Corpus, settings: InstructSettings, templates: Instruct
 
 def run_instruct(corpus: Corpus, settings: InstructSettings, progress: bool = True) -> InstructResult:
     """Write the instructions table (every kept sample's entries); skipped when nothing it reads changed."""
-    from curator.audit.db import connect
     from curator.instruct.mixtures import mixture_table
     from curator.instruct.stats import task_stats
     from curator.stages.index import require_current_index
+    from curator.tables import connect
 
     require_current_index(corpus)
     templates = InstructTemplates.load(settings.templates)
@@ -222,7 +222,7 @@ def run_instruct(corpus: Corpus, settings: InstructSettings, progress: bool = Tr
 
 
 def _write(corpus: Corpus, settings: InstructSettings, templates: InstructTemplates, progress: bool) -> InstructResult:
-    from curator.audit.db import connect
+    from curator.tables import connect
 
     con = connect(corpus, ["samples", "members", "images", "annotations", "captions"])
     ctx = _context(con, settings, templates)
@@ -280,7 +280,7 @@ ENTRY_COLUMNS = (
 
 def sample_entries(corpus: Corpus, sample_id: str) -> list[dict]:
     """One sample's entries, in the order the stage wrote them (for trace, or a single shard sample)."""
-    from curator.audit.db import connect, rows
+    from curator.tables import connect, rows
 
     con = connect(corpus, ["instructions"])
     return rows(con, f"SELECT {ENTRY_COLUMNS} FROM instructions WHERE sample_id = ? ORDER BY entry_index", [sample_id])
@@ -300,7 +300,7 @@ def entries_by_sample(corpus: Corpus, split: str | None = None) -> Iterator[tupl
     (``curator.instruct.mixtures``). Each entry carries ``turns`` without the image
     placeholder; ``curator.exports.llava.conversation`` adds it where a loader wants it.
     """
-    from curator.audit.db import connect, stream
+    from curator.tables import connect, stream
 
     con = connect(corpus, ["instructions"])
     where = "WHERE split = " + "'" + split.replace("'", "''") + "'" if split else ""

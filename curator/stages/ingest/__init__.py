@@ -30,11 +30,12 @@ from pathlib import Path
 
 from curator import __version__
 from curator.adapters.base import Stats
+from curator.blobs import blob_path
 from curator.config import IngestSettings
 from curator.executors import Executor, make_executor
 from curator.registry import SourceCard
 from curator.stages.ingest.plan import SourcePlan, plan_source, unit_parts_exist, unit_stage
-from curator.stages.ingest.work import UNIT_TABLES, blob_path, ingest_unit
+from curator.stages.ingest.work import UNIT_TABLES, ingest_unit
 from curator.storage import Corpus
 from curator.units import run_units, stale_markers
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curator.adapters.base import Item, Rejected, Stats
+from curator.blobs import write_blob
 from curator.config import IngestSettings
 from curator.registry import SourceCard, adapter_class
 from curator.storage import Corpus
@@ -37,10 +38,6 @@ class UnitWork:
     # The driver's patient key, in memory only: every worker must hash with the same key, and a
     # cluster node without CURATOR_PATIENT_KEY would otherwise fall back to the demo key silently.
     patient_key: bytes
-
-
-def blob_path(sha256: str, ext: str) -> str:
-    return f"blobs/{sha256[:2]}/{sha256}.{ext}"
 
 
 def header_identities(paths: list[Path]) -> list[dict]:
@@ -94,10 +91,8 @@ def ingest_unit(unit: Unit) -> dict:
                 rejects.append(out.row)
                 continue
             for enc, row in zip(out.blobs, out.images, strict=True):
-                rel = blob_path(enc.sha256, enc.ext)
                 # content-addressed: two units (or workers) writing one image write the same bytes
-                if not corpus.exists(rel):
-                    corpus.write_bytes(rel, enc.data)
+                write_blob(corpus, enc.sha256, enc.ext, enc.data)
                 images.append(row)
             for row in out.annotations:
                 annotations.append(row)

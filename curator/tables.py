@@ -1,4 +1,4 @@
-"""DuckDB over a corpus: every index table as a view on its Parquet parts.
+"""DuckDB over a corpus: every index table as a view on its Parquet parts (stages and audit both use it).
 
 DuckDB scans the parts where they lie (a local folder, or any fsspec filesystem
 registered with it), so a query over millions of rows streams instead of loading
@@ -13,10 +13,12 @@ import os
 import tempfile
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from curator.errors import CuratorError
 from curator.schema import TABLES
-from curator.storage import Corpus
+from curator.storage import ROW_GROUP_ROWS, Corpus
 
 # DuckDB takes 80% of RAM by default. A bound makes the index step's joins and
 # window functions spill to disk instead, so a corpus of millions of images runs on
@@ -67,7 +69,41 @@ def rows(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
+def batches(con: duckdb.DuckDBPyConnection, sql: str, batch_rows: int = 65_536):
+    """A query's result as Arrow record batches: memory bounded by the batch, not the result."""
+    yield from con.sql(sql).to_arrow_reader(batch_rows)
+
+
 def stream(con: duckdb.DuckDBPyConnection, sql: str, batch_rows: int = 65_536):
     """A query's rows as dicts, fetched a record batch at a time (for results of any size)."""
-    for batch in con.sql(sql).to_arrow_reader(batch_rows):
+    for batch in batches(con, sql, batch_rows):
         yield from batch.to_pylist()
+
+
+def parquet_url(corpus: Corpus, rel: str) -> str:
+    """A corpus file as DuckDB names it in ``read_parquet`` (protocol-qualified off the local disk)."""
+    path = corpus.path(rel)
+    return _quote(path if corpus.protocol in ("file", "local") else f"{corpus.protocol}://{path}")
+
+
+def write_batches(corpus: Corpus, rel: str, schema: pa.Schema, batches, row_group_rows: int = ROW_GROUP_ROWS) -> int:
+    """Stream Arrow record batches (cast to ``schema``) into one Parquet file, atomically; return the row count.
+
+    The path for table-sized outputs (a manifest of millions of keys, a staging
+    file): batches go straight from DuckDB or Arrow to Parquet, never through
+    per-row Python dicts.
+    """
+    count = 0
+    with corpus.open_atomic(rel) as fh, pq.ParquetWriter(fh, schema, compression="zstd") as writer:
+        for batch in batches:
+            if batch.num_rows:
+                writer.write_table(pa.Table.from_batches([batch]).select(schema.names).cast(schema), row_group_rows)
+                count += batch.num_rows
+        if count == 0:
+            writer.write_table(schema.empty_table())
+    return count
+
+
+def write_table_part(corpus: Corpus, table: str, part: str, batches) -> int:
+    """``write_batches`` into ``index/<table>/part-<part>.parquet`` with the table's schema."""
+    return write_batches(corpus, f"{corpus.table_dir(table)}/part-{part}.parquet", TABLES[table], batches)

@@ -1,0 +1,149 @@
+"""Blobs on object storage: one object per image against packs, on a loopback S3 server (moto).
+
+``IMAGES`` distinct images of ``IMAGE_BYTES`` (a small 8-bit PNG's size) go to a
+bucket on moto's threaded server on 127.0.0.1, through the same s3fs path the
+corpus uses:
+
+* one object per image, as ingest writes them today (``write_blob``: an existence
+  check, then one PUT) and as the sharder reads them (one GET each), one request
+  at a time and with ``THREADS`` in flight (a pool of workers);
+* packs of ``PACK`` images (one tar per ingest unit, one multipart upload), read
+  back whole (a shard unit streaming a pack) and by byte range (``trace``-style
+  access to one image).
+
+Figures are images/s and MB/s, and the hours 5.5 million images take at that
+rate. moto is slower per request than S3 itself, so the ratio between layouts is
+the figure to read, not the absolute rate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from curator.blobs import blob_path, write_blob
+from curator.storage import Corpus
+
+IMAGES = 1500
+IMAGE_BYTES = 32 * 1024
+PACK = 500
+THREADS = 8
+GMAI = 5_500_000
+BUCKET = "curator-bench"
+
+
+@contextmanager
+def loopback_s3():
+    """moto's S3 server on 127.0.0.1 with the AWS_* variables s3fs reads; everything restored after."""
+    import fsspec
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        "NO_PROXY": "127.0.0.1",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        fsspec.filesystem("s3").clear_instance_cache()
+        fsspec.filesystem("s3", skip_instance_cache=True).mkdir(BUCKET)
+        yield f"s3://{BUCKET}"
+    finally:
+        fsspec.filesystem("s3").clear_instance_cache()
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _images() -> list[tuple[str, bytes]]:
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(IMAGES):
+        data = rng.integers(0, 256, IMAGE_BYTES, dtype=np.uint8).tobytes()
+        out.append((hashlib.sha256(data).hexdigest(), data))
+    return out
+
+
+def _pack(images: list[tuple[str, bytes]]) -> tuple[bytes, dict[str, tuple[int, int]]]:
+    """A tar of images named by sha256, and each image's (offset, size) in it."""
+    buf = io.BytesIO()
+    where = {}
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for sha, data in images:
+            info = tarfile.TarInfo(f"{sha}.png")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+            member = tar.getmember(f"{sha}.png")
+            where[sha] = (member.offset_data, len(data))
+    return buf.getvalue(), where
+
+
+def run(workdir: Path) -> list[tuple[str, float, str]]:
+    images = _images()
+    mb = IMAGES * IMAGE_BYTES / 1e6
+    figures = []
+
+    def rate(label: str, seconds: float) -> None:
+        per_s = IMAGES / seconds
+        figures.append((f"{label}", per_s, "images/s"))
+        figures.append((f"{label}: MB/s", mb / seconds, "MB/s"))
+        figures.append((f"{label}: 5.5M images", GMAI / per_s / 3600, "hours"))
+
+    with loopback_s3() as url:
+        corpus = Corpus(f"{url}/objects")
+        t = time.perf_counter()
+        for sha, data in images:
+            write_blob(corpus, sha, "png", data)
+        rate("one object per image, write, 1 in flight", time.perf_counter() - t)
+        t = time.perf_counter()
+        for sha, _ in images:
+            corpus.read_bytes(blob_path(sha, "png"))
+        rate("one object per image, read, 1 in flight", time.perf_counter() - t)
+
+        threaded = Corpus(f"{url}/threaded")
+        with ThreadPoolExecutor(THREADS) as pool:
+            t = time.perf_counter()
+            list(pool.map(lambda im: write_blob(threaded, im[0], "png", im[1]), images))
+            rate(f"one object per image, write, {THREADS} in flight", time.perf_counter() - t)
+            t = time.perf_counter()
+            list(pool.map(lambda im: threaded.read_bytes(blob_path(im[0], "png")), images))
+            rate(f"one object per image, read, {THREADS} in flight", time.perf_counter() - t)
+
+        packed = Corpus(f"{url}/packed")
+        index: dict[str, tuple[str, int, int]] = {}
+        t = time.perf_counter()
+        for i in range(0, IMAGES, PACK):
+            data, where = _pack(images[i : i + PACK])
+            rel = f"packs/unit-{i // PACK:05d}.tar"
+            with packed.open_atomic(rel) as fh:
+                fh.write(data)
+            index.update({sha: (rel, off, n) for sha, (off, n) in where.items()})
+        rate(f"packs of {PACK}, write, 1 in flight", time.perf_counter() - t)
+        t = time.perf_counter()
+        for i in range(0, IMAGES, PACK):
+            packed.read_bytes(f"packs/unit-{i // PACK:05d}.tar")
+        rate(f"packs of {PACK}, read whole, 1 in flight", time.perf_counter() - t)
+        t = time.perf_counter()
+        for sha, _ in images:
+            rel, off, n = index[sha]
+            packed.fs.cat_file(packed.path(rel), start=off, end=off + n)
+        rate(f"packs of {PACK}, read by range, 1 in flight", time.perf_counter() - t)
+    return figures

@@ -1,0 +1,232 @@
+"""Peak memory of index -> caption -> shard on synthetic corpora, all processes together.
+
+A synthetic corpus of N samples is written directly as index tables and blobs (no
+pixels to decode: the point is what grows with the number of rows): 5 sources of
+folder-per-class style (one label each of 24, 3 modalities, 4 anatomies, so
+captions are per triplet and every sample gets a ``.cls``), ~3 images per patient,
+a distinct tiny blob per image. Then a child process runs the index step, the
+offline caption stage and the shard stage (its workers are the executor's
+processes), while this process samples the resident memory of the child's whole
+process tree every 50 ms from ``/proc``. Shared pages count once per process, so
+the figure errs high.
+
+100k and 1M samples run by default (a few minutes in all on 2 cores); 10k too, for
+the growth ratio the issue sets (at most 1.5x from 10k to 100k).
+``CURATOR_BENCH_SAMPLES=5500000`` (comma-separated sizes) replaces the list: the
+GMAI-VL-sized run takes about half an hour and ~30 GB of disk here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curator.schema import ANNOTATIONS, IMAGES, SOURCES
+
+SIZES_ENV = "CURATOR_BENCH_SAMPLES"
+DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
+SOURCES_N = 5
+LABELS = [f"finding {i:02d}" for i in range(24)]
+MODALITIES = ["CT", "MRI", "X-ray"]
+ANATOMIES = ["chest", "brain", "knee", "abdomen"]
+BATCH = 100_000
+POLL_S = 0.05
+
+
+def make_corpus(root: Path, n: int, seed: int = 0) -> None:
+    """Index tables (sources, images, annotations) and one blob per image, written in batches."""
+    rng = np.random.default_rng(seed)
+    (root / "index" / "images").mkdir(parents=True, exist_ok=True)
+    (root / "index" / "annotations").mkdir(parents=True, exist_ok=True)
+    (root / "index" / "sources").mkdir(parents=True, exist_ok=True)
+    per = -(-n // SOURCES_N)
+    done = 0
+    for s in range(SOURCES_N):
+        sid = f"synth{s}"
+        src = {f.name: None for f in SOURCES}
+        src.update(source_id=sid, name=sid, version="1", license="CC-BY-4.0", access="open")
+        pq.write_table(pa.Table.from_pylist([src], schema=SOURCES), root / "index" / "sources" / f"part-{sid}.parquet")
+        count = min(per, n - done)
+        images = pq.ParquetWriter(root / "index" / "images" / f"part-{sid}.parquet", IMAGES, compression="zstd")
+        notes = pq.ParquetWriter(
+            root / "index" / "annotations" / f"part-{sid}.parquet", ANNOTATIONS, compression="zstd"
+        )
+        for start in range(0, count, BATCH):
+            m = min(BATCH, count - start)
+            ids = [f"{sid}-{i:012d}" for i in range(start, start + m)]
+            shas = []
+            for i in ids:
+                data = f"synthetic image {i}".encode()
+                sha = hashlib.sha256(data).hexdigest()
+                path = root / "blobs" / sha[:2] / f"{sha}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+                shas.append(sha)
+            label = rng.integers(0, len(LABELS), m)
+            modality = np.array(MODALITIES)[label % len(MODALITIES)]
+            anatomy = np.array(ANATOMIES)[label % len(ANATOMIES)]
+            split = np.where(rng.random(m) < 0.9, "train", np.where(rng.random(m) < 0.5, "val", "test"))
+            images.write_table(
+                pa.table(
+                    {
+                        "sample_id": ids,
+                        "source_id": [sid] * m,
+                        "original_uri": [f"{LABELS[k]}/{i}.png" for k, i in zip(label, ids, strict=True)],
+                        "original_sha256": shas,
+                        "original_format": ["png"] * m,
+                        "frame_index": pa.nulls(m, pa.int32()),
+                        "plane": pa.nulls(m, pa.string()),
+                        "image_sha256": shas,
+                        "phash": [f"{int(h):016x}" for h in rng.integers(0, 2**63, m)],
+                        "image_format": ["png"] * m,
+                        "image_bytes": np.full(m, len(f"synthetic image {ids[0]}")),
+                        "width": np.full(m, 64, dtype=np.int32),
+                        "height": np.full(m, 64, dtype=np.int32),
+                        "bit_depth": np.full(m, 8, dtype=np.int8),
+                        "channels": np.ones(m, dtype=np.int8),
+                        "modality": modality,
+                        "anatomy": anatomy,
+                        "department": ["radiology"] * m,
+                        "patient_key": [f"p{s}-{(start + j) // 3}" for j in range(m)],
+                        "study_key": pa.nulls(m, pa.string()),
+                        "split": split,
+                        "adapter": ["class_folders"] * m,
+                        "adapter_version": ["1"] * m,
+                        "transform": ['{"resize": null}'] * m,
+                    },
+                    schema=IMAGES,
+                )
+            )
+            notes.write_table(
+                pa.table(
+                    {
+                        "annotation_id": [f"{i}-0" for i in ids],
+                        "sample_id": ids,
+                        "source_id": [sid] * m,
+                        "kind": ["label"] * m,
+                        "text": np.array(LABELS)[label],
+                        "value": ["positive"] * m,
+                        "native": np.array(LABELS)[label],
+                        "language": ["en"] * m,
+                        "payload": pa.nulls(m, pa.string()),
+                    },
+                    schema=ANNOTATIONS,
+                )
+            )
+        images.close()
+        notes.close()
+        done += count
+
+
+def _tree_rss(root_pid: int) -> int:
+    """Resident bytes of a process and all its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, frontier = {root_pid}, [root_pid]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    total = 0
+    page = os.sysconf("SC_PAGE_SIZE")
+    for pid in tree:
+        try:
+            with open(f"/proc/{pid}/statm") as fh:
+                total += int(fh.read().split()[1]) * page
+        except OSError:
+            continue
+    return total
+
+
+def measure(corpus_dir: Path) -> dict:
+    """Run index -> caption -> shard in a child; return its stage times and the tree's peak RSS."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CURATOR_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.bench_memory", str(corpus_dir)],
+        stdout=subprocess.PIPE,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _tree_rss(proc.pid))
+        time.sleep(POLL_S)
+    out = proc.stdout.read()
+    if proc.returncode:
+        raise RuntimeError(f"memory bench child failed with exit code {proc.returncode}")
+    return {**json.loads(out), "peak_mib": peak / 1024**2}
+
+
+def _child(corpus_dir: str) -> None:
+    from curator.config import CaptionSettings, DuplicateSettings, HoldoutSettings, ShardSettings
+    from curator.stages.caption import run_caption
+    from curator.stages.index import run_index
+    from curator.stages.shard import run_shard
+    from curator.storage import Corpus
+
+    corpus = Corpus(corpus_dir)
+    times = {}
+    t = time.perf_counter()
+    run_index(corpus, DuplicateSettings(), HoldoutSettings())
+    times["index_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    run_caption(corpus, CaptionSettings(), progress=False)
+    times["caption_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    result = run_shard(corpus, ShardSettings(), "mem", progress=False)
+    times["shard_s"] = time.perf_counter() - t
+    times["samples"] = result.samples
+    times["shards"] = len(result.shards)
+    print(json.dumps(times))
+
+
+def sizes() -> list[int]:
+    raw = os.environ.get(SIZES_ENV)
+    return [int(x) for x in raw.split(",")] if raw else list(DEFAULT_SIZES)
+
+
+def run(workdir: Path):
+    """Figures per size as each finishes (a generator: the 1M and 5.5M runs take minutes)."""
+    import shutil
+
+    peaks = {}
+    for n in sizes():
+        corpus_dir = workdir / f"synthetic-{n}"
+        t = time.perf_counter()
+        make_corpus(corpus_dir, n)
+        make_s = time.perf_counter() - t
+        got = measure(corpus_dir)
+        peaks[n] = got["peak_mib"]
+        label = f"{n:,} samples"
+        yield f"{label}: peak RSS, all processes", got["peak_mib"], "MiB"
+        yield f"{label}: index / caption / shard", got["index_s"] + got["caption_s"] + got["shard_s"], "s"
+        yield f"{label}:   index step", got["index_s"], "s"
+        yield f"{label}:   caption stage (offline)", got["caption_s"], "s"
+        yield f"{label}:   shard stage ({got['shards']} shards)", got["shard_s"], "s"
+        yield f"{label}:   writing the synthetic corpus", make_s, "s"
+        shutil.rmtree(corpus_dir)
+    if 10_000 in peaks and 100_000 in peaks:
+        yield "peak growth 10k -> 100k samples (goal <= 1.5)", peaks[100_000] / peaks[10_000], "x"
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1])

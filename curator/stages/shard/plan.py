@@ -1,0 +1,218 @@
+"""The shard plan: which keys go into which shard, held as compact arrays.
+
+Per mixture (the main set in ``shards/``, named ones in ``shards/mixtures/<name>/``)
+and split: per-source weights up- or down-sample deterministically (repeats get
+keys ``<sample_id>-r<N>``), one seeded global shuffle mixes every source into
+every shard, and the shard count is the smallest (rounded up to a multiple of
+``multiple_of``) for which balanced sample counts keep each shard within
+``max_bytes`` and ``max_samples``.
+
+Samples are rows of the staging records (sample_id order); the plan holds, per
+shard, numpy arrays of those rows and repeat numbers, never a Python object per sample.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curator.adapters.base import short_hash
+from curator.config import Mixture, ShardSettings
+from curator.layout import mixture_root, repeat_key
+from curator.stages.shard.tar import tar_size
+
+log = logging.getLogger(__name__)
+SPLIT_ORDER = ("train", "val", "test")
+
+
+@dataclass
+class Samples:
+    """What planning needs of every sample, column-wise: one entry per staging row."""
+
+    sample_id: pa.Array
+    split: np.ndarray  # int32 codes into ``splits``
+    splits: list[str]
+    size: np.ndarray  # int64 tar bytes
+    digest: np.ndarray  # (n, 16) uint8
+    sources: pa.ListArray
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> Samples:
+        split = pc.dictionary_encode(table["split"].combine_chunks())
+        digest = table["digest"].combine_chunks()
+        raw = np.frombuffer(digest.buffers()[1], dtype=np.uint8)
+        return cls(
+            sample_id=table["sample_id"].combine_chunks(),
+            split=split.indices.to_numpy(zero_copy_only=False).astype(np.int32),
+            splits=split.dictionary.to_pylist(),
+            size=table["size"].to_numpy().astype(np.int64),
+            digest=raw[digest.offset * 16 : (digest.offset + len(digest)) * 16].reshape(-1, 16),
+            sources=table["sources"].combine_chunks(),
+        )
+
+    def __len__(self) -> int:
+        return len(self.size)
+
+    def rows_of(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.split == self.splits.index(split)) if split in self.splits else np.array([], int)
+
+
+@dataclass
+class PlannedShard:
+    number: int  # position in the plan: the staging file's shard column
+    mixture: str | None
+    split: str
+    rel: str
+    rows: np.ndarray  # staging rows, in tar order
+    repeats: np.ndarray  # repeat number of each (0: the sample itself)
+
+    def keys(self, samples: Samples) -> list[tuple[str, str]]:
+        """(WebDataset key, sample_id) in tar order (one shard's worth of strings)."""
+        ids = samples.sample_id.take(pa.array(self.rows)).to_pylist()
+        return [(repeat_key(sid, int(r)), sid) for sid, r in zip(ids, self.repeats, strict=True)]
+
+    def fingerprint(self, samples: Samples) -> str:
+        """Changes with the shard's name and with any byte any of its samples puts in it."""
+        h = hashlib.sha256(self.rel.encode())
+        h.update(np.ascontiguousarray(samples.digest[self.rows]).tobytes())
+        h.update(self.repeats.astype(np.int32).tobytes())
+        return h.hexdigest()[:32]
+
+
+def ordered_splits(splits) -> list[str]:
+    return sorted(splits, key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else 9, s))
+
+
+def _rng(*parts) -> np.random.Generator:
+    return np.random.default_rng(int(short_hash(*parts, n=15), 16))
+
+
+def expand(
+    rows: np.ndarray, samples: Samples, mixture: Mixture, settings: ShardSettings, name: str | None, split: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, repeats) after weighting, in (row, repeat) order (shuffled later).
+
+    A sample counts under the source that gives it the largest weight (a merged
+    image that a weighted source annotates is wanted by that source). Per source,
+    weight ``w`` means ``floor(w)`` copies of every sample plus one more for a
+    seeded ``round(frac(w) * n)`` of them, so counts are exact and repeatable.
+    """
+    if split not in settings.weighted_splits or (not mixture.weights and mixture.default_weight == 1):
+        return rows, np.zeros(len(rows), dtype=np.int32)
+    sources = samples.sources.take(pa.array(rows))
+    flat = sources.flatten().to_pylist()
+    names = sorted(set(flat) | {""})
+
+    def weight(source: str) -> float:
+        return mixture.weights.get(source, mixture.default_weight)
+
+    # rank sources by (weight, name): the max rank per sample is its weighting source
+    ranked = sorted(names, key=lambda src: (weight(src), src))
+    rank = {src: i for i, src in enumerate(ranked)}
+    offsets = sources.offsets.to_numpy()
+    flat_rank = np.array([rank[s] for s in flat], dtype=np.int64)
+    lengths = np.diff(offsets)
+    best = np.full(len(rows), rank[""], dtype=np.int64)
+    has = lengths > 0
+    if flat_rank.size:
+        best[has] = np.maximum.reduceat(flat_rank, (offsets[:-1] - offsets[0])[has])
+    copies = np.zeros(len(rows), dtype=np.int64)
+    for r in np.unique(best):
+        source = ranked[int(r)]
+        members = np.flatnonzero(best == r)
+        w = weight(source)
+        whole = math.floor(w)
+        extra = round((w - whole) * len(members))
+        lucky = _rng(settings.seed, name or "", split, source, "weight").permutation(len(members))[:extra]
+        copies[members] = whole
+        copies[members[lucky]] += 1
+    out_rows = np.repeat(rows, copies)
+    starts = np.repeat(np.cumsum(copies) - copies, copies)
+    out_reps = (np.arange(len(out_rows)) - starts).astype(np.int32)
+    return out_rows, out_reps
+
+
+def shard_counts(sizes, settings: ShardSettings, split: str = "") -> list[int]:
+    """Samples per shard: balanced (differing by at most one) and as few shards as the limits allow.
+
+    The count starts at what ``max_bytes`` and ``max_samples`` require, is rounded
+    up to a multiple of ``multiple_of``, and grows until no shard exceeds
+    ``max_bytes`` unless it holds a single sample.
+    """
+    n_items = len(sizes)
+    if n_items == 0:
+        return []
+    step = settings.multiple_of
+    if n_items < step:
+        log.warning(
+            "split '%s' has %d samples, fewer than multiple_of=%d: its shard count cannot be a multiple",
+            split,
+            n_items,
+            step,
+        )
+        step = 1
+    prefix = np.concatenate([[0], np.cumsum(np.asarray(sizes, dtype=np.int64))])
+    limit = int(settings.max_bytes)
+    n = max(1, math.ceil(tar_size(int(prefix[-1])) / limit), math.ceil(n_items / settings.max_samples))
+    n = min(math.ceil(n / step) * step, n_items // step * step)
+    while True:
+        counts = [n_items // n + (i < n_items % n) for i in range(n)]
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        chunk_bytes = tar_size(prefix[bounds[1:]] - prefix[bounds[:-1]])
+        if all(b <= limit or c == 1 for b, c in zip(chunk_bytes.tolist(), counts, strict=True)):
+            return _warn_if_over(counts, settings, split)
+        bigger = max(n + step, math.ceil(n * int(chunk_bytes.max()) / limit / step) * step)
+        if bigger > n_items:
+            bigger = n_items // step * step
+            if bigger == n:
+                log.warning(
+                    "split '%s': multiple_of=%d leaves shards over max_bytes=%d (largest %d bytes)",
+                    split,
+                    settings.multiple_of,
+                    limit,
+                    int(chunk_bytes.max()),
+                )
+                return _warn_if_over(counts, settings, split)
+        n = bigger
+
+
+def _warn_if_over(counts: list[int], settings: ShardSettings, split: str) -> list[int]:
+    if counts and max(counts) > settings.max_samples:
+        log.warning(
+            "split '%s': multiple_of=%d overrides max_samples=%d: shards hold up to %d samples",
+            split,
+            settings.multiple_of,
+            settings.max_samples,
+            max(counts),
+        )
+    return counts
+
+
+def plan_shards(samples: Samples, settings: ShardSettings, name: str) -> list[PlannedShard]:
+    """Every shard of every mixture and split, with its rows in tar order."""
+    plan = []
+    for mixture_name, mixture in settings.all_mixtures().items():
+        root = mixture_root(mixture_name)
+        stem = name if mixture_name is None else f"{name}-{mixture_name}"
+        for split in ordered_splits(samples.splits):
+            if mixture.splits is not None and split not in mixture.splits:
+                continue
+            rows, reps = expand(samples.rows_of(split), samples, mixture, settings, mixture_name, split)
+            # main set: the same seed derivation as before mixtures existed, so its shards keep their bytes
+            rng = _rng(settings.seed, split) if mixture_name is None else _rng(settings.seed, mixture_name, split)
+            order = rng.permutation(len(rows))
+            rows, reps = rows[order], reps[order]
+            counts = shard_counts(samples.size[rows], settings, split)
+            start = 0
+            for i, count in enumerate(counts):
+                rel = f"{root}/{split}/{stem}-{split}-{i:06d}.tar"
+                sl = slice(start, start + count)
+                plan.append(PlannedShard(len(plan), mixture_name, split, rel, rows[sl], reps[sl]))
+                start += count
+    return plan

@@ -1,0 +1,299 @@
+"""Shard records: every kept sample's ``.json``, ``.txt`` and ``.cls``, streamed from DuckDB in batches.
+
+One SQL query gathers, per sample the index keeps (``samples.status = 'keep'``),
+the provenance of every member (source card, original file and hash, adapter,
+transform), the annotations of all its sources (each tagged with its source;
+annotations identical within one source appear once), its caption triplet and
+the triplet's validated captions, and its class. Python turns one batch of those
+rows at a time into the members a tar needs, so memory is bounded by the batch,
+never by the corpus. Records are written, in sample_id order, to a staging Parquet
+file that the plan and the tar writers read.
+
+Optional tables join cleanly: a :class:`RecordExtra` names a table and a SQL
+aggregate per sample; when the table has parts its list lands in the ``.json``
+under the extra's field (how the instruction stage's conversations will arrive).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from curator.adapters.base import short_hash
+from curator.blobs import blob_ext
+from curator.config import ShardSettings
+from curator.stages.caption import TRIPLETS_SQL
+from curator.stages.shard.tar import member_size
+from curator.tables import batches
+
+BATCH_ROWS = 8192
+
+# The staging file: one row per kept sample, in sample_id order ("row" is its position).
+RECORDS = pa.schema(
+    [
+        ("row", pa.int64()),
+        ("sample_id", pa.string()),
+        ("split", pa.string()),
+        ("ext", pa.string()),
+        ("blob_sha256", pa.string()),
+        ("blob_source", pa.string()),
+        ("json", pa.binary()),
+        ("txt", pa.binary()),
+        ("cls", pa.binary()),  # null: no class index applies
+        ("size", pa.int64()),  # the sample's tar bytes, headers and padding included
+        ("digest", pa.binary(16)),  # of everything the sample puts in a tar: unit fingerprints use it
+        ("sources", pa.list_(pa.string())),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class RecordExtra:
+    """An optional per-sample list from another table: ``sql`` yields (sample_id, value) rows, one per sample."""
+
+    field: str  # the .json key
+    table: str  # joined only when this table has parts
+    sql: str
+
+
+# Each sample's training entries from the instruct stage (all its tasks together, IMAX-style),
+# in the sample's own entry order; the same rows `curator export llava` writes.
+CONVERSATIONS = RecordExtra(
+    "conversations",
+    "instructions",
+    """
+    SELECT sample_id, list(struct_pack(entry_id, entry_index, source_id, task, form, family, language, turns,
+                                       generator, model, prompt_id, prompt_sha256, validation, origin)
+                           ORDER BY entry_index, entry_id) AS value
+    FROM instructions GROUP BY sample_id
+    """,
+)
+
+
+# A class index applies to single-label *sources*: every sample the source labels
+# carries exactly one positive label *from that source* (folder-per-class layouts such
+# as RadImageNet). Multi-label findings (CheXpert) and masks naming several structures
+# (MSD) do not qualify, not even for their samples with one label. Each source is judged
+# on its own annotations (a label without a source counts for every source of its
+# sample), so a cross-source duplicate cannot disqualify a whole source. A merged sample
+# takes its class from its qualifying sources when they name one label.
+CLASSES_SQL = """
+CREATE OR REPLACE TEMP TABLE shard_classes AS
+WITH labels AS (
+    SELECT DISTINCT mb.sample_id, a.source_id, a.text, a.value
+    FROM members mb
+    JOIN samples s ON s.sample_id = mb.sample_id AND s.status = 'keep'
+    JOIN annotations a ON a.sample_id = mb.member_id AND a.kind = 'label'
+), sample_sources AS (
+    SELECT s.sample_id, unnest(s.source_ids) AS source_id FROM samples s
+    WHERE s.status = 'keep' AND s.sample_id IN (SELECT sample_id FROM labels)
+), judged AS (  -- the sources each labelled sample is judged under: those naming its labels, else all of its own
+    SELECT DISTINCT l.sample_id, coalesce(l.source_id, ss.source_id) AS source_id
+    FROM labels l LEFT JOIN sample_sources ss ON l.source_id IS NULL AND ss.sample_id = l.sample_id
+), per_source AS (
+    SELECT j.sample_id, j.source_id,
+           CASE WHEN count(DISTINCT l.text) = 1 AND bool_and(l.value = 'positive') THEN any_value(l.text) END AS label
+    FROM judged j JOIN labels l
+      ON l.sample_id = j.sample_id AND (l.source_id = j.source_id OR l.source_id IS NULL)
+    GROUP BY j.sample_id, j.source_id
+), qualifying AS (
+    SELECT source_id FROM per_source GROUP BY source_id HAVING bool_and(label IS NOT NULL)
+)
+SELECT p.sample_id, any_value(p.label) AS label
+FROM per_source p JOIN qualifying q USING (source_id)
+GROUP BY p.sample_id HAVING count(DISTINCT p.label) = 1
+"""
+
+
+def class_vocabulary(con) -> list[str]:
+    """Sorted class labels over all splits (so train, val and test agree): class index = position."""
+    con.execute(CLASSES_SQL)
+    return [r[0] for r in con.execute("SELECT DISTINCT label FROM shard_classes ORDER BY label").fetchall()]
+
+
+def _records_sql(extras: Sequence[RecordExtra]) -> str:
+    extra_cols = "".join(f", x{i}.value AS {e.field}" for i, e in enumerate(extras))
+    extra_joins = "".join(f" LEFT JOIN ({e.sql}) x{i} ON x{i}.sample_id = s.sample_id" for i, e in enumerate(extras))
+    return f"""
+    WITH keep AS (SELECT * FROM samples WHERE status = 'keep'),
+    prov AS (
+        SELECT mb.sample_id AS sid, list(struct_pack(
+                   member_id := i.sample_id, source_id := i.source_id, source_name := src.name,
+                   source_version := src.version, license := src.license, access := src.access,
+                   citation := src.citation, homepage := src.homepage, original_uri := i.original_uri,
+                   original_sha256 := i.original_sha256, original_format := i.original_format,
+                   frame_index := i.frame_index, plane := i.plane, split := i.split, adapter := i.adapter,
+                   adapter_version := i.adapter_version, transform := i.transform,
+                   image_sha256 := i.image_sha256, image_format := i.image_format, image_bytes := i.image_bytes,
+                   width := i.width, height := i.height, bit_depth := i.bit_depth, channels := i.channels
+               ) ORDER BY mb.member_id) AS members
+        FROM members mb
+        JOIN keep s ON s.sample_id = mb.sample_id
+        JOIN images i ON i.sample_id = mb.member_id
+        JOIN sources src ON src.source_id = i.source_id
+        GROUP BY mb.sample_id
+    ),
+    notes AS (
+        SELECT sid, list(struct_pack(source_id, kind, text, value, native, language, payload)
+                         ORDER BY source_id, kind, text, value, native, language, payload) AS notes
+        FROM (SELECT DISTINCT mb.sample_id AS sid, a.source_id, a.kind, a.text, a.value, a.native, a.language,
+                     a.payload
+              FROM members mb JOIN keep s ON s.sample_id = mb.sample_id
+              JOIN annotations a ON a.sample_id = mb.member_id)
+        GROUP BY sid
+    ),
+    caps AS (
+        SELECT triplet_id, list(struct_pack(caption, language, generator, model, prompt_id, prompt_sha256)
+                                ORDER BY language, caption_index) AS captions
+        FROM captions WHERE validation = 'ok' GROUP BY triplet_id
+    )
+    SELECT s.sample_id, s.modality, s.anatomy, s.department, s.split, s.split_rule, s.duplicate_of,
+           prov.members, notes.notes, st.triplet_id, st.label AS triplet_label, st.anatomy AS triplet_anatomy,
+           st.modality AS triplet_modality, caps.captions, cls.label AS class_label{extra_cols}
+    FROM keep s
+    JOIN prov ON prov.sid = s.sample_id
+    LEFT JOIN notes ON notes.sid = s.sample_id
+    LEFT JOIN sample_triplets st ON st.sample_id = s.sample_id
+    LEFT JOIN caps ON caps.triplet_id = st.triplet_id
+    LEFT JOIN shard_classes cls ON cls.sample_id = s.sample_id{extra_joins}
+    ORDER BY s.sample_id
+    """
+
+
+def record_batches(
+    con, settings: ShardSettings, classes: list[str], extras: Sequence[RecordExtra] = (), batch_rows: int = BATCH_ROWS
+) -> Iterator[pa.RecordBatch]:
+    """Staging rows (schema ``RECORDS``), one batch at a time, in sample_id order.
+
+    ``con`` holds the index views and ``shard_classes`` (see :func:`class_vocabulary`).
+    """
+    con.execute(TRIPLETS_SQL)
+    present = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    extras = [e for e in extras if e.table in present]
+    index = {label: i for i, label in enumerate(classes)}
+    row = 0
+    for batch in batches(con, _records_sql(extras), batch_rows):
+        out = {name: [] for name in RECORDS.names}
+        for r in batch.to_pylist():
+            record = _record(r, extras)
+            img = r["members"][0]  # the canonical member: its id is the sample's
+            js = json.dumps(record, sort_keys=True, ensure_ascii=False).encode()
+            txt = choose_text(record, settings).encode()
+            cls = None if r["class_label"] is None else str(index[r["class_label"]]).encode()
+            size = member_size(img["image_bytes"]) + member_size(len(js)) + member_size(len(txt))
+            digest = hashlib.sha256(img["image_sha256"].encode() + b"\0" + js + b"\0" + txt + b"\0" + (cls or b"-"))
+            out["row"].append(row)
+            out["sample_id"].append(record["sample_id"])
+            out["split"].append(r["split"])
+            out["ext"].append(blob_ext(img["image_format"]))
+            out["blob_sha256"].append(img["image_sha256"])
+            out["blob_source"].append(img["source_id"])
+            out["json"].append(js)
+            out["txt"].append(txt)
+            out["cls"].append(cls)
+            out["size"].append(size + (member_size(len(cls)) if cls is not None else 0))
+            out["digest"].append(digest.digest()[:16])
+            out["sources"].append(record["sources"])
+            row += 1
+        yield pa.RecordBatch.from_pydict(out, schema=RECORDS)
+
+
+def _record(r: dict, extras: Sequence[RecordExtra]) -> dict:
+    """The sample's ``.json``: provenance and all annotations, captions and (later) conversations."""
+    members = r["members"]
+    img = members[0]
+    notes = r["notes"] or []
+    record = {
+        "sample_id": r["sample_id"],
+        "image": {k: img[k] for k in ("image_sha256", "image_format", "width", "height", "bit_depth", "channels")},
+        "modality": r["modality"],
+        "anatomy": r["anatomy"],
+        "department": r["department"],
+        "split": r["split"],
+        "split_rule": r["split_rule"],
+        "sources": sorted({m["source_id"] for m in members}),
+        "licenses": sorted({m["license"] for m in members}),
+        "access": sorted({m["access"] for m in members}),
+        "near_duplicate_of": r["duplicate_of"],
+        "provenance": [
+            {
+                "member_id": m["member_id"],
+                "source_id": m["source_id"],
+                "source_name": m["source_name"],
+                "source_version": m["source_version"],
+                "license": m["license"],
+                "access": m["access"],
+                "citation": m["citation"],
+                "homepage": m["homepage"],
+                "original_uri": m["original_uri"],
+                "original_sha256": m["original_sha256"],
+                "original_format": m["original_format"],
+                "frame_index": m["frame_index"],
+                "plane": m["plane"],
+                "split": m["split"],
+                "adapter": {"name": m["adapter"], "version": m["adapter_version"]},
+                "transform": json.loads(m["transform"]),
+            }
+            for m in members
+        ],
+        # payload carries what a label or text needs beyond its words: mask boxes,
+        # a report's section name, a VQA pair's answer
+        "labels": [
+            {"label": a["text"], "value": a["value"], "native": a["native"], "source_id": a["source_id"], **_payload(a)}
+            for a in notes
+            if a["kind"] == "label"
+        ],
+        "texts": [
+            {
+                "kind": a["kind"],
+                "text": a["text"],
+                "language": a["language"],
+                "source_id": a["source_id"],
+                **_payload(a),
+            }
+            for a in notes
+            if a["kind"] != "label"
+        ],
+        "triplet": None
+        if r["triplet_id"] is None
+        else {
+            "triplet_id": r["triplet_id"],
+            "label": r["triplet_label"],
+            "anatomy": r["triplet_anatomy"],
+            "modality": r["triplet_modality"],
+        },
+        "captions": list(r["captions"] or []),
+    }
+    for extra in extras:
+        record[extra.field] = r[extra.field] or []
+    return record
+
+
+def _payload(annotation: dict) -> dict:
+    payload = json.loads(annotation["payload"] or "{}")
+    return {"payload": payload} if payload else {}
+
+
+def choose_text(record: dict, settings: ShardSettings) -> str:
+    """The .txt: a source caption, else a whole report, else a seeded generated caption.
+
+    Report sections and VQA questions stay in the .json: a section is part of a
+    report already offered, and a question does not describe the image.
+    """
+    texts = [t["text"] for t in record["texts"] if t["kind"] == "caption"]
+    texts = texts or [
+        t["text"] for t in record["texts"] if t["kind"] == "report" and "section" not in t.get("payload", {})
+    ]
+    if not texts:
+        caps = record["captions"]
+        preferred = [c["caption"] for c in caps if c["language"] == settings.txt_language]
+        texts = preferred or [c["caption"] for c in caps]
+    if not texts:
+        return ""
+    rng = np.random.default_rng(int(short_hash(settings.seed, record["sample_id"], n=15), 16))
+    return texts[int(rng.integers(len(texts)))]

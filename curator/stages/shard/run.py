@@ -1,0 +1,290 @@
+"""The shard stage end to end: records -> plan -> one unit per shard on an executor -> indexes.
+
+1. Records: every kept sample's members, streamed from DuckDB and staged in
+   ``_work/shard/records.parquet`` (sample_id order).
+2. Plan: compact arrays of rows per shard (``plan.py``); each shard is a
+   :class:`curator.units.Unit` whose fingerprint covers its name and every byte its
+   samples put in it.
+3. Shards still to write get their rows routed by DuckDB (a join and an external
+   sort, spilling to disk) into ``_work/shard/by-shard.parquet``, one small row
+   group range per shard; each unit reads only its own rows, copies the blobs
+   (hash-checked) and writes its tar. Units run on any executor (serial, local
+   process pool, Ray) with the same bytes.
+4. Indexes, written after the previous run's are removed (``indexes.py``).
+
+A re-run keeps a shard only when its marker matches and its bytes still hash to
+it (size only with ``verify=False``); the stage is skipped when every output is
+present and every shard is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curator.blobs import read_blob
+from curator.config import ShardSettings
+from curator.errors import CuratorError
+from curator.executors import Executor, default_workers, make_executor
+from curator.layout import STATS_KIND, mixture_root, repeat_key, stats_path
+from curator.stages.index import require_current_index
+from curator.stages.shard import indexes
+from curator.stages.shard.indexes import SampleExtras, ShardInfo, unit_id
+from curator.stages.shard.plan import PlannedShard, Samples, plan_shards
+from curator.stages.shard.records import RECORDS, RecordExtra, class_vocabulary, record_batches
+from curator.stages.shard.tar import write_tar
+from curator.storage import Corpus
+from curator.tables import connect, parquet_url, write_batches
+from curator.units import Unit, run_units
+
+log = logging.getLogger(__name__)
+STAGING = "_work/shard"
+RECORDS_REL = f"{STAGING}/records.parquet"
+BY_SHARD_REL = f"{STAGING}/by-shard.parquet"
+# Rows per row group of the routed file: a unit reads only the groups holding its shard.
+ROUTED_ROW_GROUP = 1024
+ROUTED = pa.schema(
+    [
+        ("shard", pa.int32()),
+        ("pos", pa.int64()),
+        ("rep", pa.int32()),
+        ("sample_id", pa.string()),
+        ("ext", pa.string()),
+        ("blob_sha256", pa.string()),
+        ("blob_source", pa.string()),
+        ("json", pa.binary()),
+        ("txt", pa.binary()),
+        ("cls", pa.binary()),
+        ("sources", pa.list_(pa.string())),
+    ]
+)
+POOL_MIN_BYTES = 256 * 1024**2
+TABLES = ["samples", "members", "images", "sources", "annotations", "captions"]
+
+
+@dataclass
+class ShardResult:
+    shards: list[ShardInfo] = field(default_factory=list)
+    samples: int = 0
+    skipped: bool = False
+    classes: list[str] = field(default_factory=list)
+
+    @property
+    def written(self) -> int:
+        return sum(not s.kept for s in self.shards)
+
+
+@dataclass(frozen=True)
+class TarJob:
+    """A unit's payload: where its rows are and where its tar goes (picklable, a few strings)."""
+
+    corpus: str
+    routed: str
+    number: int
+    rel: str
+
+
+def write_shard(unit: Unit) -> dict:
+    """Work of one unit, anywhere: read its routed rows, copy its blobs, write its tar, then its ``_stats.json``."""
+    job: TarJob = unit.payload
+    corpus = Corpus(job.corpus)
+    table = pq.read_table(
+        corpus.path(job.routed), filesystem=corpus.fs, filters=[("shard", "=", job.number)], schema=ROUTED
+    ).sort_by("pos")
+    counts = Counter()
+    size, sha, md5 = write_tar(corpus, job.rel, _members(corpus, table, counts))
+    sources = Counter(src for srcs in table["sources"].to_pylist() for src in srcs)
+    corpus.write_json(
+        stats_path(job.rel),
+        {
+            "kind": STATS_KIND,
+            "shard": job.rel.rsplit("/", 1)[-1],
+            "samples": table.num_rows,
+            "members": dict(sorted(counts.items())),
+            "bytes": size,
+            "sha256": sha,
+            "sources": dict(sorted(sources.items())),
+        },
+    )
+    return {"bytes": size, "sha256": sha, "md5": md5, "nsamples": table.num_rows}
+
+
+def _members(corpus: Corpus, table: pa.Table, counts: Counter):
+    """A shard's (name, data) members in tar order; ``counts`` tallies them by extension."""
+    cols = [table[c].to_pylist() for c in ("sample_id", "rep", "ext", "blob_sha256", "blob_source", "json", "txt")]
+    cls = table["cls"].to_pylist()
+    for (sid, rep, ext, sha, source, js, txt), c in zip(zip(*cols, strict=True), cls, strict=True):
+        key = repeat_key(sid, rep)
+        counts.update([ext, "json", "txt", *(["cls"] if c is not None else [])])
+        yield f"{key}.{ext}", read_blob(corpus, sha, ext, source)
+        yield f"{key}.json", js
+        yield f"{key}.txt", txt
+        if c is not None:
+            yield f"{key}.cls", c
+
+
+def run_shard(
+    corpus: Corpus,
+    settings: ShardSettings,
+    name: str,
+    progress: bool = True,
+    verify: bool = True,
+    executor: Executor | None = None,
+    extras: Sequence[RecordExtra] = (),
+) -> ShardResult:
+    """Write every planned shard, then the manifest table and indexes; skip it all if nothing changed.
+
+    ``executor`` runs one unit per shard (default: a local process pool over all
+    cores, or this process when at most one shard is to be written); the output
+    does not depend on it. ``verify`` re-hashes each shard an earlier run left
+    before keeping it; without it a shard is kept when its marker matches and its
+    size is right. ``extras`` join optional per-sample tables into each ``.json``.
+    """
+    require_current_index(corpus)
+    con = connect(corpus, TABLES + [e.table for e in extras if corpus.table_parts(e.table)])
+    classes = class_vocabulary(con)
+    write_batches(corpus, RECORDS_REL, RECORDS, record_batches(con, settings, classes, extras))
+    staged = pq.read_table(
+        corpus.path(RECORDS_REL), filesystem=corpus.fs, columns=["sample_id", "split", "size", "digest", "sources"]
+    )
+    samples = Samples.from_table(staged)
+    del staged
+    plan = plan_shards(samples, settings, name)
+    units = [
+        Unit("shard", unit_id(p.rel), p.fingerprint(samples), TarJob(corpus.url, BY_SHARD_REL, p.number, p.rel))
+        for p in plan
+    ]
+    digest = hashlib.sha256("\0".join([settings.model_dump_json(), name, *classes]).encode())
+    for u in units:
+        digest.update(f"\0{u.id}={u.fingerprint}".encode())
+    fingerprint = digest.hexdigest()[:32]
+
+    checked: dict[str, bool] = {}  # each earlier shard is hashed once, whether skipping or redoing
+
+    def kept(unit: Unit) -> bool:
+        if unit.id not in checked:
+            checked[unit.id] = _verified(corpus, unit, rehash=verify)
+        return checked[unit.id]
+
+    mixtures = settings.all_mixtures()
+    marker = corpus.marker("shard", "all")
+    if (
+        marker
+        and marker["fingerprint"] == fingerprint
+        and not indexes.missing_outputs(corpus, mixtures, plan)
+        and all(kept(u) for u in units)
+    ):
+        _clear_staging(corpus)
+        shards = [ShardInfo(**{**s, "kept": True}) for s in marker["shards"]]
+        return ShardResult(shards, len(samples), skipped=True, classes=classes)
+    corpus.clear_marker("shard", "all")
+    indexes.remove_indexes(corpus)  # an index must never describe shards that are being rewritten
+
+    todo = [p for p, u in zip(plan, units, strict=True) if not kept(u)]
+    if todo:
+        _route(con, corpus, todo)
+    own = executor is None
+    if own:
+        executor = _default_executor(todo, samples)
+    try:
+        run = run_units(corpus, units, write_shard, executor, outputs_exist=kept, desc="shard", progress=progress)
+    finally:
+        if own:
+            executor.close()
+    if corpus.protocol not in ("file", "local"):
+        corpus.fs.invalidate_cache()  # other processes wrote the shards: listings cached here are stale
+    if run.failed:
+        first = next(iter(sorted(run.failed.items())))
+        raise CuratorError(
+            f"{len(run.failed)} of {len(units)} shards failed ({first[0]}: {first[1]}): re-run to write them"
+        )
+    infos = {}
+    for p, u in zip(plan, units, strict=True):
+        st = run.stats[u.id]
+        infos[p.rel] = ShardInfo(
+            p.rel, p.split, len(p.rows), st["bytes"], st["sha256"], st["md5"], p.mixture, u.id in run.skipped
+        )
+    result = ShardResult(list(infos.values()), len(samples), classes=classes)
+
+    indexes.remove_stale(corpus, {p.rel for p in plan}, set(settings.mixtures))
+    cls_col = pq.read_table(corpus.path(RECORDS_REL), filesystem=corpus.fs, columns=["ext", "cls"])
+    extra = SampleExtras(samples, cls_col["ext"].combine_chunks(), pc.is_valid(cls_col["cls"]).to_numpy(False))
+    del cls_col
+    for mixture in mixtures:
+        indexes.write_manifest_table(corpus, mixture, plan, infos, extra)
+    for root in sorted({mixture_root(m) for m in mixtures}):
+        shards = [s for s in result.shards if mixture_root(s.mixture) == root]
+        indexes.write_indexes(corpus, shards, root, name, classes)
+    indexes.write_left_out(corpus, samples, plan)
+    corpus.set_marker("shard", "all", {"fingerprint": fingerprint, "shards": [_info_dict(s) for s in result.shards]})
+    _clear_staging(corpus)
+    return result
+
+
+def _default_executor(todo: list[PlannedShard], samples: Samples) -> Executor:
+    """A process pool over all cores, or this process when the work is smaller than a pool's start.
+
+    Starting spawn workers (a fresh interpreter importing curator each) costs about a
+    second; below ``POOL_MIN_BYTES`` of tar to write, one process finishes sooner.
+    """
+    workers = min(default_workers(), len(todo))
+    work = sum(int(samples.size[p.rows].sum()) for p in todo)
+    if workers > 1 and work >= POOL_MIN_BYTES:
+        return make_executor("local", workers)
+    return make_executor("serial")
+
+
+def _route(con, corpus: Corpus, todo: list[PlannedShard]) -> None:
+    """Each row of the shards to write, with its records, sorted by (shard, position in the tar)."""
+    lengths = np.array([len(p.rows) for p in todo], dtype=np.int64)
+    plan = pa.table(
+        {
+            "shard": np.repeat(np.array([p.number for p in todo], dtype=np.int32), lengths),
+            "pos": np.concatenate([np.arange(n) for n in lengths]) if len(todo) else np.array([], np.int64),
+            "rep": np.concatenate([p.repeats for p in todo]).astype(np.int32),
+            "row": np.concatenate([p.rows for p in todo]).astype(np.int64),
+        }
+    )
+    con.register("shard_plan", plan)
+    sql = f"""
+        SELECT p.shard, p.pos, p.rep, r.sample_id, r.ext, r.blob_sha256, r.blob_source, r.json, r.txt, r.cls,
+               r.sources
+        FROM shard_plan p JOIN read_parquet({parquet_url(corpus, RECORDS_REL)}) r ON r."row" = p."row"
+        ORDER BY p.shard, p.pos
+    """
+    write_batches(corpus, BY_SHARD_REL, ROUTED, con.sql(sql).to_arrow_reader(ROUTED_ROW_GROUP), ROUTED_ROW_GROUP)
+    con.unregister("shard_plan")
+
+
+def _verified(corpus: Corpus, unit: Unit, rehash: bool) -> bool:
+    """Whether a shard an earlier run finished is there and its stored bytes still match its marker."""
+    done = corpus.marker(unit.stage, unit.id)
+    rel = unit.payload.rel
+    if not done or done.get("fingerprint") != unit.fingerprint or not corpus.exists(rel):
+        return False
+    if not corpus.exists(stats_path(rel)):
+        return False
+    stats = done.get("stats", {})
+    if corpus.size(rel) != stats.get("bytes") or (rehash and corpus.sha256(rel) != stats.get("sha256")):
+        log.warning("%s does not match its marker: rewriting it", rel)
+        return False
+    return True
+
+
+def _clear_staging(corpus: Corpus) -> None:
+    for rel in (RECORDS_REL, BY_SHARD_REL):
+        corpus.remove(rel)
+
+
+def _info_dict(s: ShardInfo) -> dict:
+    d = dict(s.__dict__)
+    d.pop("kept")
+    return d
