@@ -397,7 +397,7 @@ def test_an_optional_table_joins_into_each_json(corpus_copy):
     )
     result = run_shard(corpus, ShardSettings(), "x", progress=False, extras=[extra])
     urls = [corpus.uri(s.url) for s in result.shards]
-    got = {s["__key__"]: json.loads(s["json"]) for s in wds.WebDataset(urls, shardshuffle=False, empty_check=False)}
+    got = {s["__key__"]: json.loads(s["json"]) for s in wds.WebDataset(urls, shardshuffle=False)}
     assert got[ids[0]]["conversations"] == [{"entry_id": "e1", "task": "caption"}, {"entry_id": "e2", "task": "vqa"}]
     assert all(rec["conversations"] == [] for key, rec in got.items() if key != ids[0])
 
@@ -416,7 +416,7 @@ def test_sample_captions_join_samples_to_the_captions_their_shards_carry(demo_bu
     urls = [str(p) for p in sorted((out / "shards").rglob("*.tar")) if "mixtures" not in p.parts]
     carried = {
         s["__key__"]: sorted(c["caption"] for c in json.loads(s["json"])["captions"])
-        for s in wds.WebDataset(urls, shardshuffle=False, empty_check=False)
+        for s in wds.WebDataset(urls, shardshuffle=False)
     }
     assert joined and all(carried[sid] == caps for sid, caps in joined.items())
     assert {sid for sid, caps in carried.items() if caps} == set(joined)

@@ -56,7 +56,7 @@ def shard(
 
     from curator.config import ShardSettings, load_recipe
     from curator.provenance import RECIPE_FILE, stored_recipe
-    from curator.stages.shard import CONVERSATIONS, run_shard
+    from curator.stages.shard import run_shard
     from curator.storage import Corpus
 
     corpus = Corpus(out)
@@ -74,8 +74,5 @@ def shard(
             raise CuratorError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
     name = name or (recipe.name if recipe else "corpus")
     with open_executor(executor_name, workers, ray_address) as executor:
-        extras = [CONVERSATIONS] if recipe and recipe.instruct else []
-        result = run_shard(
-            corpus, settings, name, progress=not quiet, verify=not no_verify, executor=executor, extras=extras
-        )
+        result = run_shard(corpus, settings, name, progress=not quiet, verify=not no_verify, executor=executor)
     summaries.print_shards(result, out)

@@ -15,8 +15,8 @@ from curator.registry import SourceCard, find_card, override_card
 from curator.stages.caption import CaptionResult, run_caption
 from curator.stages.index import IndexResult, run_index
 from curator.stages.ingest import SourceResult, drop_source, ingest_sources, ingested_sources
-from curator.stages.instruct import InstructResult, run_instruct
-from curator.stages.shard import CONVERSATIONS, ShardResult, run_shard
+from curator.stages.instruct import InstructResult, drop_instructions, run_instruct
+from curator.stages.shard import ShardResult, run_shard
 from curator.storage import Corpus
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,8 @@ def run_build(recipe: Recipe, out: str, progress: bool = True, executor: Executo
     index = run_index(corpus, recipe.duplicates, recipe.holdout)
     caption = run_caption(corpus, recipe.caption, progress=progress)
     instruct = run_instruct(corpus, recipe.instruct, progress) if recipe.instruct else None
-    extras = [CONVERSATIONS] if recipe.instruct else []  # a stale instructions table of an earlier recipe stays out
-    shard = run_shard(corpus, recipe.shard, recipe.name, progress, executor=executor, extras=extras)
+    if instruct is None:
+        drop_instructions(corpus)  # a table an earlier recipe asked for must not reach this build's shards
+    shard = run_shard(corpus, recipe.shard, recipe.name, progress, executor=executor)
     write_build_record(corpus, recipe, started_at)  # shards/build.json: outside the tars, which stay reproducible
     return BuildReport(results, caption, shard, index, excluded, instruct)

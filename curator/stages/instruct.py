@@ -221,6 +221,12 @@ def run_instruct(corpus: Corpus, settings: InstructSettings, progress: bool = Tr
     return result
 
 
+def drop_instructions(corpus: Corpus) -> None:
+    """Remove the instructions table and its marker (a recipe without [instruct]): shards then carry none."""
+    corpus.remove_table_part("instructions", "all")
+    corpus.clear_marker(STAGE, "all")
+
+
 def _write(corpus: Corpus, settings: InstructSettings, templates: InstructTemplates, progress: bool) -> InstructResult:
     from curator.tables import connect
 

@@ -39,7 +39,7 @@ from curator.stages.index import require_current_index
 from curator.stages.shard import indexes
 from curator.stages.shard.indexes import SampleExtras, ShardInfo, unit_id
 from curator.stages.shard.plan import PlannedShard, Samples, plan_shards
-from curator.stages.shard.records import RECORDS, RecordExtra, class_vocabulary, record_batches
+from curator.stages.shard.records import CONVERSATIONS, RECORDS, RecordExtra, class_vocabulary, record_batches
 from curator.stages.shard.tar import write_tar
 from curator.storage import Corpus
 from curator.tables import connect, parquet_url, write_batches
@@ -138,7 +138,7 @@ def run_shard(
     progress: bool = True,
     verify: bool = True,
     executor: Executor | None = None,
-    extras: Sequence[RecordExtra] = (),
+    extras: Sequence[RecordExtra] = (CONVERSATIONS,),
 ) -> ShardResult:
     """Write every planned shard, then the manifest table and indexes; skip it all if nothing changed.
 
