@@ -156,6 +156,11 @@ class SourceCard(Strict):
     languages: list[str] = Field(default_factory=lambda: ["en"])
     adapter: AdapterSpec
     image: ImagePolicy = Field(default_factory=ImagePolicy)
+    identifiers_in_paths: bool = Field(
+        False,
+        description="The layout names folders or files by patient identifiers (a PACS export): every path "
+        "component holding one is written as a keyed token, mapped back by a local lookup that is never shipped.",
+    )
     notes: str = ""
 
     @field_validator("license")

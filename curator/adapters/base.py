@@ -14,7 +14,6 @@ import hmac
 import json
 import logging
 import os
-import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from curator import readers
+from curator import phi, readers
 from curator.config import IngestSettings
 from curator.errors import CardError, ReadError
 from curator.imaging import Encoded, normalise
@@ -212,7 +211,7 @@ class Adapter:
         # Rejects are held to the end of the source so identifiers learned from any
         # file (a patient ID that names a folder) can be redacted from all of them.
         rejected: list[dict] = []
-        self._identifiers: dict[str, str] = {}
+        self._phi = phi.Redactor(key, self.card.id, keyed_paths=self.card.identifiers_in_paths)
         # Layouts that put header identifiers in paths (DICOM exports) learn them all
         # first, so no row is written before its path can be redacted.
         for identity in self.prescan():
@@ -252,31 +251,19 @@ class Adapter:
             ) from None
 
     def _learn(self, identity: dict, key: bytes) -> None:
-        patient = identity.get("patient")
-        tag = f"[patient-{(_keyed(key, self.card.id, 'patient', patient) or 'unknown')[:8]}]"
-        for ident in [patient, *identity.get("names", [])]:
-            if ident not in (None, "") and str(ident).strip():
-                self._identifiers[str(ident).strip().lower()] = tag
-        self._pattern = None
+        self._phi.learn(identity)
 
     def _redact(self, text: str, tag: str | None = None) -> str:
-        """Replace header identifiers that a layout put in paths (PACS exports name folders by patient ID).
+        """Header identifiers (PS3.15 Annex E) removed from a path or message: see :mod:`curator.phi`.
 
-        Case-insensitive. An identifier of 4 or more characters is replaced wherever it
-        occurs; a shorter one only where it is a whole path component or word, so a
-        patient ID "42" does not eat every 42 in a path. ``tag`` replaces the keyed tag
-        (sample ids use a fixed one, so they do not change with the secret key). The
-        original file stays findable by its sha256; the identifier does not reach the index.
+        ``tag`` replaces every tag (sample ids use a fixed one, so they do not change with
+        the secret key). Everything that is not an identifier survives verbatim.
         """
-        if not self._identifiers:
-            return text
-        if self._pattern is None:
-            alternatives = [
-                re.escape(i) if len(i) >= 4 else rf"(?<![A-Za-z0-9]){re.escape(i)}(?![A-Za-z0-9])"
-                for i in sorted(self._identifiers, key=len, reverse=True)
-            ]
-            self._pattern = re.compile("|".join(alternatives), re.IGNORECASE)
-        return self._pattern.sub(lambda m: tag or self._identifiers[m.group(0).lower()], text)
+        return self._phi.redact(text, tag)
+
+    def path_lookup(self) -> dict[str, str]:
+        """Redacted uri -> original uri, for sources whose card keeps identifiers in the layout."""
+        return dict(self._phi.lookup)
 
     def _reject(self, uri: str, reason: str, message: str) -> dict:
         # library messages name absolute paths; the index keeps paths relative to the source root

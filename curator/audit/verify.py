@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import tarfile
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from curator import phi
 from curator.adapters.base import sha256_file
 from curator.audit.db import connect
 from curator.errors import CorpusError
@@ -48,7 +48,6 @@ from curator.stages.ingest import blob_path
 from curator.stages.shard import LEFT_OUT, mixture_root
 from curator.storage import Corpus
 
-REDACTED = re.compile(r"\[patient-[0-9a-f]{8}\]")
 IMAGE_EXTS = ("png", "jpg", "jpeg")
 
 
@@ -157,7 +156,7 @@ def verify(corpus: Corpus, roots: dict[str, Path] | None = None, progress: bool 
     _check_index(con, result, left_out)
     _check_blobs(corpus, con, result, progress)
     if roots:
-        _check_originals(con, roots, result, progress)
+        _check_originals(con, roots, result, progress, corpus.url)
     return result
 
 
@@ -300,7 +299,7 @@ def _check_index(con, result: VerifyResult, left_out: set[str] = frozenset()) ->
             result.add(kind, subject, detail.format(value))
 
 
-def _check_originals(con, roots: dict[str, Path], result: VerifyResult, progress: bool) -> None:
+def _check_originals(con, roots: dict[str, Path], result: VerifyResult, progress: bool, con_url: str = "") -> None:
     for source_id in sorted(roots):
         root = Path(roots[source_id])
         files = con.execute(
@@ -309,11 +308,15 @@ def _check_originals(con, roots: dict[str, Path], result: VerifyResult, progress
         if not files:
             result.add("original_source_unknown", source_id, "no images of this source in the index")
             continue
+        lookup = phi.load_lookup(con_url, source_id) if con_url else {}
         for uri, sha in tqdm(files, desc=f"verify {source_id}", unit="file", disable=None if progress else True):
             result.originals += 1
-            if REDACTED.search(uri):
-                # a patient ID named a folder; ingest redacted it, so find the file by its pattern and hash
-                candidates = sorted(root.glob(REDACTED.sub("*", uri)))
+            if uri in lookup:
+                uri = lookup[uri]  # a keyed layout: the local lookup names the original file
+            elif phi.TAG.search(uri) or phi.KEYED.search(uri):
+                # identifiers named folders and ingest redacted them: find the file by its pattern and hash
+                pattern = phi.KEYED.sub("*", phi.TAG.sub("*", uri))
+                candidates = sorted(root.glob(pattern))
                 if not candidates:
                     result.add("original_missing", f"{source_id}:{uri}", f"nothing under {root} matches")
                 elif not any(sha256_file(p) == sha for p in candidates):

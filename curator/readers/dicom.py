@@ -21,7 +21,8 @@ rejected ``burned_in_annotation`` unless the card sets ``image.burned_in = "allo
 
 Only a short allow-list of non-identifying attributes leaves this module in
 ``Frame.meta``; PatientID and StudyInstanceUID leave in ``Frame.identity`` to be
-hashed by the adapter base, and patient names only to redact them from paths.
+hashed by the adapter base, and the other PS3.15 Annex E identifiers (names,
+dates, IDs, institutions, physicians) only to redact them from paths (:mod:`curator.phi`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from pydicom.misc import is_dicom
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 
 from curator.errors import ReadError
+from curator.phi import dicom_identity
 from curator.readers import Frame, ReadOptions, percentile_to_unit, slice_indices, window_to_unit
 
 # Attributes copied into the index: acquisition facts, nothing that identifies a person
@@ -290,41 +292,9 @@ def _spacing(ds: Dataset, attrs: dict) -> tuple[float, float] | None:
     return None
 
 
-# Header values that name or date a person or study, learned only so they can be
-# redacted from file paths (layouts put them in folder names); never stored.
-PATH_IDENTIFIERS = (
-    "PatientID",
-    "OtherPatientIDs",
-    "PatientBirthDate",
-    "StudyDate",
-    "SeriesDate",
-    "AcquisitionDate",
-    "AccessionNumber",
-    "StudyID",
-    "InstitutionName",
-)
-
-
 def _identity(ds: Dataset) -> dict:
-    names: list[str] = []
-    try:
-        name = ds.get("PatientName")
-        if name:
-            names = [str(name), *(str(x) for x in (name.family_name, name.given_name, name.middle_name) if x)]
-    except (ValueError, TypeError, AttributeError):
-        names = []
-    values: list[str] = []
-    for keyword in PATH_IDENTIFIERS:
-        try:
-            v = _plain(ds.get(keyword))
-        except (ValueError, TypeError, KeyError):
-            continue
-        values += [str(x) for x in (v if isinstance(v, list) else [v]) if x not in (None, "")]
-    return {
-        "patient": _plain(ds.get("PatientID")),
-        "study": _plain(ds.get("StudyInstanceUID")),
-        "names": names + values,
-    }
+    """Which header attributes are identifiers is decided in one place: :func:`curator.phi.dicom_identity`."""
+    return dicom_identity(ds)
 
 
 def header_identity(path: Path) -> dict:

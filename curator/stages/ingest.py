@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from curator import __version__
+from curator import __version__, phi
 from curator.adapters.base import Rejected, Stats, short_hash
 from curator.config import IngestSettings
 from curator.errors import CuratorError
@@ -101,6 +101,8 @@ def ingest_source(
             for row in out.annotations:
                 annotations.append(row)
     corpus.write_table("sources", card.id, [source_row(card, sha)])
+    # keyed layouts: the way back from a sample to its file stays on this machine, outside the corpus
+    phi.save_lookup(corpus.url, card.id, adapter.path_lookup())
     if stats.seen == 0:
         log.warning("source '%s': nothing found under %s; is --root the folder the dataset unpacked to?", card.id, root)
     seconds = time.monotonic() - start
