@@ -32,7 +32,8 @@ def demo_data(out: Path, force: bool) -> None:
 @RECIPE
 @OUT
 @QUIET
-def build(recipe_path: Path | None, out: str, quiet: bool) -> None:
+@click.option("--replace", is_flag=True, help="Rebuild a corpus that another recipe built, discarding it.")
+def build(recipe_path: Path | None, out: str, quiet: bool, replace: bool) -> None:
     """Run every stage of a recipe: ingest each source, caption, shard.
 
     Re-running with the same inputs skips finished work and changes nothing.
@@ -48,7 +49,7 @@ def build(recipe_path: Path | None, out: str, quiet: bool) -> None:
     if recipe_path is None:
         raise click.UsageError("--recipe is required")
     recipe = load_recipe(recipe_path)
-    report = run_build(recipe, out, progress=not quiet)
+    report = run_build(recipe, out, progress=not quiet, replace=replace)
     for source_id, why in sorted(report.excluded.items()):
         click.echo(f"left out {source_id}: {why}")
     summaries.print_ingest(report.sources)

@@ -32,11 +32,12 @@ def caption(out: str, recipe_path: Path | None, dry_run: bool, quiet: bool) -> N
     """
     from curator.config import CaptionSettings, load_recipe
     from curator.stages.caption import plan_captions, run_caption
-    from curator.storage import Corpus
+    from curator.storage import Corpus, writer_lock
 
     settings = load_recipe(recipe_path).caption if recipe_path else CaptionSettings()
     corpus = Corpus(out)
     plan = plan_captions(corpus, settings, resolve_model=not dry_run)
     summaries.print_caption_plan(plan, dry_run)
     if not dry_run:
-        summaries.print_caption(run_caption(corpus, settings, progress=not quiet, plan=plan))
+        with writer_lock(corpus, "caption"):
+            summaries.print_caption(run_caption(corpus, settings, progress=not quiet, plan=plan))

@@ -65,14 +65,15 @@ def ingest(
     from curator.config import IngestSettings
     from curator.registry import adhoc_card, find_card
     from curator.stages.ingest import ingest_source
-    from curator.storage import Corpus
+    from curator.storage import Corpus, writer_lock
 
     if bool(source_id) == bool(adapter_name):
         raise click.UsageError("give exactly one of --source ID or --adapter NAME")
     settings = IngestSettings(seed=seed)
     if source_id:
         card, path = find_card(source_id, registry)
-        result = ingest_source(Corpus(out), card, path, root, settings, progress=not quiet)
+        with writer_lock(corpus := Corpus(out), "ingest"):
+            result = ingest_source(corpus, card, path, root, settings, progress=not quiet)
     else:
         card = adhoc_card(
             adapter_name,
@@ -91,5 +92,6 @@ def ingest(
             # the card's exact content is what the ingest fingerprint hashes
             path = Path(tmp) / f"{card.id}.json"
             path.write_text(card.model_dump_json(indent=2))
-            result = ingest_source(Corpus(out), card, path, root, settings, progress=not quiet)
+            with writer_lock(corpus := Corpus(out), "ingest"):
+                result = ingest_source(corpus, card, path, root, settings, progress=not quiet)
     summaries.print_ingest([result])

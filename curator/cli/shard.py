@@ -52,7 +52,7 @@ def shard(
 
     from curator.config import ShardSettings, load_recipe
     from curator.stages.shard import run_shard
-    from curator.storage import Corpus
+    from curator.storage import Corpus, writer_lock
 
     recipe = load_recipe(recipe_path) if recipe_path else None
     settings = recipe.shard if recipe else ShardSettings()
@@ -65,5 +65,6 @@ def shard(
             first = exc.errors()[0]
             raise CuratorError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
     name = name or (recipe.name if recipe else "corpus")
-    result = run_shard(Corpus(out), settings, name, progress=not quiet, verify=not no_verify, threads=threads)
+    with writer_lock(corpus := Corpus(out), "shard"):
+        result = run_shard(corpus, settings, name, progress=not quiet, verify=not no_verify, threads=threads)
     summaries.print_shards(result, out)

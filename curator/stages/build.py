@@ -14,7 +14,7 @@ from curator.stages.caption import CaptionResult, run_caption
 from curator.stages.index import IndexResult, run_index
 from curator.stages.ingest import SourceResult, drop_source, ingest_source, ingested_sources
 from curator.stages.shard import ShardResult, run_shard
-from curator.storage import Corpus
+from curator.storage import Corpus, check_parts, claim_for_recipe, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,16 @@ def exclusion(card: SourceCard, select: SelectSettings) -> str | None:
     return None
 
 
-def run_build(recipe: Recipe, out: str, progress: bool = True) -> BuildReport:
+def run_build(recipe: Recipe, out: str, progress: bool = True, replace: bool = False) -> BuildReport:
     corpus = Corpus(out)
+    with writer_lock(corpus, f"build {recipe.name}"):
+        claim_for_recipe(corpus, recipe.name, replace)
+        check_parts(corpus)
+        report = _build(corpus, recipe, out, progress)
+    return report  # releasing the lock wrote the seal
+
+
+def _build(corpus: Corpus, recipe: Recipe, out: str, progress: bool) -> BuildReport:
     registry = Path(recipe.registry) if recipe.registry else None
     cards = [(src, *find_card(src.id, registry)) for src in recipe.sources]  # fail early on a bad card
     excluded = {card.id: why for _, card, _ in cards if (why := exclusion(card, recipe.select))}
