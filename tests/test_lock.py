@@ -11,7 +11,6 @@ import time
 
 import pytest
 from helpers import run
-from test_s3 import BUCKET, s3_endpoint  # noqa: F401 - the session's moto server
 
 from curator.errors import CorpusError
 from curator.storage import LOCK, Corpus, LockedError, writer_lock
@@ -100,21 +99,3 @@ def test_an_empty_out_is_refused(demo_recipe_path, tmp_path, out, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(CorpusError):
         Corpus(out)
-
-
-def test_s3_lease_is_a_conditional_put(s3_endpoint):  # noqa: F811
-    url = f"s3://{BUCKET}/leased"
-    first = Corpus(url)
-    with writer_lock(first, "build a"):
-        assert first.exists(LOCK)
-        with pytest.raises(LockedError, match="'build a' by .* since "):
-            # another process would not share this one's re-entrant state: forget it for the attempt
-            from curator import storage
-
-            held = storage._held.pop(first.path(LOCK))
-            try:
-                with writer_lock(Corpus(url), "build b"):
-                    pass
-            finally:
-                storage._held[first.path(LOCK)] = held
-    assert not Corpus(url).exists(LOCK)

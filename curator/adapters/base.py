@@ -208,6 +208,7 @@ class Adapter:
     def run(self, settings: IngestSettings, stats: Stats) -> Iterator[Indexed | Rejected]:
         key = settings.patient_key()
         options = self.read_options()
+        options.limits = self.card.image.limits()  # the card's bounds on what one input may cost
         # Rejects are held to the end of the source so identifiers learned from any
         # file (a patient ID that names a folder) can be redacted from all of them.
         rejected: list[dict] = []
@@ -273,6 +274,9 @@ class Adapter:
     def _index(self, item: Item, settings: IngestSettings, key: bytes, options: ReadOptions) -> Indexed:
         if item.path is None:
             raise ReadError("missing_file", f"'{item.uri}' names no file")
+        for text in item.texts:
+            if len(text.text) > (most := self.card.image.max_text_chars):
+                raise ReadError("text_too_long", f"{text.kind} of {len(text.text)} characters (max {most})")
         if self.rows_repeat and item.uri in self._samples:
             return self._more_annotations(item, *self._samples[item.uri])
         if item.path.is_symlink():

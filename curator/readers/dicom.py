@@ -57,9 +57,6 @@ SAFE_ATTRIBUTES = (
     "NumberOfFrames",
 )
 
-# Same per-image limit as raster files; the total bounds a multi-frame object (~4 GB as float32).
-MAX_PIXELS = 64_000_000
-MAX_SAMPLES = 1_000_000_000
 
 # Functional group macros holding what a frame needs for display.
 _GROUP_ATTRIBUTES = {
@@ -108,7 +105,7 @@ def read_dicom(path: Path, options: ReadOptions) -> list[Frame]:
     if str(ds.get("BurnedInAnnotation", "")).upper() == "YES" and options.burned_in != "allow":
         raise ReadError("burned_in_annotation", "BurnedInAnnotation is YES and the card does not allow it", identity)
     with _quiet_pydicom():
-        _check_size(ds, identity)
+        _check_size(ds, identity, options)
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     ts_name = f"{ts.name} ({ts})" if ts is not None else "unknown transfer syntax"
     if ts is not None and ts.is_compressed and not _decoder_available(ts):
@@ -157,17 +154,36 @@ def read_dicom(path: Path, options: ReadOptions) -> list[Frame]:
     return out
 
 
-def _check_size(ds: Dataset, identity: dict) -> None:
-    """Refuse what the header says would not fit in memory before decoding a byte (a crafted Rows/Columns)."""
+def _check_size(ds: Dataset, identity: dict, options: ReadOptions) -> None:
+    """Refuse what the header declares would cost too much, before decoding a byte.
+
+    Rows x Columns against ``max_pixels``; NumberOfFrames against ``max_frames``
+    (100,000 tiny frames are 100,000 images); and the decoded bytes (every frame as
+    stored, since pydicom decodes them at once, plus the kept frames as float32)
+    against ``max_decoded_bytes``.
+    """
+    limits = options.limits
     try:
         rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        stored = max(1, (int(ds.get("BitsAllocated", 16) or 16) + 7) // 8)
     except (TypeError, ValueError) as exc:
         raise ReadError("corrupt", f"image geometry unreadable: {exc}", identity) from None
-    if rows * cols > MAX_PIXELS or rows * cols * frames * samples > MAX_SAMPLES:
+    if rows * cols > limits.max_pixels:
         raise ReadError(
-            "decompression_bomb", f"{frames} frame(s) of {cols}x{rows}x{samples} exceed the safety limit", identity
+            "decompression_bomb", f"{cols}x{rows} frames exceed the card's {limits.max_pixels} pixels", identity
+        )
+    if frames > limits.max_frames:
+        raise ReadError("too_many_frames", f"{frames} frames declared (the card allows {limits.max_frames})", identity)
+    kept = len(slice_indices(frames, options)) if frames > 1 else 1
+    declared = rows * cols * samples * (frames * stored + kept * 4)
+    if declared > limits.max_decoded_bytes:
+        raise ReadError(
+            "decompression_bomb",
+            f"{frames} frame(s) of {cols}x{rows}x{samples} decode to {declared / 1024**2:.0f} MiB "
+            f"(the card allows {limits.max_decoded_bytes / 1024**2:.0f} MiB)",
+            identity,
         )
 
 
