@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,6 +43,11 @@ SPLITS = {
     "test": "test",
     "testing": "test",
 }
+
+
+# Parameters that name files or folders below the root (csv, tables, subdir, image_dir(s), reports_dir,
+# dataset_json, split_lists, csv_splits, table_splits): never column names, suffixes or regexes.
+_PATH_PARAM = re.compile(r"^(csv|tables|subdir|dataset_json|split_lists|csv_splits|table_splits|\w*_dirs?)$")
 
 
 class Params(BaseModel):
@@ -165,6 +171,20 @@ class Adapter:
         self.card = card
         self.root = Path(root).resolve()
         self.params = self.Params.model_validate(card.adapter.params)
+        self._check_param_paths()
+
+    def _check_param_paths(self) -> None:
+        """Every file or folder a parameter names resolves inside the source root, or the card is refused."""
+        for name, value in self.params:
+            if not _PATH_PARAM.search(name):
+                continue
+            if isinstance(value, dict):  # {table: split} names tables; image_dirs {table: folder} both
+                values = [*value, *value.values()] if name == "image_dirs" else list(value)
+            else:
+                values = list(value) if isinstance(value, list | tuple) else [value]
+            for v in values:
+                if isinstance(v, str) and v and not (self.root / v).resolve().is_relative_to(self.root):
+                    raise CardError(f"{self.card.id}: {name} '{v}' resolves outside the source root {self.root}")
 
     # -- what a subclass writes ------------------------------------------------
     def items(self) -> Iterator[Item]:
