@@ -59,6 +59,12 @@ class SplitSettings(Strict):
 class IngestSettings(Strict):
     seed: int = Field(0, description="Seed for split assignment.")
     split: SplitSettings = Field(default_factory=SplitSettings)
+    # A unit is a source x a batch of items: its parts and marker commit together. 256 CT
+    # slices are ~2-3 s of work and ~30 MB of PNG: small enough that a crash or a kill
+    # loses little and the pool stays busy to the end, large enough that per-unit costs
+    # (three Parquet parts, a marker, a task round trip) stay under 1%. Part of the
+    # fingerprint: changing it re-plans the source. Never derived from the worker count.
+    unit_items: int = Field(256, ge=1, description="Items (files or table rows) per ingest unit.")
 
     def patient_key(self) -> bytes:
         return patient_key()
@@ -226,6 +232,49 @@ class HoldoutSettings(Strict):
     near_action: Literal["flag", "drop"] = Field("drop", description="What a near match does to a sample.")
 
 
+INSTRUCT_TASKS = ("caption", "report", "classification", "vqa", "grounding", "region", "recognition")
+TASK_FAMILIES = ("caption", "instruction", "report", "grounding")
+
+
+class InstructMixture(Strict):
+    """Target task-family shares of one named shard mixture (GMAI-VL's stage proportions).
+
+    Shares are relative (33.7 / 31.8 / 4.6 or 0.337 / 0.318 / 0.046 alike); a family not
+    listed gets none. ``curator.instruct.mixtures`` turns them into a per-family weight
+    from the entries each family actually has.
+    """
+
+    shares: dict[str, float] = Field(description="task family (caption, instruction, report, grounding) -> share.")
+
+    @model_validator(mode="after")
+    def _shares(self):
+        unknown = sorted(set(self.shares) - set(TASK_FAMILIES))
+        if unknown:
+            raise ValueError(f"unknown task famil(ies) {', '.join(unknown)} (known: {', '.join(TASK_FAMILIES)})")
+        if any(v < 0 for v in self.shares.values()) or not any(v > 0 for v in self.shares.values()):
+            raise ValueError("shares must be >= 0 and at least one above 0")
+        return self
+
+
+class InstructSettings(Strict):
+    """The [instruct] table: its presence makes `curator build` run the instruct stage."""
+
+    templates: str = Field("instruct/v1", description="Question/answer templates: prompts/<id>.toml.")
+    languages: list[str] = Field(default_factory=lambda: ["en", "zh"], description="Languages of templated tasks.")
+    tasks: list[Literal[INSTRUCT_TASKS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(INSTRUCT_TASKS), description="Tasks to write."
+    )
+    seed: int = 0
+    # four options is the MedMCQA / PMC-VQA format; more makes distractors from small vocabularies repeat
+    max_options: int = Field(4, ge=2, le=10, description="Options of a single-label multiple-choice question.")
+    # per image: half "yes" (present findings), half "no" (balanced negatives)
+    max_yesno: int = Field(4, ge=2, description="Yes/no finding questions per image and language.")
+    max_regions: int = Field(4, ge=1, description="Region-description entries per label and image (boxes).")
+    mixtures: dict[str, InstructMixture] = Field(
+        default_factory=dict, description="Named shard mixture -> its task-family shares."
+    )
+
+
 class RecipeSource(Strict):
     id: str
     root: str = Field(description="The dataset folder as downloaded; relative paths are relative to the recipe.")
@@ -242,6 +291,15 @@ class Recipe(Strict):
     select: SelectSettings = Field(default_factory=SelectSettings)
     duplicates: DuplicateSettings = Field(default_factory=DuplicateSettings)
     holdout: HoldoutSettings = Field(default_factory=HoldoutSettings)
+    instruct: InstructSettings | None = Field(None, description="Instruction data; absent: no instruct stage.")
+
+    @model_validator(mode="after")
+    def _instruct_mixtures(self):
+        if self.instruct:
+            unknown = sorted(set(self.instruct.mixtures) - set(self.shard.mixtures))
+            if unknown:
+                raise ValueError(f"instruct.mixtures names mixture(s) not in shard.mixtures: {', '.join(unknown)}")
+        return self
 
     @model_validator(mode="after")
     def _known_sources(self):
@@ -278,6 +336,8 @@ def load_recipe(path: str | Path) -> Recipe:
     for part in (recipe.caption, recipe.shard):
         if "seed" not in part.model_fields_set:
             part.seed = recipe.seed
+    if recipe.instruct is not None and "seed" not in recipe.instruct.model_fields_set:
+        recipe.instruct.seed = recipe.seed
     return recipe
 
 

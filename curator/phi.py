@@ -277,6 +277,17 @@ class Redactor:
     def __bool__(self) -> bool:
         return bool(self._forms)
 
+    def state(self) -> dict[str, str]:
+        """What was learned, as a plain dict (token sequence joined by a unit separator -> tag), for units."""
+        return {"\x1f".join(form): tag for form, tag in self._forms.items()}
+
+    @classmethod
+    def from_state(cls, key: bytes, source_id: str, keyed_paths: bool, state: dict[str, str]) -> Redactor:
+        redactor = cls(key, source_id, keyed_paths)
+        for joined, tag in sorted(state.items()):
+            redactor._add([tuple(joined.split("\x1f"))], tag)
+        return redactor
+
     def _keyed(self, kind: str, value) -> str:
         return hmac.new(self.key, f"{self.source_id}\x00{kind}\x00{value}".encode(), hashlib.sha256).hexdigest()
 

@@ -164,6 +164,32 @@ LEAKAGE = pa.schema(
     ]
 )
 
+# Written by the instruct stage (curator.stages.instruct): one training entry, i.e. one task
+# of one sample. ``turns`` are (human, gpt) messages in LLaVA's roles, without the image
+# placeholder (an export adds "<image>" to the first human turn). ``origin`` (JSON) names
+# the annotations or caption the entry was made from.
+TURN = pa.struct([("from", pa.string()), ("value", pa.string())])
+INSTRUCTIONS = pa.schema(
+    [
+        ("entry_id", pa.string()),
+        ("sample_id", pa.string()),
+        ("entry_index", pa.int32()),  # position among the sample's entries (image-centric order)
+        ("source_id", pa.string()),  # the source whose annotation it uses (metadata tasks: the canonical member's)
+        ("split", pa.string()),
+        ("task", pa.string()),  # caption | report | classification | vqa | grounding | region | recognition
+        ("form", pa.string()),  # e.g. report: findings | impression | full; classification: single | multi | yesno
+        ("family", pa.string()),  # caption | instruction | report | grounding: what mixtures weight
+        ("language", pa.string()),
+        ("turns", pa.list_(TURN)),
+        ("generator", pa.string()),  # template | source | llm
+        ("model", pa.string()),
+        ("prompt_id", pa.string()),
+        ("prompt_sha256", pa.string()),
+        ("validation", pa.string()),
+        ("origin", pa.string()),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "sources": SOURCES,
     "images": IMAGES,
@@ -175,6 +201,7 @@ TABLES: dict[str, pa.Schema] = {
     "members": MEMBERS,
     "duplicates": DUPLICATES,
     "leakage": LEAKAGE,
+    "instructions": INSTRUCTIONS,
 }
 
 # Reject reason codes. Adapters and readers use these names so counts group cleanly.

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from curator.cli import main
 
-STAGES = ("ingest", "index", "caption", "shard")
+STAGES = ("ingest", "index", "caption", "instruct", "shard")
 
 
 class Killed(BaseException):

@@ -77,7 +77,7 @@ def test_build_prints_the_summary(demo_recipe_path, tmp_path):
     assert "captions by generator: template=" in out
     assert "shards/train/demo-train-000000.tar" in out
     again = run("build", "--recipe", str(demo_recipe_path), "--out", str(tmp_path / "c"), "--quiet")
-    assert again.output.count("(unchanged, skipped)") == 6 + 3  # sources, index, caption, shard
+    assert again.output.count("(unchanged, skipped)") == 6 + 4  # sources, index, caption, instruct, shard
 
 
 def test_trace_shows_the_lineage(demo_build):

@@ -16,7 +16,7 @@ import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -136,6 +136,15 @@ class Stats:
             "blank_frames": self.blank_frames,
         }
 
+    def add(self, other: Stats) -> None:
+        """Sum another unit's counts into these (a source's stats are its units' sums)."""
+        self.seen += other.seen
+        self.indexed_items += other.indexed_items
+        self.images += other.images
+        self.annotations += other.annotations
+        self.rejects.update(other.rejects)
+        self.blank_frames += other.blank_frames
+
     @classmethod
     def from_dict(cls, d: dict) -> Stats:
         return cls(
@@ -150,6 +159,17 @@ class Stats:
 
 def short_hash(*parts: object, n: int = 16) -> str:
     return hashlib.sha256("\x00".join("" if p is None else str(p) for p in parts).encode()).hexdigest()[:n]
+
+
+# Formats whose readers decode the bytes ingest already read (see curator.readers.read).
+IN_MEMORY_FORMATS = frozenset({"dicom", "raster"})
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ReadError("corrupt", f"cannot read file: {exc.strerror or exc}") from None
 
 
 def sha256_file(path: Path) -> str:
@@ -172,6 +192,7 @@ class Adapter:
         self.root = Path(root).resolve()
         self.params = self.Params.model_validate(card.adapter.params)
         self._check_param_paths()
+        self._phi = phi.Redactor(b"", card.id, keyed_paths=card.identifiers_in_paths)
 
     def _check_param_paths(self) -> None:
         """Every file or folder a parameter names resolves inside the source root, or the card is refused."""
@@ -211,10 +232,6 @@ class Adapter:
             return lexical.relative_to(self.root).as_posix()
         return path.resolve().relative_to(self.root).as_posix()
 
-    def prescan(self) -> Iterator[dict]:
-        """Header identities to learn before any row is written (see ``run``); none by default."""
-        return iter(())
-
     def resolve(self, name: str) -> Path:
         """A path a table names, relative to the root; raises ReadError if it escapes or is missing."""
         candidate = (self.root / name).resolve()
@@ -225,23 +242,67 @@ class Adapter:
         return candidate
 
     # -- the shared loop ------------------------------------------------------------
+    # Ingest runs it in two halves (curator.stages.ingest): the plan walks ``items()`` and
+    # learns every identifier (``identity_paths`` -> a header pass -> ``learn``) before any
+    # unit runs; each unit then indexes its items with ``index_items`` on an adapter that
+    # was handed the learned identifiers (``identifiers`` / ``use_identifiers``). Learning
+    # and redaction live only in ``learn``, ``_learn`` and ``_redact``, so nothing depends
+    # on which file was read first or on how units are spread over workers.
     def run(self, settings: IngestSettings, stats: Stats) -> Iterator[Indexed | Rejected]:
-        key = settings.patient_key()
+        """A whole source in this process (both halves in a row): for tests and small tools."""
+        from curator.readers.dicom import header_identity
+
+        items = list(self._items())
+        self.learn((header_identity(p) for p in self.identity_paths(items)), settings.patient_key())
+        yield from self.index_items(items, settings, stats)
+
+    def identity_paths(self, items: Iterable[Item]) -> list[Path]:
+        """Files whose DICOM headers the plan reads for identifiers: every item a DICOM reader would open.
+
+        Rejected items count too (a file at the wrong depth still names its patient's folder).
+        """
+        paths = []
+        for item in items:
+            path = item.path
+            if path is None or (item.fmt or readers.format_of(path)) != "dicom":
+                continue
+            try:
+                if path.resolve().is_relative_to(self.root) and path.is_file():
+                    paths.append(path)
+            except OSError:
+                continue  # a link loop: the read rejects it, and it names nothing
+        return paths
+
+    def learn(self, identities: Iterable[dict], key: bytes) -> None:
+        """Learn the identifiers of the header pass (the plan's job, before any unit runs)."""
+        self._phi = phi.Redactor(key, self.card.id, keyed_paths=self.card.identifiers_in_paths)
+        for identity in identities:
+            self._learn(identity, key)
+
+    @property
+    def identifiers(self) -> dict[str, str]:
+        """What ``learn`` found, to hand to the adapters that run the units (identifier -> keyed tag)."""
+        return self._phi.state()
+
+    def use_identifiers(self, identifiers: dict[str, str], key: bytes = b"") -> None:
+        self._phi = phi.Redactor.from_state(key, self.card.id, self.card.identifiers_in_paths, identifiers)
+
+    def index_items(
+        self, items: Iterable[Item], settings: IngestSettings, stats: Stats, key: bytes | None = None
+    ) -> Iterator[Indexed | Rejected]:
+        """Index items (one unit's, or a whole source's) into rows; every item ends indexed or as one reject.
+
+        Items naming the same image (``rows_repeat`` layouts) must come in the same call. ``key``
+        is the patient key (default: this process's, ``settings.patient_key()``).
+        """
+        key = settings.patient_key() if key is None else key
         options = self.read_options()
         options.limits = self.card.image.limits()  # the card's bounds on what one input may cost
-        # Rejects are held to the end of the source so identifiers learned from any
-        # file (a patient ID that names a folder) can be redacted from all of them.
-        rejected: list[dict] = []
-        self._phi = phi.Redactor(key, self.card.id, keyed_paths=self.card.identifiers_in_paths)
-        # Layouts that put header identifiers in paths (DICOM exports) learn them all
-        # first, so no row is written before its path can be redacted.
-        for identity in self.prescan():
-            self._learn(identity, key)
         # An image that several rows annotate is one sample with several annotations
         # (kept only for layouts whose rows can repeat an image: it costs memory per image).
         self._samples: dict[str, tuple[list[tuple], set[str]]] = {}
         self._blank_frames = 0
-        for item in self._items():
+        for item in items:
             stats.seen += 1
             try:
                 if item.reject:
@@ -249,18 +310,16 @@ class Adapter:
                 outcome = self._index(item, settings, key, options)
             except ReadError as exc:
                 stats.rejects[exc.reason] += 1
-                self._learn(exc.identity, key)
-                rejected.append(self._reject(item.uri, exc.reason, exc.message))
+                row = self._reject(item.uri, exc.reason, exc.message)
+                row["original_uri"] = self._redact(row["original_uri"])
+                row["message"] = self._redact(row["message"])
+                yield Rejected(row)
                 continue
             stats.indexed_items += 1
             stats.images += len(outcome.images)
             stats.annotations += len(outcome.annotations)
             yield outcome
         stats.blank_frames += self._blank_frames
-        for row in rejected:
-            row["original_uri"] = self._redact(row["original_uri"])
-            row["message"] = self._redact(row["message"])
-            yield Rejected(row)
 
     def _items(self) -> Iterator[Item]:
         try:
@@ -282,9 +341,9 @@ class Adapter:
         """
         return self._phi.redact(text, tag)
 
-    def path_lookup(self) -> dict[str, str]:
-        """Redacted uri -> original uri, for sources whose card keeps identifiers in the layout."""
-        return dict(self._phi.lookup)
+    def path_lookup(self, items: Iterable[Item]) -> dict[str, str]:
+        """Redacted uri -> original uri of ``items`` (the never-shipped lookup of keyed layouts)."""
+        return {r: item.uri for item in items if (r := self._phi.redact(item.uri)) != item.uri}
 
     def _reject(self, uri: str, reason: str, message: str) -> dict:
         # library messages name absolute paths; the index keeps paths relative to the source root
@@ -305,18 +364,21 @@ class Adapter:
                 raise ReadError("path_escape", f"'{item.uri}' is a link to a file outside the source root")
             if not target.is_file():
                 raise ReadError("missing_file", f"'{item.uri}' is a link to nothing")
-        frames = readers.read(item.path, options, fmt=item.fmt)
+        fmt = item.fmt or readers.format_of(item.path)
+        # Read once: hash the bytes the decoder gets (NIfTI, which nibabel opens itself, is hashed apart).
+        data = _read_bytes(item.path) if fmt in IN_MEMORY_FORMATS else None
+        frames = readers.read(item.path, options, fmt=fmt, data=data)
         if not frames:
             raise ReadError("no_pixels", "no frames in file")
-        original_sha = sha256_file(item.path)
-        source_format = frames[0].meta.get("format") or item.fmt or readers.format_of(item.path)
+        original_sha = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(item.path)
+        del data
+        source_format = frames[0].meta.get("format") or fmt
         identity = frames[0].identity
         patient = item.patient_id or identity.get("patient")
         study = item.study_id or identity.get("study")
         patient_key = _keyed(key, self.card.id, "patient", patient)
         study_key = _keyed(key, self.card.id, "study", study)
         group = patient_key or study_key or f"item:{item.uri}"
-        self._learn(identity, key)
         uri = self._redact(item.uri)
         # Sample ids must not move when the secret key changes: hash the path with a fixed
         # tag in place of identifiers, plus the file's bytes where a path was redacted.

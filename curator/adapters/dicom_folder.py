@@ -39,12 +39,3 @@ class DicomFolder(Adapter):
     def items(self) -> Iterator[Item]:
         for path in self.files((self.root / self.params.subdir).resolve()):
             yield Item(uri=self.rel(path), path=path, fmt="dicom")
-
-    def prescan(self) -> Iterator[dict]:
-        # Exports name folders after patients: learn every header's identifiers before any
-        # row is written, so a file read before the one that reveals its folder's ID is redacted too.
-        from curator.readers.dicom import header_identity
-
-        for path in self.files((self.root / self.params.subdir).resolve()):
-            if path.is_file():
-                yield header_identity(path)

@@ -46,16 +46,6 @@ class ImageReport(Adapter):
     version = "1"
     Params = ImageReportParams
 
-    def prescan(self) -> Iterator[dict]:
-        # MIMIC-CXR's DICOM release: learn header identifiers before any row (see Adapter.run)
-        from curator.readers.dicom import header_identity
-
-        base = (self.root / self.params.images_dir).resolve()
-        if ".dcm" in {e.lower() for e in self.params.extensions} and base.is_dir():
-            for path in self.files(base):
-                if path.suffix.lower() == ".dcm" and path.is_file():
-                    yield header_identity(path)
-
     def items(self) -> Iterator[Item]:
         p = self.params
         base = (self.root / p.images_dir).resolve()

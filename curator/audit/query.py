@@ -1,7 +1,9 @@
 """query: SQL over a corpus's index tables (DuckDB), printed as a table or written as CSV/JSON.
 
 Every table is a view of the same name: sources, images, annotations, captions,
-rejects, shards, samples, members, duplicates, leakage. Results stream from
+rejects, shards, samples, members, duplicates, leakage, instructions (the instruct
+stage's training entries; ``turns`` is a list of {from, value} structs, so
+``turns[2].value`` is the first answer). Results stream from
 DuckDB in batches, so writing a million-row CSV never holds it in memory.
 """
 

@@ -193,6 +193,7 @@ def gather(corpus: Corpus) -> tuple[dict, list[Section]]:
             "hold-out: benchmark images matched by file hash, pixel hash or dHash (GMAI-VL's leakage check).",
         ),
     ]
+    sections += instruct_sections(corpus, con)
     leaks = _counts(
         con,
         "SELECT l.benchmark, l.benchmark_item, l.match, l.distance, l.action, l.sample_id, s.split "
@@ -207,6 +208,46 @@ def gather(corpus: Corpus) -> tuple[dict, list[Section]]:
         )
     )
     return head, sections
+
+
+def instruct_sections(corpus: Corpus, con) -> list[Section]:
+    """Instruction data: tasks and entries per image (IMAX's measure), the task mix, mixtures, drops."""
+    from curator.instruct.stats import IMAX_ENTRIES_PER_IMAGE, IMAX_TASKS_PER_IMAGE, task_mix, task_stats
+
+    if not corpus.table_parts("instructions"):
+        return []
+    marker = corpus.marker("instruct", "all") or {}
+    drops = [{"reason": k, "dropped": v} for k, v in sorted((marker.get("drops") or {}).items())]
+    return [
+        Section(
+            "Instruction tasks per image",
+            None,
+            task_stats(con),
+            f"IMAX's image-centric reference: {IMAX_TASKS_PER_IMAGE:.2f} tasks and {IMAX_ENTRIES_PER_IMAGE:.2f} "
+            "entries per image. Per source by each sample's canonical member; entries_per_image_en counts English "
+            "entries only (the monolingual figure).",
+        ),
+        Section(
+            "Instruction task mix",
+            None,
+            task_mix(con),
+            "family is what mixtures weight: caption, instruction (classification, VQA, recognition), report, "
+            "grounding (grounding and region description).",
+        ),
+        Section(
+            "Mixture task-family shares",
+            None,
+            marker.get("mixtures") or [],
+            "Per named mixture (the recipe's [instruct.mixtures]): the weight each family's train entries get so that "
+            "the mixture has the target shares.",
+        ),
+        Section(
+            "Instruction inputs dropped",
+            None,
+            drops,
+            "Counted and never written: boxes outside their image, empty answers, labels outside the vocabulary.",
+        ),
+    ]
 
 
 def _bar(ax, labels, series: dict[str, list[float]], title: str) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from curator.cli import main, summaries
-from curator.cli.options import OUT, QUIET, key_values
+from curator.cli.options import OUT, QUIET, executor_options, key_values, open_executor
 
 
 @main.command()
@@ -43,10 +43,11 @@ from curator.cli.options import OUT, QUIET, key_values
 @click.option("--access", type=click.Choice(["open", "credentialed", "on-request"]), help="With --adapter.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="With --adapter: adapter parameter.")
 @click.option("--image", "image", multiple=True, metavar="KEY=VALUE", help="With --adapter: image policy field.")
+@executor_options
 @QUIET
 def ingest(
     source_id, adapter_name, root, out, registry, seed, adhoc_id, name, modality, anatomy, department, license_,
-    access, params, image, quiet,
+    access, params, image, workers, executor_name, ray_address, quiet,
 ) -> None:  # fmt: skip
     """Index one source into a corpus: images, annotations, rejects.
 
@@ -57,9 +58,11 @@ def ingest(
     \b
     Example:
       curator ingest --source demo_chexpert --root data/demo/chexpert --out shards/demo
+      curator ingest --source demo_chexpert --root data/demo/chexpert --out shards/demo --workers 8
       curator ingest --adapter class_folders --root data/kaggle_xray --out shards/x \\
           --modality X-ray --anatomy chest --license CC-BY-4.0 --access open --param 'levels=["split","label"]'
     """
+    import sys
     import tempfile
 
     from curator.config import IngestSettings
@@ -72,8 +75,6 @@ def ingest(
     settings = IngestSettings(seed=seed)
     if source_id:
         card, path = find_card(source_id, registry)
-        with writer_lock(corpus := Corpus(out), "ingest"):
-            result = ingest_source(corpus, card, path, root, settings, progress=not quiet)
     else:
         card = adhoc_card(
             adapter_name,
@@ -88,10 +89,13 @@ def ingest(
             params=key_values(params, "--param"),
             image=key_values(image, "--image"),
         )
-        with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, open_executor(executor_name, workers, ray_address) as executor:
+        if not source_id:
             # the card's exact content is what the ingest fingerprint hashes
             path = Path(tmp) / f"{card.id}.json"
             path.write_text(card.model_dump_json(indent=2))
-            with writer_lock(corpus := Corpus(out), "ingest"):
-                result = ingest_source(corpus, card, path, root, settings, progress=not quiet)
+        with writer_lock(corpus := Corpus(out), "ingest"):
+            result = ingest_source(corpus, card, path, root, settings, progress=not quiet, executor=executor)
     summaries.print_ingest([result])
+    if result.failed:
+        sys.exit(1)

@@ -29,6 +29,11 @@ def print_ingest(results) -> None:
             total[i] += v
     if len(results) > 1:
         click.echo(f"  {'total':<{w}} {total[0]:>6} {total[1]:>8} {total[2]:>7} {total[3]:>9}")
+    failed = sorted((uid, err) for r in results for uid, err in r.failed.items())
+    if failed:
+        click.echo(f"  {len(failed)} unit(s) failed (the finished ones are kept; re-run to retry these):")
+        for uid, err in failed:
+            click.echo(f"  failed {uid}: {err}")
 
 
 def print_caption_plan(plan, dry_run: bool) -> None:
@@ -110,3 +115,33 @@ def print_shards(result, out: str) -> None:
     if result.classes:
         click.echo(f"  {len(result.classes)} classes for .cls (shards/classes.json)")
     click.echo(f"  written to {out}")
+
+
+def print_instruct(result) -> None:
+    from curator.instruct.stats import IMAX_ENTRIES_PER_IMAGE, IMAX_TASKS_PER_IMAGE
+
+    note = "  (unchanged, skipped)" if result.skipped else ""
+    tasks = ", ".join(f"{k}={v}" for k, v in sorted(result.by_task.items())) or "none"
+    langs = ", ".join(f"{k}={v}" for k, v in sorted(result.by_language.items())) or "-"
+    click.echo(
+        f"instruct\n  {result.entries} entries for {result.with_entries} of {result.samples} images{note}\n"
+        f"  by task: {tasks}; by language: {langs}"
+    )
+    drops = ", ".join(f"{k}={v}" for k, v in sorted(result.drops.items()))
+    click.echo(f"  dropped: {drops}" if drops else "  dropped: none")
+    if result.stats:
+        w = max([10, *(len(r["source"]) for r in result.stats)])
+        click.echo(f"  {'source':<{w}} {'images':>7} {'tasks/img':>10} {'entries/img':>12} {'en/img':>7}")
+        for r in result.stats:
+            click.echo(
+                f"  {r['source']:<{w}} {r['images']:>7} {r['tasks_per_image']:>10.2f} "
+                f"{r['entries_per_image']:>12.2f} {r['entries_per_image_en']:>7.2f}"
+            )
+        click.echo(
+            f"  reference: IMAX {IMAX_TASKS_PER_IMAGE:.2f} tasks and {IMAX_ENTRIES_PER_IMAGE:.2f} entries per image"
+        )
+    for name in sorted({r["mixture"] for r in result.mixtures}):
+        parts = ", ".join(
+            f"{r['family']} {r['percent']:.1f}% (w {r['weight']:g})" for r in result.mixtures if r["mixture"] == name
+        )
+        click.echo(f"  mixture {name}: {parts}")

@@ -1,5 +1,10 @@
 """Readers: one module per file format, ``read(path, options) -> list[Frame]``.
 
+``read(..., data=...)`` takes the file's bytes when the caller has already read
+them (ingest reads each file once, hashes those bytes and decodes them); DICOM and
+raster readers decode from memory, NIfTI (whose gzip and memory-mapping nibabel
+handles from the path) reads the path.
+
 Readers know formats and nothing of dataset layouts. A reader either returns
 display-ready frames or raises :class:`~curator.errors.ReadError` with a reason
 code; it never lets a library exception escape for one bad file.
@@ -79,17 +84,19 @@ def format_of(path: Path) -> str:
     return "unknown"
 
 
-def read(path: Path, options: ReadOptions | None = None, fmt: str | None = None) -> list[Frame]:
+def read(
+    path: Path, options: ReadOptions | None = None, fmt: str | None = None, data: bytes | None = None
+) -> list[Frame]:
     options = options or ReadOptions()
     fmt = fmt or format_of(path)
     if fmt == "raster":
         from curator.readers.raster import read_raster
 
-        return read_raster(path, options.limits)
+        return read_raster(path, data, options.limits)
     if fmt == "dicom":
         from curator.readers.dicom import read_dicom
 
-        return read_dicom(path, options)
+        return read_dicom(path, options, data)
     if fmt == "nifti":
         from curator.readers.nifti import read_nifti
 

@@ -28,6 +28,7 @@ dates, IDs, institutions, physicians) only to redact them from paths (:mod:`cura
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import struct
 import warnings
@@ -89,13 +90,19 @@ def _decoder_available(ts) -> bool:
         return False
 
 
-def read_dicom(path: Path, options: ReadOptions) -> list[Frame]:
+def read_dicom(path: Path, options: ReadOptions, data: bytes | None = None) -> list[Frame]:
+    # one quiet context for the whole read: entering one costs ~0.5 ms (warning filters, logger caches)
+    with _quiet_pydicom():
+        return _read_dicom(path, options, data)
+
+
+def _read_dicom(path: Path, options: ReadOptions, data: bytes | None) -> list[Frame]:
     # force=True would turn any file into a garbage dataset: check the preamble first.
-    if not is_dicom(path):
-        raise ReadError("not_dicom", "no DICM preamble", header_identity(path))
+    if not (is_dicom(path) if data is None else data[128:132] == b"DICM"):
+        raise ReadError("not_dicom", "no DICM preamble", header_identity(path if data is None else io.BytesIO(data)))
     try:
         with _quiet_pydicom():
-            ds = pydicom.dcmread(path)
+            ds = pydicom.dcmread(path if data is None else io.BytesIO(data))
     except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError, struct.error) as exc:
         raise ReadError("corrupt", f"cannot parse DICOM: {exc}") from None
     identity = _identity(ds)
@@ -313,16 +320,21 @@ def _identity(ds: Dataset) -> dict:
     return dicom_identity(ds)
 
 
-def header_identity(path: Path) -> dict:
-    """Identifiers from a file's header only, for redaction; {} when nothing can be read.
+def header_identity(source) -> dict:
+    """Identifiers from a file's header only (a path or a file object), for redaction; {} when nothing can be read.
 
-    Reads without pixels and also without the DICM preamble (force), because a
-    preamble-less file still carries the patient ID its folder may be named after.
+    Ingest's plan calls this for every DICOM file before any is read, so it must learn
+    what a full read would: everything ``_identity`` finds in a file with the DICM
+    preamble. A preamble-less file is read anyway (force), because it still carries
+    the patient ID its folder may be named after, but a forced read of a file that is
+    not DICOM at all is garbage, so there only a PatientID or PatientName counts.
+    The whole header is read (no pixels): any PN, DA, TM or DT element anywhere, and
+    sequences such as a DICOMDIR's records, may name what a folder is called.
     """
     try:
         with _quiet_pydicom():
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-        if not (ds.get("PatientID") or ds.get("PatientName")):
+            ds = pydicom.dcmread(source, stop_before_pixels=True, force=True)
+        if ds.preamble is None and not (ds.get("PatientID") or ds.get("PatientName")):
             return {}  # a forced read of a non-DICOM file: nothing trustworthy to learn
         return _identity(ds)
     except Exception:  # noqa: BLE001 - any unreadable file simply teaches us nothing
@@ -331,16 +343,28 @@ def header_identity(path: Path) -> dict:
 
 @contextlib.contextmanager
 def _quiet_pydicom():
-    """pydicom logs a traceback for every plugin that fails; we turn the failure into a reject instead."""
+    """pydicom logs a traceback for every plugin that fails; we turn the failure into a reject instead.
+
+    Re-entrant: an inner use inside an outer one costs nothing.
+    """
+    global _quiet_depth
+    if _quiet_depth:
+        yield
+        return
     logger = logging.getLogger("pydicom")
     level = logger.level
     logger.setLevel(logging.CRITICAL)
+    _quiet_depth += 1
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
+        _quiet_depth -= 1
         logger.setLevel(level)
+
+
+_quiet_depth = 0
 
 
 def _first(v):

@@ -10,6 +10,7 @@ which passes truncated JPEGs) decodes the data.
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -24,12 +25,12 @@ from curator.readers import Frame, Limits
 MAX_PIXELS = Limits().max_pixels  # the default; a card's image.max_pixels overrides it
 
 
-def read_raster(path: Path, limits: Limits | None = None) -> list[Frame]:
+def read_raster(path: Path, data: bytes | None = None, limits: Limits | None = None) -> list[Frame]:
     max_pixels = (limits or Limits()).max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path if data is None else io.BytesIO(data)) as img:
                 # the header's declared size, before a byte of pixel data is decoded
                 if img.width * img.height > max_pixels:
                     raise ReadError("decompression_bomb", f"{img.width}x{img.height} exceeds {max_pixels} pixels")

@@ -1,4 +1,4 @@
-"""Build: every stage of a recipe in order, ingest -> index -> caption -> shard, with one report."""
+"""Build: every stage of a recipe in order, ingest -> index -> caption -> instruct -> shard, with one report."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from pathlib import Path
 
 from curator.config import Recipe, SelectSettings
 from curator.errors import RecipeError
+from curator.executors import Executor, make_executor
 from curator.registry import SourceCard, find_card
 from curator.stages.caption import CaptionResult, run_caption
 from curator.stages.index import IndexResult, run_index
-from curator.stages.ingest import SourceResult, drop_source, ingest_source, ingested_sources
+from curator.stages.ingest import SourceResult, drop_source, ingest_sources, ingested_sources
+from curator.stages.instruct import InstructResult, run_instruct
 from curator.stages.shard import ShardResult, run_shard
 from curator.storage import Corpus, check_parts, claim_for_recipe, writer_lock
 
@@ -22,10 +24,16 @@ log = logging.getLogger(__name__)
 @dataclass
 class BuildReport:
     sources: list[SourceResult]
-    caption: CaptionResult
-    shard: ShardResult
-    index: IndexResult = field(default_factory=IndexResult)
+    caption: CaptionResult | None  # None when an ingest unit failed: later stages wait for a complete ingest
+    shard: ShardResult | None
+    index: IndexResult | None = field(default_factory=IndexResult)
     excluded: dict[str, str] = field(default_factory=dict)  # source id -> why the recipe's [select] left it out
+    instruct: InstructResult | None = None  # None: the recipe has no [instruct] table
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """Every ingest unit that failed (unit id -> error), across sources."""
+        return {uid: err for r in self.sources for uid, err in r.failed.items()}
 
 
 def exclusion(card: SourceCard, select: SelectSettings) -> str | None:
@@ -42,16 +50,25 @@ def exclusion(card: SourceCard, select: SelectSettings) -> str | None:
     return None
 
 
-def run_build(recipe: Recipe, out: str, progress: bool = True, replace: bool = False) -> BuildReport:
+def run_build(
+    recipe: Recipe, out: str, progress: bool = True, executor: Executor | None = None, replace: bool = False
+) -> BuildReport:
+    """Every stage; ``executor`` runs the per-unit work (default: serially in this process).
+
+    When an ingest unit fails the build stops after ingest: indexing a source with a
+    unit missing would write tables that the re-run (which retries the unit) replaces.
+    """
+    if executor is None:
+        with make_executor("serial") as serial:
+            return run_build(recipe, out, progress, serial, replace)
     corpus = Corpus(out)
     with writer_lock(corpus, f"build {recipe.name}"):
         claim_for_recipe(corpus, recipe.name, replace)
         check_parts(corpus)
-        report = _build(corpus, recipe, out, progress)
-    return report  # releasing the lock wrote the seal
+        return _build(corpus, recipe, out, progress, executor)  # releasing the lock writes the seal
 
 
-def _build(corpus: Corpus, recipe: Recipe, out: str, progress: bool) -> BuildReport:
+def _build(corpus: Corpus, recipe: Recipe, out: str, progress: bool, executor: Executor) -> BuildReport:
     registry = Path(recipe.registry) if recipe.registry else None
     cards = [(src, *find_card(src.id, registry)) for src in recipe.sources]  # fail early on a bad card
     excluded = {card.id: why for _, card, _ in cards if (why := exclusion(card, recipe.select))}
@@ -66,8 +83,13 @@ def _build(corpus: Corpus, recipe: Recipe, out: str, progress: bool) -> BuildRep
             log.warning("dropping source '%s' from %s: the recipe no longer takes it", stale, out)
             drop_source(corpus, stale)
     settings = recipe.ingest_settings()
-    results = [ingest_source(corpus, card, path, src.root, settings, progress) for src, card, path in cards]
+    results = ingest_sources(
+        corpus, [(card, path, src.root) for src, card, path in cards], settings, executor, progress
+    )
+    if any(r.failed for r in results):
+        return BuildReport(results, None, None, None, excluded)
     index = run_index(corpus, recipe.duplicates, recipe.holdout)
     caption = run_caption(corpus, recipe.caption, progress=progress)
+    instruct = run_instruct(corpus, recipe.instruct, progress) if recipe.instruct else None
     shard = run_shard(corpus, recipe.shard, recipe.name, progress)
-    return BuildReport(results, caption, shard, index, excluded)
+    return BuildReport(results, caption, shard, index, excluded, instruct)

@@ -1,0 +1,34 @@
+"""`curator instruct`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from curator.cli import main, summaries
+from curator.cli.options import OUT, QUIET, RECIPE
+
+
+@main.command()
+@OUT
+@RECIPE
+@QUIET
+def instruct(out: str, recipe_path: Path | None, quiet: bool) -> None:
+    """Write instruction entries for every kept image: captioning, report, classification, VQA, grounding.
+
+    All of an image's tasks are built together from its labels, boxes, reports, VQA
+    pairs, captions and metadata, with the versioned templates in prompts/instruct/
+    (English and Chinese). Settings come from the recipe's [instruct] table, or
+    defaults without one. A re-run with unchanged inputs changes nothing.
+
+    \b
+    Example:
+      curator instruct --out shards/demo --recipe recipes/demo.toml
+      curator query "SELECT task, form, count(*) FROM instructions GROUP BY ALL" --out shards/demo
+    """
+    from curator.config import InstructSettings, load_recipe
+    from curator.stages.instruct import run_instruct
+    from curator.storage import Corpus
+
+    recipe = load_recipe(recipe_path) if recipe_path else None
+    settings = (recipe.instruct if recipe else None) or InstructSettings(seed=recipe.seed if recipe else 0)
+    summaries.print_instruct(run_instruct(Corpus(out), settings, progress=not quiet))

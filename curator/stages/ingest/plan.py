@@ -1,0 +1,158 @@
+"""Ingest plan: walk a source's layout, learn every identifier, cut the items into units.
+
+The plan runs in the driver. It walks ``adapter.items()`` once, reads the header
+of every file a DICOM reader would open (a header pass through the executor, in
+batches, results applied in item order), and cuts the items into units of
+``settings.unit_items``. Boundaries depend only on the items and that setting,
+never on the worker count; items naming one image (``rows_repeat`` layouts) fall
+in one unit, so the image is one sample with all its rows' annotations.
+
+The plan holds the source's items in memory while its units are cut (a few
+hundred bytes an item); rows, pixels and blobs live only in the workers, one unit
+at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from curator import __version__, phi
+from curator.adapters.base import Adapter, Item, Stats, short_hash
+from curator.config import IngestSettings
+from curator.errors import CuratorError
+from curator.executors import Executor, UnitFailure
+from curator.registry import SourceCard, adapter_class, card_sha256
+from curator.stages.ingest.work import UNIT_TABLES, UnitWork, header_identities
+from curator.storage import Corpus
+from curator.units import Unit
+
+# Files per header-pass task: a header read is ~0.3 ms, so a task is a few tenths of a second.
+HEADER_BATCH = 512
+
+
+@dataclass
+class SourcePlan:
+    card: SourceCard
+    root: Path
+    card_sha256: str
+    fingerprint: str
+    units: list[Unit] = field(default_factory=list)
+    skipped: Stats | None = None  # the stats of a finished, unchanged source (nothing to plan)
+    failed: dict[str, str] = field(default_factory=dict)  # a header pass that failed: no unit may run
+
+    @property
+    def stage(self) -> str:
+        return unit_stage(self.card.id)
+
+
+def unit_stage(source_id: str) -> str:
+    """Units' markers live beside the source's own: ``_markers/ingest/<source>/<unit>.json``."""
+    return f"ingest/{source_id}"
+
+
+def unit_id(source_id: str, n: int) -> str:
+    # six digits keep parts sorting in plan order up to a million units a source
+    return f"{source_id}-{n:06d}"
+
+
+def source_fingerprint(card: SourceCard, card_sha: str, root: Path, settings: IngestSettings, adapter: Adapter) -> str:
+    return short_hash(
+        card_sha, root.resolve(), settings.fingerprint(), __version__, adapter.name, adapter.version, n=32
+    )
+
+
+def unit_parts_exist(corpus: Corpus, uid: str) -> bool:
+    return all(corpus.exists(f"index/{t}/part-{uid}.parquet") for t in UNIT_TABLES)
+
+
+def plan_source(
+    corpus: Corpus,
+    card: SourceCard,
+    card_path: Path,
+    root: str | Path,
+    settings: IngestSettings,
+    executor: Executor,
+    progress: bool = True,
+) -> SourcePlan:
+    root = Path(root)
+    if not root.is_dir():
+        raise CuratorError(f"source '{card.id}': root folder not found: {root}")
+    adapter = adapter_class(card.adapter.name)(card, root)
+    sha = card_sha256(card_path)
+    plan = SourcePlan(card, root, sha, source_fingerprint(card, sha, root, settings, adapter))
+    marker = corpus.marker("ingest", card.id)
+    if (
+        marker
+        and marker.get("fingerprint") == plan.fingerprint
+        and corpus.exists(f"index/sources/part-{card.id}.parquet")
+        and all(unit_parts_exist(corpus, u) for u in marker.get("units", []))
+    ):
+        plan.skipped = Stats.from_dict(marker["stats"])
+        return plan
+
+    items = list(adapter._items())
+    identities, failure = _header_pass(adapter, items, executor, progress)
+    if failure is not None:
+        plan.failed[f"{card.id}-headers"] = failure
+        return plan
+    key = settings.patient_key()
+    adapter.learn(identities, key)
+    identifiers = adapter.identifiers
+    if card.identifiers_in_paths:
+        # keyed layouts: the way back from a sample to its file stays on this machine, outside the corpus
+        phi.save_lookup(corpus.url, card.id, adapter.path_lookup(items))
+    # The learned set is part of every unit's fingerprint (a new file naming a patient
+    # changes how every path of that patient is redacted) as a keyed hash: never the values.
+    learned = hmac.new(key, repr(sorted(identifiers.items())).encode(), hashlib.sha256).hexdigest()[:32]
+    for n, batch in enumerate(cut(items, settings.unit_items, adapter.rows_repeat)):
+        uid = unit_id(card.id, n)
+        plan.units.append(
+            Unit(
+                stage=plan.stage,
+                id=uid,
+                fingerprint=short_hash(plan.fingerprint, learned, repr(batch), n=32),
+                payload=UnitWork(corpus.url, card, str(root), settings, identifiers, batch, key),
+                weight=len(batch),
+            )
+        )
+    return plan
+
+
+def cut(items: list[Item], per_unit: int, rows_repeat: bool) -> list[list[Item]]:
+    """Consecutive batches of ``per_unit`` items; for ``rows_repeat`` layouts, of ``per_unit`` distinct images.
+
+    Every row naming an image goes to the unit of the image's first row, in the
+    rows' own order, so one worker sees all of an image's annotations.
+    """
+    if not rows_repeat:
+        return [items[i : i + per_unit] for i in range(0, len(items), per_unit)]
+    unit_of: dict[str, int] = {}
+    batches: list[list[Item]] = []
+    for item in items:
+        n = unit_of.setdefault(item.uri, len(unit_of) // per_unit)
+        if n == len(batches):
+            batches.append([])
+        batches[n].append(item)
+    return batches
+
+
+def _header_pass(
+    adapter: Adapter, items: list[Item], executor: Executor, progress: bool
+) -> tuple[list[dict], str | None]:
+    """Every DICOM header's identity, in item order; a small source's pass runs here, a large one on the executor."""
+    paths = adapter.identity_paths(items)
+    if len(paths) <= HEADER_BATCH:
+        return header_identities(paths), None
+    batches = [paths[i : i + HEADER_BATCH] for i in range(0, len(paths), HEADER_BATCH)]
+    results: list[list[dict] | None] = [None] * len(batches)
+    for i, result in executor.map(
+        header_identities, batches, desc=f"headers {adapter.card.id}", progress=progress, weight=len
+    ):
+        if isinstance(result, UnitFailure):
+            # no path in the message: until the pass is complete nothing can be redacted from one
+            return [], f"header pass, batch {i + 1} of {len(batches)}: {result.error}"
+        results[i] = result
+    return [identity for batch in results for identity in batch], None

@@ -1,0 +1,104 @@
+"""Ingest work: what runs on an executor's worker (this process, a pool worker, a Ray node).
+
+Two picklable functions, nothing else: ``header_identities`` (the plan's header
+pass over a batch of DICOM files) and ``ingest_unit`` (read, normalise, encode,
+write blobs and one part per table for one unit). A worker learns nothing: every
+identifier arrives in the unit's payload, learned by the plan from every file of
+the source, so a unit's rows never depend on which worker ran it or when.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from curator.adapters.base import Item, Rejected, Stats
+from curator.config import IngestSettings
+from curator.registry import SourceCard, adapter_class
+from curator.storage import Corpus
+from curator.units import Unit
+
+# the tables a unit writes one part of (``sources`` is one row per source, written at its commit)
+UNIT_TABLES = ("images", "annotations", "rejects")
+
+
+@dataclass(frozen=True)
+class UnitWork:
+    """A unit's payload: everything a worker needs, nothing it must look up in the driver."""
+
+    corpus_url: str
+    card: SourceCard
+    root: str
+    settings: IngestSettings
+    identifiers: dict[str, str]  # learned identifier forms -> tags (phi.Redactor.state); in memory only, never written
+    items: list[Item]
+    # The driver's patient key, in memory only: every worker must hash with the same key, and a
+    # cluster node without CURATOR_PATIENT_KEY would otherwise fall back to the demo key silently.
+    patient_key: bytes
+
+
+def blob_path(sha256: str, ext: str) -> str:
+    return f"blobs/{sha256[:2]}/{sha256}.{ext}"
+
+
+def header_identities(paths: list[Path]) -> list[dict]:
+    """The header pass for a batch of files: identifiers only, no pixels, in the batch's order."""
+    from curator.readers.dicom import header_identity
+
+    return [header_identity(p) for p in paths]
+
+
+def keep_freed_memory() -> None:
+    """Stop glibc handing each slice's freed arrays back to the OS (once per process; Linux only).
+
+    A CT slice makes a dozen 1 MB temporaries (float32 frame, window, quantise). Above
+    glibc's mmap threshold each is mapped fresh and freed with munmap, so every slice
+    page-faults its memory back in: measured, that was half the CPU time of reading a
+    512x512 slice (2.9 -> 1.3 ms). A fixed 64 MiB mmap threshold and a 128 MiB trim
+    threshold keep the memory in the heap for the next slice; a worker holds at most
+    that much more, and the pool recycles workers anyway (TASKS_PER_CHILD).
+    """
+    global _malloc_tuned
+    if _malloc_tuned or not sys.platform.startswith("linux"):
+        return
+    _malloc_tuned = True
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # musl or another libc: nothing to tune
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 64 * 1024**2)
+    libc.mallopt(m_trim_threshold, 128 * 1024**2)
+
+
+_malloc_tuned = False
+
+
+def ingest_unit(unit: Unit) -> dict:
+    """Index one unit's items: blobs first, then its parts (each committed atomically); returns its stats."""
+    keep_freed_memory()
+    work: UnitWork = unit.payload
+    corpus = Corpus(work.corpus_url)
+    adapter = adapter_class(work.card.adapter.name)(work.card, Path(work.root))
+    adapter.use_identifiers(work.identifiers, work.patient_key)
+    stats = Stats()
+    with (
+        corpus.table_writer("images", unit.id) as images,
+        corpus.table_writer("annotations", unit.id) as annotations,
+        corpus.table_writer("rejects", unit.id) as rejects,
+    ):
+        for out in adapter.index_items(work.items, work.settings, stats, work.patient_key):
+            if isinstance(out, Rejected):
+                rejects.append(out.row)
+                continue
+            for enc, row in zip(out.blobs, out.images, strict=True):
+                rel = blob_path(enc.sha256, enc.ext)
+                # content-addressed: two units (or workers) writing one image write the same bytes
+                if not corpus.exists(rel):
+                    corpus.write_bytes(rel, enc.data)
+                images.append(row)
+            for row in out.annotations:
+                annotations.append(row)
+    return stats.as_dict()
