@@ -82,8 +82,8 @@ class CaptionSettings(Strict):
 
     captions_per_triplet: int = Field(10, ge=1, le=50, description="Captions written per triplet and language.")
     languages: list[str] = Field(default_factory=lambda: ["en", "zh"])
-    prompt: str = Field("caption/v2", description="LLM prompt id: prompts/<id>.toml.")
-    templates: str = Field("templates/v2", description="Offline generator templates: prompts/<id>.toml.")
+    prompt: str = Field("caption/v3", description="LLM prompt id: prompts/<id>.toml.")
+    templates: str = Field("templates/v3", description="Offline generator templates: prompts/<id>.toml.")
     seed: int = 0
     generator: Literal["auto", "llm", "template"] = Field(
         "auto", description="auto: the LLM when an endpoint is configured, else the offline templates."
@@ -94,11 +94,20 @@ class CaptionSettings(Strict):
     temperature: float = Field(0.8, ge=0, le=2, description="Sampling temperature; diversity is the point here.")
     # ten two-sentence Chinese captions fit in ~1,200 tokens; a re-ask after a truncated reply doubles it (up to 4x)
     max_tokens: int = Field(2048, ge=64, description="Completion tokens per request.")
-    response_format: Literal["json_object", "json_schema", "none"] = Field(
-        "json_object", description="json_object works on OpenAI, vLLM, Ollama and llama.cpp; json_schema is stricter."
+    response_format: Literal["auto", "json_schema", "json_object", "none"] = Field(
+        "auto",
+        description="auto: the caption list's JSON schema (OpenAI, vLLM, llama.cpp enforce it), stepping down to "
+        "json_object and then none where the endpoint refuses it with a 400.",
     )
-    concurrency: int = Field(8, ge=1, le=256, description="Requests in flight at once.")
-    timeout: float = Field(60.0, gt=0, description="Seconds before a request is abandoned and retried.")
+    # A ceiling, not a pace: the pace starts at concurrency_start and grows while the endpoint
+    # keeps up (a one-slot llama.cpp server settles at 1-2, a vLLM replica or OpenAI climbs here).
+    concurrency: int = Field(16, ge=1, le=256, description="Most requests in flight at once.")
+    concurrency_start: int = Field(1, ge=1, le=256, description="Requests in flight at the start (adaptive pace).")
+    pace: Literal["adaptive", "fixed"] = Field(
+        "adaptive", description="adaptive: learn what the endpoint sustains; fixed: always `concurrency` in flight."
+    )
+    # counted from when the request leaves, never while it waits for a slot here
+    timeout: float = Field(60.0, gt=0, description="Seconds a request may take before it is abandoned and retried.")
     max_retries: int = Field(
         5, ge=0, description="Retries of a request on 408/409/429/5xx, timeouts, lost connections."
     )

@@ -16,10 +16,14 @@ downloader every fsspec protocol; the helpers here call it for you.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import logging
+import multiprocessing
 import os
+import random
+import tempfile
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -55,11 +59,14 @@ def register_fsspec() -> None:
     """
     # importlib: the packages re-export functions under these module names
     gopen = importlib.import_module("webdataset.gopen")
-    wids_dl = importlib.import_module("wids.wids_dl")
-
+    try:
+        wids_dl = importlib.import_module("wids.wids_dl")
+    except ImportError:  # webdataset 1.x without the `wids` extra: streaming only
+        wids_dl = None
     for proto in FSSPEC_PROTOCOLS:
         gopen.gopen_schemes[proto] = _gopen_fsspec
-        wids_dl.default_cmds[proto] = _download_fsspec
+        if wids_dl is not None:
+            wids_dl.default_cmds[proto] = _download_fsspec
 
 
 def _join(base: str, rel: str) -> str:
@@ -121,16 +128,72 @@ def _bytes(value) -> bytes:
     raise TypeError(f"unexpected member type {type(value).__name__}")
 
 
-class _Pipeline:
-    """Picklable per-sample map: raw sample -> record -> the caller's transform."""
+class Epoch:
+    """The epoch DataLoader workers see: set it before each epoch, as with ``DistributedSampler.set_epoch``.
 
-    def __init__(self, transform: Callable[[dict], Any] | None):
+    Backed by shared memory, so workers (forked or spawned, persistent or not)
+    read the current value. open_clip's ``SharedEpoch`` has the same two methods
+    and can be passed instead.
+    """
+
+    def __init__(self, epoch: int = 0):
+        self._value = multiprocessing.Value("i", epoch)
+
+    def set_value(self, epoch: int) -> None:
+        self._value.value = epoch
+
+    def get_value(self) -> int:
+        return self._value.value
+
+
+def draw_caption(meta: dict, key: str, *, seed: int = 0, epoch: int = 0, language: str | None = None) -> str | None:
+    """One of the sample's validated captions (``.json`` ``captions``), drawn per (seed, epoch, key).
+
+    Each epoch gives each sample an independent, repeatable draw (UniMed-CLIP's
+    finding: sampling among a sample's captions beats one fixed caption). With
+    ``language``, only captions in it (all of them if it has none). None when the
+    sample has no generated captions (its source text is then the ``.txt``).
+    """
+    captions = meta.get("captions") or []
+    if language is not None:
+        captions = [c for c in captions if c.get("language") == language] or captions
+    if not captions:
+        return None
+    digest = hashlib.sha256(f"{seed}\0{epoch}\0{key}".encode()).digest()
+    return captions[int.from_bytes(digest[:8], "big") % len(captions)]["caption"]
+
+
+class _Pipeline:
+    """Picklable per-sample map: raw sample -> record (caption drawn if asked) -> the caller's transform."""
+
+    def __init__(
+        self,
+        transform: Callable[[dict], Any] | None,
+        captions: str = "txt",
+        seed: int = 0,
+        epoch: Epoch | None = None,
+        language: str | None = None,
+    ):
+        if captions not in CAPTION_MODES:
+            raise ValueError(f"captions must be one of {', '.join(CAPTION_MODES)}, not {captions!r}")
         self.transform = transform
+        self.captions = captions
+        self.seed = seed
+        self.epoch = epoch
+        self.language = language
 
     def __call__(self, sample: dict):
         register_fsspec()  # a spawned worker runs this module fresh
         record = to_record(sample)
+        if self.captions == "draw":
+            epoch = self.epoch.get_value() if self.epoch is not None else 0
+            drawn = draw_caption(record["meta"], record["key"], seed=self.seed, epoch=epoch, language=self.language)
+            record["text"] = record["text"] if drawn is None else drawn
         return self.transform(record) if self.transform else record
+
+
+# txt: the shard's .txt (one seeded caption, fixed); draw: one validated caption per sample per epoch
+CAPTION_MODES = ("txt", "draw")
 
 
 def webdataset(
@@ -141,27 +204,36 @@ def webdataset(
     shardshuffle: int | bool = False,
     multinode: bool = False,
     seed: int = 0,
+    captions: str = "txt",
+    epoch: Epoch | None = None,
+    caption_language: str | None = None,
 ):
-    """A ``webdataset.WebDataset`` of records (see :func:`to_record`), optionally transformed.
+    """A webdataset pipeline of records (see :func:`to_record`), optionally transformed.
 
     ``urls`` may be local paths, brace patterns, ``pipe:`` commands or fsspec URLs.
     ``multinode=True`` splits shards over torch.distributed ranks as well as
     loader workers; balanced shard counts (``multiple_of``) keep ranks even.
+    ``shardshuffle`` and ``shuffle`` are seeded; ``captions="draw"`` sets each
+    record's ``text`` to a caption drawn per epoch (:func:`draw_caption`; pass an
+    :class:`Epoch` and set it each epoch).
+
+    Built from webdataset's pipeline stages rather than ``wds.WebDataset``, whose
+    arguments differ between 0.2.86 (open_clip's pin) and 1.x: both run this.
     """
     import webdataset as wds
 
     register_fsspec()
-    ds = wds.WebDataset(
-        urls,
-        shardshuffle=shardshuffle,
-        nodesplitter=wds.split_by_node if multinode else wds.single_node_only,
-        workersplitter=wds.split_by_worker,
-        empty_check=False,
-        seed=seed,
-    )
+    if shardshuffle is True:
+        shardshuffle = 100
+    stages: list = [wds.SimpleShardList(urls)]
+    if shardshuffle:
+        # before the node split and seeded alike on every rank, so ranks split one order
+        stages.append(wds.detshuffle(int(shardshuffle), seed=seed))
+    stages += [wds.split_by_node if multinode else wds.single_node_only, wds.split_by_worker, wds.tarfile_to_samples()]
     if shuffle:
-        ds = ds.shuffle(shuffle)
-    return ds.map(_Pipeline(transform))
+        stages.append(wds.shuffle(shuffle, rng=random.Random(seed)))
+    stages.append(wds.map(_Pipeline(transform, captions, seed, epoch, caption_language)))
+    return wds.DataPipeline(*stages)
 
 
 def _keep_list(batch: list) -> list:
@@ -169,7 +241,7 @@ def _keep_list(batch: list) -> list:
 
 
 # webdataset()'s own options; every other keyword of webdataset_loader goes to the DataLoader
-DATASET_OPTIONS = frozenset({"shuffle", "shardshuffle", "multinode", "seed"})
+DATASET_OPTIONS = frozenset({"shuffle", "shardshuffle", "multinode", "seed", "captions", "epoch", "caption_language"})
 
 
 def webdataset_loader(
@@ -187,7 +259,8 @@ def webdataset_loader(
     Without ``collate_fn`` a batch is a list of records (images differ in size
     until a transform resizes them); pass torch's default collate once
     ``transform`` returns tensors of one shape. ``shuffle``, ``shardshuffle``,
-    ``multinode`` and ``seed`` go to :func:`webdataset`; any other keyword
+    ``multinode``, ``seed``, ``captions``, ``epoch`` and ``caption_language`` go to
+    :func:`webdataset`; any other keyword
     (``pin_memory``, ``prefetch_factor``, ``persistent_workers``...) and
     ``loader_kwargs`` go to ``torch.utils.data.DataLoader``.
     """
@@ -217,24 +290,62 @@ def _same_path(url: str) -> str:
     return url
 
 
-def wids_dataset(shards_url: str, split: str, *, cache_dir: str | None = None, transform=None):
+def wids_dataset(
+    shards_url: str,
+    split: str,
+    *,
+    cache_dir: str | None = None,
+    transform=None,
+    captions: str = "txt",
+    seed: int = 0,
+    epoch: Epoch | None = None,
+    caption_language: str | None = None,
+):
     """A ``wids.ShardListDataset`` (random access by index) over one split's shard index.
 
     Local shards are read in place; remote ones are downloaded once into
     ``cache_dir`` (required for remote URLs: wids would otherwise use /tmp).
-    Items are records (see :func:`to_record`), transformed if asked.
+    Items are records (see :func:`to_record`), transformed if asked; ``captions``,
+    ``seed``, ``epoch`` and ``caption_language`` as for :func:`webdataset`.
     """
-    import wids
+    try:
+        import wids
+    except ImportError:
+        raise ImportError(
+            "wids_dataset needs wids: pip install 'curator[wids]' (webdataset<=0.2.86 ships it instead)"
+        ) from None
 
     register_fsspec()
     index = read_index(shards_url, split)
     remote = any("://" in e["url"] for e in index["shardlist"])
     if remote and cache_dir is None:
         raise ValueError("wids_dataset: cache_dir is required for remote shards")
-    kw = {"cache_dir": cache_dir} if remote else {"localname": _same_path}
+    links = None
+    if remote:
+        kw = {"cache_dir": cache_dir}
+    elif _links_shards():
+        # webdataset<=0.2.86's wids hard-links each shard it opens beside its local name and deletes
+        # that name when the shard leaves its cache: the local name must never be the shard itself.
+        links = tempfile.TemporaryDirectory(prefix="curator-wids-")
+        kw = {"cache_dir": links.name}
+    else:
+        kw = {"localname": _same_path}
     ds = wids.ShardListDataset(index["shardlist"], dataset_name=index.get("name"), transformations=[], **kw)
-    ds.add_transform(_Pipeline(transform))
+    if links is not None:
+        ds._curator_links = links  # removed with the dataset
+        handlers = ds.cache.downloader.downloader.handlers
+        handlers["posixpath"] = handlers["file"] = _symlink  # a local shard is linked to, not copied
+    ds.add_transform(_Pipeline(transform, captions, seed, epoch, caption_language))
     return ds
+
+
+def _links_shards() -> bool:
+    """True for the wids that webdataset<=0.2.86 bundles (its downloader links and releases local names)."""
+    return hasattr(importlib.import_module("wids.wids_dl"), "ConcurrentDownloader")
+
+
+def _symlink(remote: str, local: str) -> None:
+    os.symlink(os.path.abspath(remote.removeprefix("file://")), local)
 
 
 def iterate_records(dataset: Iterable) -> Iterable[dict]:

@@ -513,7 +513,9 @@ SEAL = "_seal.json"
 # Written beside a sealed corpus but not part of it: the lock of a running writer, the seal
 # itself, and the corpus card `curator report` writes into a local corpus.
 SEAL_STAMPS = "_markers/seal-stamps.json"
-UNSEALED = (LOCK, SEAL, SEAL_STAMPS)
+# shards/build.json records when the build ran: its times differ between identical builds, so
+# sealing it would make the seal itself differ (it is provenance beside the corpus, not its content).
+UNSEALED = (LOCK, SEAL, SEAL_STAMPS, "shards/build.json")
 UNSEALED_DIRS = ("report/",)
 
 

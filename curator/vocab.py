@@ -229,3 +229,141 @@ def canonical_modality(native: str | None) -> str | None:
 def canonical_anatomy(native: str) -> str:
     key = _key(native)
     return ANATOMY.get(key, key)
+
+
+# -- Chinese names and normal states (issue 12) ---------------------------------------------
+# Simplified Chinese names of canonical findings, anatomy and modality values, in the register
+# of Chinese radiology reports (全国科学技术名词审定委员会 terms where one exists). The offline
+# caption generator translates every label through this table, and a label missing here is a
+# build warning naming it, never an English word inside a Chinese caption. The LLM prompt gets
+# the name as a hint, and caption validation accepts it.
+ZH_NAMES: dict[str, str] = {
+    # chest radiography (CheXpert, MIMIC-CXR, NIH ChestX-ray14, VinDr-CXR)
+    "pleural effusion": "胸腔积液",
+    "cardiomegaly": "心脏增大",
+    "lung opacity": "肺部阴影",
+    "lung lesion": "肺部病变",
+    "lung nodule": "肺结节",
+    "lung mass": "肺部肿块",
+    "lung nodule or mass": "肺结节或肿块",
+    "pulmonary edema": "肺水肿",
+    "edema": "水肿",
+    "consolidation": "肺实变",
+    "pneumonia": "肺炎",
+    "atelectasis": "肺不张",
+    "pneumothorax": "气胸",
+    "pleural abnormality": "胸膜异常",
+    "pleural thickening": "胸膜增厚",
+    "fracture": "骨折",
+    "support devices": "支持装置",
+    "enlarged cardiomediastinum": "心纵隔增宽",
+    "emphysema": "肺气肿",
+    "pulmonary fibrosis": "肺纤维化",
+    "hiatal hernia": "食管裂孔疝",
+    "interstitial lung disease": "间质性肺病",
+    "aortic enlargement": "主动脉增宽",
+    "calcification": "钙化",
+    # normal states
+    "no finding": "未见明显异常",
+    "no diabetic retinopathy": "未见糖尿病视网膜病变",
+    # fundus
+    "diabetic retinopathy": "糖尿病视网膜病变",
+    "mild non-proliferative diabetic retinopathy": "轻度非增殖性糖尿病视网膜病变",
+    "moderate non-proliferative diabetic retinopathy": "中度非增殖性糖尿病视网膜病变",
+    "severe non-proliferative diabetic retinopathy": "重度非增殖性糖尿病视网膜病变",
+    "proliferative diabetic retinopathy": "增殖性糖尿病视网膜病变",
+    "age-related macular degeneration": "年龄相关性黄斑变性",
+    "glaucoma": "青光眼",
+    "glaucoma suspect": "可疑青光眼",
+    "cataract": "白内障",
+    "pathological myopia": "病理性近视",
+    "hypertensive retinopathy": "高血压性视网膜病变",
+    "diabetic macular edema": "糖尿病性黄斑水肿",
+    # cross-sectional structures and tumours (Medical Segmentation Decathlon and kin)
+    "tumour": "肿瘤",
+    "liver tumour": "肝脏肿瘤",
+    "pancreatic tumour": "胰腺肿瘤",
+    "kidney tumour": "肾脏肿瘤",
+    "brain tumour": "脑肿瘤",
+    "necrotic tumour core": "肿瘤坏死核心",
+    "non-enhancing tumour": "非强化肿瘤",
+    "enhancing tumour": "强化肿瘤",
+    "peritumoral edema": "瘤周水肿",
+    "cancer": "恶性肿瘤",
+    "mass": "肿块",
+    "vessel": "血管",
+    "hepatic vessel": "肝脏血管",
+    "left atrium": "左心房",
+    "prostate peripheral zone": "前列腺外周带",
+    "prostate transition zone": "前列腺移行带",
+    "hippocampus anterior": "海马前部",
+    "hippocampus posterior": "海马后部",
+    # dermoscopy (HAM10000 / ISIC)
+    "actinic keratosis or intraepithelial carcinoma": "光化性角化病或上皮内癌",
+    "basal cell carcinoma": "基底细胞癌",
+    "benign keratosis-like lesion": "良性角化样病变",
+    "dermatofibroma": "皮肤纤维瘤",
+    "melanoma": "黑色素瘤",
+    "melanocytic nevus": "黑色素细胞痣",
+    "vascular lesion": "血管性病变",
+    # musculoskeletal, abdomen, breast
+    "acl pathology": "前交叉韧带病变",
+    "meniscal tear": "半月板撕裂",
+    "abnormal": "异常",
+    "gallstone": "胆囊结石",
+    "benign": "良性病变",
+    "malignant": "恶性病变",
+    "breast benign": "乳腺良性病变",
+    "breast malignant": "乳腺恶性病变",
+    # anatomy
+    "liver": "肝脏",
+    "kidney": "肾脏",
+    "spleen": "脾脏",
+    "pancreas": "胰腺",
+    "prostate": "前列腺",
+    "heart": "心脏",
+    "hippocampus": "海马",
+    "chest": "胸部",
+    "abdomen": "腹部",
+    "brain": "脑部",
+    "head": "头部",
+    "knee": "膝关节",
+    "pelvis": "盆腔",
+    "spine": "脊柱",
+    "lung": "肺部",
+    "eye": "眼部",
+    "breast": "乳腺",
+    "skin": "皮肤",
+    "musculoskeletal": "肌肉骨骼",
+    "whole body": "全身",
+    "mixed": "多个部位",
+    "unspecified": "相应部位",
+}
+
+# Labels that state a normal study: captions word them as normal examinations ("normal
+# chest radiograph", "胸部X线片未见明显异常"), never as a finding ("evidence of no finding").
+NORMAL_STATES: frozenset[str] = frozenset(
+    {"no finding", "normal", "no diabetic retinopathy", "healthy", "negative", "no abnormality"}
+)
+
+# Label values that name an organ or structure a mask outlines (segmentation sets), not a
+# finding: captions say the structure is depicted, not "shows liver".
+STRUCTURES: frozenset[str] = frozenset(
+    {
+        "liver",
+        "kidney",
+        "spleen",
+        "pancreas",
+        "prostate",
+        "heart",
+        "lung",
+        "hippocampus",
+        "left atrium",
+        "vessel",
+        "hepatic vessel",
+        "prostate peripheral zone",
+        "prostate transition zone",
+        "hippocampus anterior",
+        "hippocampus posterior",
+    }
+)

@@ -3,8 +3,23 @@
 Speaks the real protocol over real HTTP (``POST /v1/chat/completions``, ``GET
 /v1/models``) on 127.0.0.1 and a random port, in a background thread, so the openai
 SDK and curator's client run unmodified against it. Good replies are captions built
-from the triplet the prompt names, in the language it asks for. Faults are queued
-with :meth:`FakeLLM.inject` and consumed by the next matching requests:
+from the triplet the prompt names, in the language it asks for.
+
+It behaves like the servers teams point curator at first:
+
+- ``slots``: how many requests it serves at once (llama.cpp ``--parallel``, Ollama's
+  ``OLLAMA_NUM_PARALLEL``); the rest wait in its queue, and the wait counts in the
+  client's latency, as it does on a real server. A request the client abandons keeps
+  its slot until its reply is written (llama.cpp and Ollama finish the generation).
+- ``delay`` + ``seconds_per_token`` x completion tokens: the service time of one
+  reply, varied by ``jitter`` (a seeded fraction either way).
+- ``max_queue``: more requests waiting than this get 429 with ``Retry-After``
+  (vLLM behind a gateway, OpenAI's rate limits).
+- ``json_schema=False``: a ``json_schema`` response_format is refused with 400, as
+  servers without structured output do; ``json_object`` is always taken.
+- ``models``: the model list ``GET /v1/models`` answers (the served model first).
+
+Faults are queued with :meth:`FakeLLM.inject` and consumed by the next matching requests:
 
 - ``429`` / ``500``: that status, with ``Retry-After`` when given
 - ``timeout``: sleep past the client's timeout, then answer
@@ -14,11 +29,15 @@ with :meth:`FakeLLM.inject` and consumed by the next matching requests:
 - ``wrong_language``: English captions for a Chinese request and vice versa
 - ``length``: ``finish_reason=length`` and the JSON cut off
 - ``meta``: one caption is meta-text ("Here are 5 captions ...")
+- ``prose``: a paragraph describing the image, no JSON
+- ``fence``: the JSON inside a Markdown code fence (parsed: not a fault to the client)
+- ``refusal``: "I'm sorry, but I can't help with that."
 """
 
 from __future__ import annotations
 
 import json
+import random
 import re
 import threading
 import time
@@ -31,8 +50,24 @@ ANATOMY = re.compile(r"^- anatomy: (.+)$", re.M)
 MODALITY = re.compile(r"^- modality: (.+)$", re.M)
 ASKED = re.compile(r"Write (\d+) (?:distinct |more )?captions")
 
-ZH_ANATOMY = {"chest": "胸部", "abdomen": "腹部", "brain": "脑部", "head": "头部", "knee": "膝关节", "lung": "肺部"}
-ZH_MODALITY = {"X-ray": "X线片", "CT": "CT", "MRI": "MRI", "ultrasound": "超声", "PET": "PET"}
+ZH_ANATOMY = {
+    "chest": "胸部",
+    "abdomen": "腹部",
+    "brain": "脑部",
+    "head": "头部",
+    "knee": "膝关节",
+    "lung": "肺部",
+    "whole body": "全身",
+    "unspecified": "相应部位",
+}
+ZH_MODALITY = {
+    "X-ray": "X线片",
+    "CT": "CT",
+    "MRI": "MRI",
+    "ultrasound": "超声",
+    "PET": "PET",
+    "nuclear medicine": "核素显像",
+}
 EN_FORMS = [
     "{M} of the {a} showing {l}.",
     "{L} on {m} of the {a}.",
@@ -51,7 +86,23 @@ ZH_FORMS = [
     "{a}{m}检查，提示{l}。",
     "{a}{m}，表现符合{l}。",
 ]
-ZH_UNLABELLED = ["{a}{m}图像。", "{a}{m}检查。", "{m}检查，部位：{a}。", "{a}区域{m}影像。"]
+# a good model words a normal study as one, never "evidence of no finding"
+NORMAL = {"no finding", "normal", "no diabetic retinopathy"}
+EN_NORMAL = [
+    "Normal {m} of the {a}.",
+    "{A} {m} without acute abnormality.",
+    "Unremarkable {m} of the {a}.",
+    "{M} of the {a}: no abnormality is seen.",
+    "{A} {m} within normal limits.",
+]
+ZH_NORMAL = [
+    "{a}{m}未见明显异常。",
+    "{a}{m}检查结果正常。",
+    "{m}示{a}未见异常。",
+    "正常{a}{m}表现。",
+    "{a}{m}：无明显异常。",
+]
+ZH_UNLABELLED = ["{a}{m}图像。", "{a}{m}检查。", "{m}检查，部位：{a}。", "{a}{m}影像资料。"]
 EN_VARIANTS = ["", " Frontal projection.", " Single view.", " Standard technique.", " Good image quality."]
 ZH_VARIANTS = ["", "单一视图。", "常规技术。", "图像质量良好。", "标准体位。"]
 
@@ -67,13 +118,38 @@ class Fault:
 class FakeLLM:
     """The server; use as a context manager. ``requests`` holds every chat request received."""
 
-    def __init__(self, model: str = "mock-medical-1", api_key: str | None = None, delay: float = 0.0):
+    def __init__(
+        self,
+        model: str = "mock-medical-1",
+        api_key: str | None = None,
+        delay: float = 0.0,
+        *,
+        slots: int | None = None,
+        seconds_per_token: float = 0.0,
+        jitter: float = 0.0,
+        max_queue: int | None = None,
+        retry_after: str = "1",
+        json_schema: bool = True,
+        models: list[str] | None = None,
+        seed: int = 0,
+    ):
         self.model = model
         self.api_key = api_key
         self.delay = delay
+        self.seconds_per_token = seconds_per_token
+        self.jitter = jitter
+        self.max_queue = max_queue
+        self.retry_after = retry_after
+        self.json_schema = json_schema
+        self.models = models or [model]
         self.requests: list[dict] = []
         self.model_listings = 0
         self.in_flight = self.max_in_flight = 0
+        self.slots = slots
+        self.queued = self.max_queued = self.busy = 0
+        self.abandoned = 0  # replies finished after the client had gone
+        self._slots = threading.Semaphore(slots) if slots else None
+        self._rng = random.Random(seed)
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -120,11 +196,13 @@ class FakeLLM:
             m = ZH_MODALITY.get(info["modality"], "影像")
             label = info["hint"] or (info["label"] or "")
             forms, variants = (ZH_FORMS if info["label"] else ZH_UNLABELLED), ZH_VARIANTS
+            forms = ZH_NORMAL if info["label"] in NORMAL else forms
         else:
             a, m = info["anatomy"], info["modality"]
             parts = [p.strip() for p in (info["label"] or "").split(",")]
             label = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
             forms, variants = (EN_FORMS if info["label"] else EN_UNLABELLED), EN_VARIANTS
+            forms = EN_NORMAL if info["label"] in NORMAL else forms
         out = []
         for i in range(offset, offset + k):
             form = forms[i % len(forms)]
@@ -162,7 +240,7 @@ def _handler(server: FakeLLM):
         def log_message(self, *args) -> None:  # quiet
             pass
 
-        def _send(self, status: int, payload: dict | str, headers: dict | None = None) -> None:
+        def _send(self, status: int, payload: dict | str, headers: dict | None = None) -> bool:
             data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
             try:
                 self.send_response(status)
@@ -172,8 +250,10 @@ def _handler(server: FakeLLM):
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(data)
+                self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up (timeout): nothing to answer
+                return False  # the client gave up (timeout): nothing to answer
+            return True
 
         def _authorised(self) -> bool:
             if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
@@ -188,7 +268,8 @@ def _handler(server: FakeLLM):
                 return
             with server._lock:
                 server.model_listings += 1
-            self._send(200, {"object": "list", "data": [{"id": server.model, "object": "model", "created": 0}]})
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in server.models]
+            self._send(200, {"object": "list", "data": data})
 
         def do_POST(self) -> None:
             with server._lock:
@@ -214,16 +295,36 @@ def _handler(server: FakeLLM):
             if body.get("model") != server.model:
                 self._send(404, {"error": {"message": f"The model `{body.get('model')}` does not exist"}})
                 return
-            if server.delay:
-                time.sleep(server.delay)
+            fmt = (body.get("response_format") or {}).get("type")
+            record["format"] = fmt
+            if fmt == "json_schema" and not server.json_schema:
+                message = "'response_format' of type 'json_schema' is not supported by this server"
+                self._send(400, {"error": {"message": message, "type": "invalid_request_error"}})
+                return
+            with server._lock:
+                waiting_or_served = server.queued + server.busy
+                if (
+                    server.max_queue is not None
+                    and server._slots
+                    and waiting_or_served >= server.slots + server.max_queue
+                ):
+                    full = True
+                else:
+                    full = False
+                    server.queued += 1
+                    server.max_queued = max(server.max_queued, server.queued)
+            if full:
+                headers = {"Retry-After": server.retry_after}
+                self._send(429, {"error": {"message": "queue full", "type": "rate_limit_error"}}, headers)
+                return
             fault = server._take_fault(info)
             kind = record["fault"] = fault.kind if fault else None
             if kind in ("429", "500"):
+                with server._lock:
+                    server.queued -= 1
                 headers = {"Retry-After": fault.opts["retry_after"]} if "retry_after" in fault.opts else {}
                 self._send(int(kind), {"error": {"message": f"injected {kind}", "type": "server_error"}}, headers)
                 return
-            if kind == "timeout":
-                time.sleep(fault.opts.get("seconds", 2.0))
             k = info["asked"]
             offset = 20 * info["reask"]
             caps = server.captions(info, k, offset)
@@ -245,8 +346,31 @@ def _handler(server: FakeLLM):
                 content = "Sure! captions: " + content.replace('"', "'")[:-3]
             elif kind == "length":
                 content, finish = content[: len(content) // 2], "length"
+            elif kind == "prose":
+                content = f"This image is a {info['modality']} of the {info['anatomy']}. " + " ".join(caps)
+            elif kind == "fence":
+                content = f"```json\n{content}\n```"
+            elif kind == "refusal":
+                content = "I'm sorry, but I can't help with that."
+            completion_tokens = max(1, len(content) // 4)
+            service = server.delay + server.seconds_per_token * completion_tokens
+            with server._lock:
+                service *= 1 + server.jitter * (2 * server._rng.random() - 1)
+            if server._slots:
+                server._slots.acquire()
+            with server._lock:
+                server.queued -= 1
+                server.busy += 1
+            try:
+                record["started"] = time.monotonic()
+                time.sleep(service + (fault.opts.get("seconds", 2.0) if kind == "timeout" else 0.0))
+            finally:
+                with server._lock:
+                    server.busy -= 1
+                if server._slots:
+                    server._slots.release()
             prompt_tokens = sum(len(m.get("content", "")) for m in body.get("messages", [])) // 4
-            self._send(
+            sent = self._send(
                 200,
                 {
                     "id": f"chatcmpl-{len(server.requests)}",
@@ -258,10 +382,13 @@ def _handler(server: FakeLLM):
                     ],
                     "usage": {
                         "prompt_tokens": prompt_tokens,
-                        "completion_tokens": len(content) // 4,
-                        "total_tokens": prompt_tokens + len(content) // 4,
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens,
                     },
                 },
             )
+            if not sent:
+                with server._lock:
+                    server.abandoned += 1
 
     return Handler

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers import timeless
 
 from curator.config import IngestSettings, Recipe, load_recipe
 from curator.executors import make_executor
@@ -12,7 +13,7 @@ from curator.stages.build import run_build
 def _files(root):
     # the seal's stamp cache (_markers/seal-stamps.json) holds this machine's mtimes, not corpus content
     return {
-        p.relative_to(root): p.read_bytes()
+        p.relative_to(root): timeless(p.relative_to(root), p.read_bytes())
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.name != "seal-stamps.json"
     }

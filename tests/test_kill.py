@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import timeless
 
 # not compared: markers and the seal's stamp cache hold timings and mtimes; the report is `curator report`'s
 SKIP = ("_markers", "report")
@@ -23,7 +24,7 @@ SKIP = ("_markers", "report")
 
 def _files(root: Path) -> dict[str, bytes]:
     return {
-        p.relative_to(root).as_posix(): p.read_bytes()
+        p.relative_to(root).as_posix(): timeless(p.relative_to(root).as_posix(), p.read_bytes())
         for p in root.rglob("*")
         if p.is_file() and p.relative_to(root).parts[0] not in SKIP
     }

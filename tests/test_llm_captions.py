@@ -76,10 +76,13 @@ def test_one_call_per_triplet_and_language_and_a_rerun_calls_nothing(corpus, llm
     table = captions(corpus)
     assert set(table["validation"]) == {"ok"} and set(table["generator"]) == {"llm"}
     assert set(table.group_by("triplet_id", "language").len()["len"]) == {N}
-    assert set(table["model"]) == {llm.model} and set(table["prompt_id"]) == {"caption/v2"}
-    sha = hashlib.sha256((REPO / "prompts" / "caption" / "v2.toml").read_bytes()).hexdigest()
+    assert set(table["model"]) == {llm.model} and set(table["prompt_id"]) == {"caption/v3"}
+    sha = hashlib.sha256((REPO / "prompts" / "caption" / "v3.toml").read_bytes()).hexdigest()
     assert set(table["prompt_sha256"]) == {sha}
-    assert all(r["body"]["response_format"] == {"type": "json_object"} for r in llm.requests)
+    # structured output by default: the caption list's schema, with the count asked for
+    formats = [r["body"]["response_format"] for r in llm.requests]
+    assert {f["type"] for f in formats} == {"json_schema"}
+    assert {f["json_schema"]["schema"]["properties"]["captions"]["maxItems"] for f in formats} == {N}
     assert {r["auth"] for r in llm.requests} == {f"Bearer {KEY}"}
 
     again = run_caption(corpus, settings(llm), progress=False)
@@ -169,18 +172,18 @@ def test_a_request_cap_stops_calls_and_the_next_run_resumes(corpus, llm):
 def test_a_new_prompt_version_regenerates_only_what_it_changes(corpus, llm, tmp_path, monkeypatch):
     prompts = tmp_path / "prompts"
     shutil.copytree(REPO / "prompts", prompts)
-    v2 = (prompts / "caption" / "v2.toml").read_text(encoding="utf-8")
-    v3 = v2.replace('id = "caption/v2"', 'id = "caption/v3"').replace("不要编号，不要加引号。", "不要编号。")
-    assert v3.count("caption/v3") == 1 and '不要编号。"' in v3
-    (prompts / "caption" / "v3.toml").write_text(v3, encoding="utf-8")
+    v3 = (prompts / "caption" / "v3.toml").read_text(encoding="utf-8")
+    v4 = v3.replace('id = "caption/v3"', 'id = "caption/v4"').replace("不要编号，不要加引号。", "不要编号。")
+    assert v4.count("caption/v4") == 1 and '不要编号。"' in v4
+    (prompts / "caption" / "v4.toml").write_text(v4, encoding="utf-8")
     monkeypatch.setenv("CURATOR_PROMPTS", str(prompts))
     run_caption(corpus, settings(llm), progress=False)
     assert llm.calls == jobs(corpus)
-    run_caption(corpus, settings(llm, prompt="caption/v3"), progress=False)
+    run_caption(corpus, settings(llm, prompt="caption/v4"), progress=False)
     assert llm.calls == jobs(corpus) + jobs(corpus, languages=1)  # the Chinese half only
     table = captions(corpus)
-    assert set(table.filter(pl.col("language") == "en")["prompt_id"]) == {"caption/v2"}
-    assert set(table.filter(pl.col("language") == "zh")["prompt_id"]) == {"caption/v3"}
+    assert set(table.filter(pl.col("language") == "en")["prompt_id"]) == {"caption/v3"}
+    assert set(table.filter(pl.col("language") == "zh")["prompt_id"]) == {"caption/v4"}
 
 
 def test_openai_base_url_alone_switches_to_the_llm(corpus, llm, monkeypatch):
@@ -193,8 +196,9 @@ def test_openai_base_url_alone_switches_to_the_llm(corpus, llm, monkeypatch):
 
 
 def test_fatal_endpoint_errors_stop_with_one_clear_error(corpus, llm):
-    with pytest.raises(CuratorError, match=r"does not know model 'no-such-model' \(or the path\) \(HTTP 404\)"):
+    with pytest.raises(CuratorError, match=r"does not know model 'no-such-model': it serves mock-medical-1 \(set"):
         run_caption(corpus, settings(llm, model="no-such-model"), progress=False)
+    assert llm.calls == 0  # said before any chat request
     closed = FakeLLM()  # bound, never started: nothing answers
     url = closed.base_url
     closed._server.server_close()
@@ -225,7 +229,7 @@ def test_shards_carry_every_caption_of_the_triplet_and_one_seeded_txt(corpus, ll
     en = {k[0]: set(g["caption"]) for k, g in ok.filter(pl.col("language") == "en").group_by("triplet_id")}
     urls = [corpus.uri(s.url) for s in result.shards]
     txt = {}
-    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+    for sample in wds.WebDataset(urls, shardshuffle=False):
         meta = json.loads(sample["json"])
         key = sample["__key__"]
         if key not in triplets:
@@ -242,7 +246,7 @@ def test_shards_carry_every_caption_of_the_triplet_and_one_seeded_txt(corpus, ll
         path.unlink()
     corpus.clear_marker("shard", "all")
     run_shard(corpus, shard_settings, "t", progress=False)
-    again = {s["__key__"]: s["txt"] for s in wds.WebDataset(urls, shardshuffle=False, empty_check=False)}
+    again = {s["__key__"]: s["txt"] for s in wds.WebDataset(urls, shardshuffle=False)}
     assert all(again[k] == v for k, v in txt.items())
 
 
@@ -257,7 +261,7 @@ def test_json_schema_mode_sends_the_pydantic_schema(corpus, llm):
 
 def test_concurrency_is_bounded(corpus):
     with FakeLLM(api_key=KEY, delay=0.03) as server:
-        run_caption(corpus, settings(server, concurrency=3), progress=False)
+        run_caption(corpus, settings(server, concurrency=3, pace="fixed"), progress=False)
         assert server.max_in_flight == 3 and server.calls == jobs(corpus)
 
 

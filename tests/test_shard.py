@@ -196,7 +196,7 @@ def test_named_mixtures_weights_and_multiple_of(corpus_copy, demo_recipe_path):
     # webdataset reads a mixture's repeats as distinct samples
     idx = json.loads((root / "captions" / "train.wids.json").read_text())
     urls = [str(root / "captions" / e["url"]) for e in idx["shardlist"]]
-    got = [s["__key__"] for s in wds.WebDataset(urls, shardshuffle=False, empty_check=False)]
+    got = [s["__key__"] for s in wds.WebDataset(urls, shardshuffle=False)]
     assert sorted(got) == sorted(caps["key"])
 
     # dropping a mixture removes its shards and manifest part on the next run

@@ -30,10 +30,7 @@ def _build(tmp_path: Path, adapter: str, **params) -> list[dict]:
     run_caption(corpus, CaptionSettings(captions_per_triplet=2, generator="template"), progress=False)
     run_shard(corpus, ShardSettings(), "t", progress=False)
     urls = sorted(str(p) for p in (tmp_path / "corpus" / "shards").rglob("*.tar"))
-    return [
-        {"json": json.loads(s["json"]), "txt": s["txt"].decode()}
-        for s in wds.WebDataset(urls, shardshuffle=False, empty_check=False)
-    ]
+    return [{"json": json.loads(s["json"]), "txt": s["txt"].decode()} for s in wds.WebDataset(urls, shardshuffle=False)]
 
 
 def test_report_sections_stay_in_json_and_the_whole_report_is_the_txt(tmp_path):

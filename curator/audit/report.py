@@ -207,6 +207,7 @@ def gather(corpus: Corpus) -> tuple[dict, list[Section]]:
             "No sample matched a hold-out benchmark." if not leaks else "First 50 matches; `curator query` lists all.",
         )
     )
+    sections += caption_sections(con, corpus)
     return head, sections
 
 
@@ -246,6 +247,58 @@ def instruct_sections(corpus: Corpus, con) -> list[Section]:
             None,
             drops,
             "Counted and never written: boxes outside their image, empty answers, labels outside the vocabulary.",
+        ),
+    ]
+
+
+def caption_sections(con, corpus: Corpus) -> list[Section]:
+    """Caption diversity beside UniMed's released captions, and what validation rejected and why."""
+    from curator.llm.diversity import REFERENCE, measure
+    from curator.llm.validate import REASONS
+
+    if not corpus.table_parts("captions"):
+        return []
+    ok = rows(con, "SELECT triplet_id, language, generator, caption FROM captions WHERE validation = 'ok'")
+    diversity = [
+        {k: r[k] for k in ("generator", "language", "triplets", "captions")}
+        | {
+            "distinct-1 within": r["distinct1_within"],
+            "distinct-2 within": r["distinct2_within"],
+            "distinct-1 corpus": r["distinct1_corpus"],
+            "distinct-2 corpus": r["distinct2_corpus"],
+            "mean length": r["mean_length"],
+            "sd": r["length_sd"],
+            "unit": r["unit"],
+        }
+        for r in [*measure(ok), REFERENCE]
+    ]
+    checks = rows(
+        con,
+        """
+        SELECT generator, language, validation, count(*) AS captions,
+               min(caption) FILTER (WHERE validation <> 'ok') AS example
+        FROM captions GROUP BY 1, 2, 3 ORDER BY validation = 'ok' DESC, 4 DESC, 1, 2, 3
+        """,
+    )
+    for r in checks:
+        code = r["validation"]
+        r["why"] = "passed every check" if code == "ok" else REASONS.get(code.split(":")[0], code)
+        r["example"] = (r["example"] or "")[:120] or None
+    return [
+        Section(
+            "Caption diversity",
+            None,
+            diversity,
+            "distinct-n: unique n-grams / all n-grams, within each triplet's captions (averaged over triplets) and "
+            "across all captions of a generator and language; tokens are English words and Chinese characters. "
+            "The reference row is UniMed-CLIP's released RadImageNet captions.",
+        ),
+        Section(
+            "Caption validation",
+            None,
+            checks,
+            "Every generated caption and its verdict; only `ok` captions reach a shard. Failed requests and "
+            "unusable replies (prose, refusal, truncated) are rows too.",
         ),
     ]
 

@@ -51,6 +51,6 @@ def main(verbose: int) -> None:
 
 
 # Each module registers its commands on ``main``; imported last because they import ``main``.
-from curator.cli import audit, build, caption, export, ingest, shard, sources  # noqa: E402, F401
+from curator.cli import audit, build, caption, export, export_hf, ingest, shard, sources  # noqa: E402, F401
 
 from curator.cli import export_llava, instruct  # noqa: E402, F401  # isort: skip

@@ -40,7 +40,8 @@ def shard(
 ) -> None:
     """Write WebDataset tar shards, a manifest, classes.json and wids shard indexes.
 
-    Named mixtures and per-source weights come from the recipe's [shard] table.
+    Named mixtures and per-source weights come from the recipe's [shard] table: --recipe,
+    else the recipe the corpus was built with (its recipe.json), else defaults.
     A re-run keeps shards that still hash to their marker and rewrites the rest.
 
     \b
@@ -51,10 +52,14 @@ def shard(
     from pydantic import ValidationError
 
     from curator.config import ShardSettings, load_recipe
+    from curator.provenance import RECIPE_FILE, stored_recipe
     from curator.stages.shard import run_shard
     from curator.storage import Corpus, writer_lock
 
-    recipe = load_recipe(recipe_path) if recipe_path else None
+    corpus = Corpus(out)
+    recipe = load_recipe(recipe_path) if recipe_path else stored_recipe(corpus)
+    if recipe and not recipe_path:
+        click.echo(f"recipe: '{recipe.name}', the one this corpus was built with ({RECIPE_FILE})", err=True)
     settings = recipe.shard if recipe else ShardSettings()
     overrides = {"max_bytes": max_bytes, "max_samples": max_samples, "multiple_of": multiple_of}
     overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -65,6 +70,6 @@ def shard(
             first = exc.errors()[0]
             raise CuratorError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
     name = name or (recipe.name if recipe else "corpus")
-    with writer_lock(corpus := Corpus(out), "shard"):
+    with writer_lock(corpus, "shard"):
         result = run_shard(corpus, settings, name, progress=not quiet, verify=not no_verify, threads=threads)
     summaries.print_shards(result, out)

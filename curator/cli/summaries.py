@@ -97,11 +97,61 @@ def print_caption(result) -> None:
             f"{result.failed_jobs} failed; {result.requests} requests ({result.retries} retries); "
             f"tokens {result.prompt_tokens:,} prompt + {result.completion_tokens:,} completion{cost}"
         )
+    if result.pace is not None:
+        for line in pace_lines(result.pace, result.response_format):
+            click.echo(f"  {line}")
     if "template" in result.by_generator:
         if result.generator == "llm":
-            click.echo("  note: generator=template captions stand in where the LLM gave no usable caption")
+            click.echo(
+                f"  fallback: {result.fallback_jobs} triplet-languages completed by the offline generator "
+                "(generator=template) where the LLM gave too few usable captions"
+            )
         else:
             click.echo("  note: generator=template is the offline generator (no LLM endpoint configured)")
+    if result.diversity:
+        for line in diversity_lines(result.diversity):
+            click.echo(f"  {line}")
+
+
+def pace_lines(p, response_format: str | None) -> list[str]:
+    """What pace the endpoint sustained, and what to set next time (a PaceStats)."""
+    median = f"{p.median_latency:.2f} s" if p.median_latency is not None else "-"
+    slowest = f"{max(p.latencies):.2f} s" if p.latencies else "-"
+    lines = [
+        f"pace {p.mode}: settled at {p.sustained} in flight (most {p.max_in_flight}, ceiling {p.ceiling}); "
+        f"median reply {median}, slowest {slowest}; {p.backoffs} back-offs, {p.timeouts} timeouts, "
+        f"{p.overloaded} overloaded (429/5xx); structured output: {response_format}"
+    ]
+    advice = p.advice()
+    if p.mode == "adaptive":
+        tip = [f"caption.concurrency_start = {advice['concurrency']}"]
+        if advice["timeout"] is not None:
+            tip.append(f"caption.timeout = {advice['timeout']:g}")
+        if p.sustained >= p.ceiling:
+            tip.append(f"caption.concurrency above {p.ceiling} (the endpoint kept up at the ceiling)")
+        lines.append("next time against this endpoint: " + ", ".join(tip))
+    return lines
+
+
+def diversity_lines(rows: list[dict]) -> list[str]:
+    """The diversity table (curator.llm.diversity.measure) beside UniMed's released captions."""
+    from curator.llm.diversity import REFERENCE
+
+    def f(v) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    head = (
+        f"{'generator':<31} {'lang':<4} {'triplets':>8} {'d1 in':>6} {'d2 in':>6} {'d1 all':>6} {'d2 all':>6}  length"
+    )
+    lines = ["diversity: distinct-1/2 within a triplet (in) and across the corpus (all); mean length +- sd", head]
+    for r in [*rows, REFERENCE]:
+        sd = f" +- {r['length_sd']:.1f}" if r["length_sd"] is not None else ""
+        lines.append(
+            f"{r['generator']:<31} {r['language']:<4} {r['triplets']:>8} {f(r['distinct1_within']):>6} "
+            f"{f(r['distinct2_within']):>6} {f(r['distinct1_corpus']):>6} {f(r['distinct2_corpus']):>6}  "
+            f"{r['mean_length']:.1f}{sd} {r['unit']}"
+        )
+    return lines
 
 
 def print_shards(result, out: str) -> None:

@@ -1,1 +1,4 @@
-"""Exports: a built corpus in the formats trainers' own loaders read (``llava``: LLaVA, InternVL, xtuner)."""
+"""Exports: a built corpus in the layouts trainers' own loaders read unmodified.
+
+``hf``: Hugging Face ``datasets``; ``llava``: LLaVA, InternVL and xtuner.
+"""

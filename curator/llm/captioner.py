@@ -11,34 +11,31 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
-
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from curator.config import CaptionSettings
 from curator.llm.client import ChatClient, Completion
-from curator.llm.validate import CaptionValidator, Rules
+from curator.llm.reply import classify
+from curator.llm.validate import REASONS, CaptionValidator, Rules
 
 log = logging.getLogger(__name__)
 GENERATOR = "llm"
-FENCE = re.compile(r"^\s*```(?:json)?\s*|\s*```\s*$", re.I)
 RAW_KEEP = 400  # characters of an unparseable reply kept on its failure row
 # Re-asks may double the completion budget after a truncated reply, up to this factor.
 MAX_TOKEN_GROWTH = 4
 
+# What the model is told about a rejected reply or caption, in words it can act on.
+REPLY_PROBLEMS = {
+    "truncated": "the reply was cut off before the JSON closed",
+    "refusal": "the reply declined the task; these are de-identified training captions for a public dataset",
+    "prose": "the reply was prose, not the JSON object asked for",
+    "malformed_json": "the JSON was not a single object with a captions list of strings",
+}
 REASK = (
     "Some of that was not usable ({reasons}). Write {k} more captions for the same image, "
     'different from every caption above and following every rule. Reply as: {{"captions": ["..."]}} '
     "with exactly {k} strings."
 )
-
-
-class CaptionList(BaseModel):
-    """The structured reply every prompt asks for."""
-
-    model_config = ConfigDict(extra="forbid")
-    captions: list[str]
 
 
 @dataclass
@@ -50,21 +47,6 @@ class Job:
     messages: list[dict]
     key: str
     validator_args: dict
-
-
-def parse_reply(content: str) -> list[str] | None:
-    """The captions of a reply, or None when it is not the JSON object asked for."""
-    text = FENCE.sub("", content.strip())
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    if isinstance(data, list):  # some local models drop the wrapper object
-        data = {"captions": data}
-    try:
-        return CaptionList.model_validate(data).captions
-    except ValidationError:
-        return None
 
 
 def assemble(attempts: list[dict], n: int, validator: CaptionValidator) -> tuple[list[str], list[tuple[str, str]]]:
@@ -87,11 +69,7 @@ def assemble(attempts: list[dict], n: int, validator: CaptionValidator) -> tuple
 
 
 def _attempt(completion: Completion, asked: int) -> dict:
-    captions = parse_reply(completion.content)
-    if captions is None:
-        status = "truncated" if completion.finish_reason == "length" else "malformed_json"
-    else:
-        status = "ok"
+    captions, status = classify(completion.content, completion.finish_reason, completion.refusal)
     entry = {
         "asked": asked,
         "status": status,
@@ -122,17 +100,18 @@ async def run_job(job: Job, client: ChatClient, settings: CaptionSettings) -> li
             break
         if attempts:
             last = attempts[-1]
-            reasons = sorted({r for _, r in rejected}) or ["too few captions"]
+            codes = sorted({r for _, r in rejected})
+            reasons = [REPLY_PROBLEMS.get(c) or REASONS.get(c, c) for c in codes] or ["too few captions"]
             if last["status"] == "truncated":
                 max_tokens = min(max_tokens * 2, settings.max_tokens * MAX_TOKEN_GROWTH)
             messages += [
                 {"role": "assistant", "content": last.get("raw") or json.dumps({"captions": last.get("captions", [])})},
                 {
                     "role": "user",
-                    "content": REASK.format(reasons=", ".join(reasons), k=need),
+                    "content": REASK.format(reasons="; ".join(reasons), k=need),
                 },
             ]
-        completion = await client.complete(messages, max_tokens)
+        completion = await client.complete(messages, max_tokens, need)
         client.usage.prompt_tokens += completion.prompt_tokens
         client.usage.completion_tokens += completion.completion_tokens
         attempts.append(_attempt(completion, need))

@@ -5,6 +5,13 @@ every attempt is counted, the backoff base is configurable (tests use millisecon
 and ``Retry-After`` is honoured on 429 and 5xx alike. Works with any server that
 speaks chat completions: OpenAI, vLLM, Ollama, llama.cpp's server.
 
+Every request takes a slot from :class:`curator.llm.pace.Pace` first, which keeps as
+many in flight as the endpoint sustains; the request's timeout starts when it leaves,
+never while it waits for a slot. Structured output: ``response_format = "auto"`` sends
+the caption list's JSON schema (OpenAI, vLLM, llama.cpp enforce it) and, where the
+endpoint refuses it with a 400, falls back to ``json_object`` and then to none for
+the rest of the run.
+
 Errors split in two. A request that keeps failing (429/5xx/timeouts past the retry
 budget) or that hits a cap raises :class:`RequestFailed`: that triplet is recorded
 as failed and the run goes on. A mistake no retry can fix (bad key, unknown model,
@@ -26,11 +33,17 @@ import openai
 
 from curator.config import CaptionSettings
 from curator.errors import CuratorError
+from curator.llm.pace import Pace
+from curator.llm.reply import response_format
 
 log = logging.getLogger(__name__)
 MODEL_ENV = "CURATOR_LLM_MODEL"
 BASE_URL_ENV = "OPENAI_BASE_URL"
 RETRY_STATUS = {408, 409, 429}  # and every 5xx
+OVERLOAD_STATUS = {429, 503}  # the endpoint says it has too much to do: slow down
+# A 400 naming one of these refused the structured-output request, not the request itself.
+FORMAT_WORDS = ("response_format", "json_schema", "schema", "grammar", "structured", "json_object")
+FORMAT_FALLBACK = {"json_schema": "json_object", "json_object": "none"}
 
 
 class LLMError(CuratorError):
@@ -52,6 +65,7 @@ class Endpoint:
     base_url: str
     model: str | None
     api_key: str = field(repr=False)
+    verified: bool = False  # the model was found in the endpoint's model list
 
     @property
     def host(self) -> str:
@@ -80,6 +94,7 @@ class Usage:
     requests: int = 0
     retries: int = 0
     failed: int = 0
+    format_fallbacks: int = 0  # requests refused for their response_format and sent again without it
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -102,6 +117,7 @@ class Completion:
     finish_reason: str | None
     prompt_tokens: int
     completion_tokens: int
+    refusal: str | None = None
 
 
 def _retry_after(response) -> float | None:
@@ -132,6 +148,10 @@ class ChatClient:
         self.settings = settings
         self.usage = Usage()
         self._capped: str | None = None
+        self.format = "json_schema" if settings.response_format == "auto" else settings.response_format
+        self.pace = Pace(
+            settings.concurrency, settings.timeout, settings.concurrency_start, adaptive=settings.pace == "adaptive"
+        )
         self._client = openai.AsyncOpenAI(
             base_url=endpoint.base_url, api_key=endpoint.api_key, max_retries=0, timeout=settings.timeout
         )
@@ -153,7 +173,35 @@ class ChatClient:
                 f"{len(models)}: {', '.join(models[:10]) or 'none'}"
             )
         self.endpoint.model = models[0]
+        self.endpoint.verified = True
         return models[0]
+
+    async def check_model(self) -> None:
+        """Stop with one line before any chat request when the endpoint lists models and not this one.
+
+        Endpoints without a model list (some proxies) are let through: their first request tells.
+        Ollama lists ``name:latest`` for a model asked for as ``name``."""
+        if self.endpoint.verified:
+            return
+        model = self.endpoint.model
+        try:
+            models = sorted([m.id async for m in self._client.models.list()])
+        except openai.APIConnectionError as exc:
+            raise LLMError(f"cannot reach the LLM endpoint {self.endpoint.host}: {exc}") from None
+        except openai.APIStatusError as exc:
+            if exc.status_code in (401, 403):
+                raise LLMError(_status_message(self.endpoint, exc.status_code, exc)) from None
+            log.debug("%s lists no models (HTTP %s): not checked", self.endpoint.host, exc.status_code)
+            return
+        except openai.APIError as exc:
+            log.debug("%s model list unreadable (%s): not checked", self.endpoint.host, exc)
+            return
+        if model not in models and f"{model}:latest" not in models:
+            raise LLMError(
+                f"LLM endpoint {self.endpoint.host} does not know model '{model}': it serves "
+                f"{', '.join(models[:10]) or 'none'} (set caption.model or ${MODEL_ENV})"
+            )
+        self.endpoint.verified = True
 
     def _check_caps(self) -> None:
         # Checked before each request: requests already in flight (up to ``concurrency``) may
@@ -166,52 +214,76 @@ class ChatClient:
         if self._capped:
             raise RequestFailed(self._capped.split(" ")[0], f"{self._capped} reached: no more requests in this run")
 
-    def _request(self, messages: list[dict], max_tokens: int) -> dict:
+    def _request(self, messages: list[dict], max_tokens: int, asked: int, fmt: str) -> dict:
         kwargs = {
             "model": self.endpoint.model,
             "messages": messages,
             "temperature": self.settings.temperature,
             "max_tokens": max_tokens,
         }
-        if self.settings.response_format == "json_object":
-            kwargs["response_format"] = {"type": "json_object"}
-        elif self.settings.response_format == "json_schema":
-            from curator.llm.captioner import CaptionList
-
-            kwargs["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "captions", "schema": CaptionList.model_json_schema(), "strict": True},
-            }
+        if (rf := response_format(fmt, asked)) is not None:
+            kwargs["response_format"] = rf
         return kwargs
 
-    async def complete(self, messages: list[dict], max_tokens: int) -> Completion:
+    def _format_refused(self, exc: openai.APIStatusError, fmt: str) -> bool:
+        """A 400 that refuses the response_format: step down to the next format (once per format)."""
+        if exc.status_code != 400 or fmt == "none":
+            return False
+        text = f"{getattr(exc, 'message', '')} {getattr(exc, 'body', '')}".lower()
+        if not any(w in text for w in FORMAT_WORDS):
+            return False
+        if self.format == fmt:  # another request may have stepped down already
+            self.format = FORMAT_FALLBACK[fmt]
+            log.warning(
+                "%s refused response_format %s (HTTP 400); using %s for the rest of this run",
+                self.endpoint.host,
+                fmt,
+                self.format,
+            )
+        self.usage.format_fallbacks += 1
+        return True
+
+    async def complete(self, messages: list[dict], max_tokens: int, asked: int = 1) -> Completion:
+        """One chat completion for ``asked`` captions, retried within the budget."""
         s = self.settings
         last = "unknown"
-        for attempt in range(s.max_retries + 1):
-            self._check_caps()
-            self.usage.requests += 1
-            if attempt:
-                self.usage.retries += 1
+        attempt = 0
+        while True:
+            ticket = await self.pace.slot()
+            outcome, wait = "error", None
             try:
-                resp = await self._client.chat.completions.create(**self._request(messages, max_tokens))
+                self._check_caps()
+                self.usage.requests += 1
+                if attempt:
+                    self.usage.retries += 1
+                fmt = self.format
+                resp = await self._client.chat.completions.create(**self._request(messages, max_tokens, asked, fmt))
             except openai.APITimeoutError:
-                last, wait = "timeout", None
+                last, outcome = "timeout", "timeout"
             except openai.APIConnectionError as exc:
-                last, wait = "connection", None
+                last = "connection"
                 if attempt == s.max_retries:
                     raise LLMError(f"cannot reach the LLM endpoint {self.endpoint.host}: {exc}") from None
             except openai.APIStatusError as exc:
                 status = exc.status_code
+                if self._format_refused(exc, fmt):
+                    continue  # not an attempt: the same request, in a format the endpoint takes
                 if status not in RETRY_STATUS and status < 500:
                     raise LLMError(_status_message(self.endpoint, status, exc)) from None
                 last, wait = str(status), _retry_after(exc.response)
+                outcome = "overloaded" if status in OVERLOAD_STATUS or status >= 500 else "error"
             else:
-                return _completion(resp)
+                completion = _completion(resp)
+                outcome = "ok"
+                return completion
+            finally:
+                self.pace.done(ticket, outcome, asked, retry_after=min(s.backoff_max, wait) if wait else None)
             if attempt == s.max_retries:
                 break
             delay = min(s.backoff_max, wait if wait is not None else s.backoff_base * 2**attempt)
             log.debug("request failed (%s); retry %d in %.2fs", last, attempt + 1, delay)
             await asyncio.sleep(delay)
+            attempt += 1
         self.usage.failed += 1
         raise RequestFailed(f"request_failed:{last}", f"gave up after {s.max_retries + 1} attempts (last: {last})")
 
@@ -224,6 +296,7 @@ def _completion(resp) -> Completion:
         finish_reason=choice.finish_reason if choice else None,
         prompt_tokens=(usage.prompt_tokens or 0) if usage else 0,
         completion_tokens=(usage.completion_tokens or 0) if usage else 0,
+        refusal=getattr(choice.message, "refusal", None) if choice and choice.message else None,
     )
 
 

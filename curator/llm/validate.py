@@ -9,15 +9,26 @@ order they are tested:
 - ``empty``, ``length`` (outside [min_chars, max_chars]; half min_chars for CJK text)
 - ``meta_text``: talks about itself ("As an AI...", "Here are 10 captions", numbering)
 - ``wrong_language``: English with CJK script; Chinese that is mostly Latin prose
+- ``latin_in_chinese``: a Chinese caption keeps a Latin-script word that is not a
+  standard abbreviation (CT, MRI, PET/CT, T1/T2, H&E, DWI...): "超声示breastbenign",
+  "心脏增大、emphysema" (an untranslated finding)
+- ``doubled_word``: a word written twice ("CT image image"), a Chinese word or
+  character doubled ("部位部位", "肝脏脏"; reduplications such as 渐渐 are fine)
+- ``normal_as_finding``: a normal study worded as a finding ("evidence of no finding",
+  "可见未见明显异常")
+- ``native_code``: a dataset's code standing in for a finding ("consistent with nv",
+  "class_3")
+- ``bare_number``: a number standing alone for a finding ("the image demonstrates 4");
+  grades, stages, scores and measurements are fine ("grade 4", "BI-RADS 4", "5 mm")
 - ``label_missing``: a finding of the triplet (or an accepted synonym) is not named
 - ``modality_contradiction`` / ``anatomy_contradiction``: names another imaging
   modality or a body region the triplet's anatomy excludes
 - ``duplicate``: same text as an earlier caption of the triplet (case, spacing and
   punctuation ignored)
 
-Limitation, by design: a finding the vocabulary has no Chinese term for is checked
-in Chinese captions only if the caption keeps the English term; otherwise the label
-check is skipped for that finding (the other checks still apply).
+Limitation, by design: a finding the vocabulary has no Chinese term for cannot be
+label-checked in Chinese (and an English term kept for it fails ``latin_in_chinese``);
+the offline generator writes no Chinese captions for such a triplet and warns instead.
 """
 
 from __future__ import annotations
@@ -25,6 +36,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+
+from curator.vocab import DERMOSCOPY, NORMAL_STATES
 
 OK = "ok"
 REASONS = {
@@ -35,6 +48,11 @@ REASONS = {
     "label_missing": "caption does not name a finding of its triplet",
     "modality_contradiction": "caption names another imaging modality",
     "anatomy_contradiction": "caption names a body region outside the triplet's anatomy",
+    "latin_in_chinese": "Chinese caption keeps an untranslated Latin-script word",
+    "doubled_word": "caption writes a word or character twice in a row",
+    "normal_as_finding": "a normal study is worded as a finding",
+    "bare_number": "a bare number stands in for a finding",
+    "native_code": "a dataset's native code stands in for a finding",
     "duplicate": "caption repeats an earlier caption of the same triplet",
 }
 
@@ -47,8 +65,41 @@ META = re.compile(
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 OTHER_SCRIPTS = re.compile(r"[\u0400-\u04ff\u0590-\u06ff\u3040-\u30ff\uac00-\ud7af]")  # Cyrillic..Hangul
 # Short upper-case tokens Chinese radiology text keeps in Latin script: CT, MRI, T2, H&E, DWI ...
-LATIN_ABBREV = re.compile(r"(?<![A-Za-z])[A-Z][A-Z0-9&/-]{0,5}(?![A-Za-z])")
-LATIN_LETTER = re.compile(r"[A-Za-z]")
+LATIN_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9&/+'-]*")
+# A Latin-script token Chinese radiology text keeps: upper-case abbreviations with digits and
+# joiners (CT, MRI, PET/CT, T2WI, H&E, DWI, FLAIR, SPECT, X in X线, B in B超), numbers with
+# units (5mm, 3cm), and the few mixed-case standard ones.
+ABBREV = re.compile(r"[A-Z][A-Z0-9&/+-]{0,9}|\d+(\.\d+)?(mm|cm|ml|mg|kg|HU|MHz)?")
+MIXED_CASE_OK = {"Gd", "Tc", "mAs", "kV", "kVp", "HU", "mm", "cm", "ml"}
+EN_DOUBLED = re.compile(r"\b([a-z]+)\s+\1\b", re.I)
+# doubled Chinese: a word of 2-4 characters twice, or one character twice (not a reduplication)
+ZH_DOUBLED_WORD = re.compile(r"([\u4e00-\u9fff]{2,4})\1")
+ZH_DOUBLED_CHAR = re.compile(r"([\u4e00-\u9fff])\1")
+ZH_REDUPLICATION = set("常渐稍略微轻仅刚偏明斑点片条层个多缓")
+NORMAL_AS_FINDING = {
+    "en": re.compile(
+        r"\bno[ -]findings?\b|\b(evidence|features?|signs?|findings?) of (a |an )?(normal|no abnormality)"
+        r"|\b(showing|demonstrat\w*|consistent with|notable for) no finding",
+        re.I,
+    ),
+    "zh": re.compile(r"(可见|存在|提示|符合|典型表现[:：]?)(为)?(未见明显异常|未见异常|无明显异常|无异常)"),
+}
+# a number is a grade, stage, score, count or measurement when a word like these is beside it
+NUMBER_CONTEXT = {
+    "en": re.compile(
+        r"\b(grade|grades|stage|type|category|level|score|bi-?rads|kl|kellgren-lawrence|gleason|tnm"
+        r"|segment|lobe|cervical|thoracic|lumbar|rib|zone|t|c|l|s|d|th)[ -]?(\d+(\.\d+)?)(\s*(to|-|/)\s*\d+)?\b"
+        r"|\b\d+(\.\d+)?\s*(mm|cm|ml|mg|kg|hu|%|years?|weeks?|months?|days?|x|th|st|nd|rd|o'clock)\b"
+        r"|\b(one|two|\d+)[ -](view|views|slices?|images?|lesions?|nodules?|foci|levels?)\b",
+        re.I,
+    ),
+    "zh": re.compile(
+        r"\d+(\.\d+)?\s*(级|期|型|度|类|分|mm|cm|毫米|厘米|个|处|枚|岁|周|%|区|段|肋|椎)|(第|分级|分期|BI-RADS|T|C|L|S)\s*\d+",
+        re.I,
+    ),
+}
+NATIVE_CODE = re.compile(r"\b[A-Za-z]+_\w+\b|\b(class|label)[ _-]?\d+\b", re.I)
+NUMBER = re.compile(r"(?<![A-Za-z0-9])(?<!\d\.)\d+(\.\d+)?(?![A-Za-z0-9])(?!\.\d)")
 
 # Accepted names of each canonical finding (curator.vocab), beyond the name itself.
 # Stems are matched as substrings, case-insensitively.
@@ -61,6 +112,11 @@ SYNONYMS: dict[str, dict[str, list[str]]] = {
         "lung nodule": ["nodul"],
         "lung mass": ["mass"],
         "edema": ["oedema"],
+        "pulmonary edema": ["oedema", "edema"],
+        "pneumothorax": ["pneumothora", "air in the pleural space"],
+        "meniscal tear": ["menisc"],
+        "acl pathology": ["anterior cruciate", "acl"],
+        "gallstone": ["cholelithiasis", "calculus", "calculi", "gallstones"],
         "consolidation": ["consolidat"],
         "pneumonia": ["pneumonic"],
         "atelectasis": ["atelecta", "collapse"],
@@ -78,6 +134,8 @@ SYNONYMS: dict[str, dict[str, list[str]]] = {
             "without abnormal",
             "no active",
             "no pathologic",
+            "without acute",
+            "no abnormality",
         ],
         "interstitial lung disease": ["interstitial"],
         "cancer": ["carcinoma", "malignan", "tumour", "tumor", "neoplas"],
@@ -91,6 +149,11 @@ SYNONYMS: dict[str, dict[str, list[str]]] = {
         "lung nodule": ["结节"],
         "lung mass": ["肿块"],
         "edema": ["水肿"],
+        "pulmonary edema": ["水肿"],
+        "gallstone": ["结石"],
+        "meniscal tear": ["半月板"],
+        "acl pathology": ["前交叉韧带"],
+        "pneumothorax": ["气胸", "积气"],
         "consolidation": ["实变"],
         "pneumonia": ["肺炎"],
         "atelectasis": ["肺不张", "不张"],
@@ -98,7 +161,7 @@ SYNONYMS: dict[str, dict[str, list[str]]] = {
         "pleural thickening": ["胸膜增厚"],
         "support devices": ["装置", "导管", "置管", "起搏器", "插管"],
         "enlarged cardiomediastinum": ["纵隔"],
-        "no finding": ["未见明显异常", "未见异常", "无明显异常", "未见", "正常", "无异常"],
+        "no finding": ["未见明显异常", "未见异常", "无明显异常", "未见", "正常", "无异常", "未发现", "未显示异常"],
         "interstitial lung disease": ["间质"],
         "cancer": ["癌", "恶性", "肿瘤"],
         "liver": ["肝"],
@@ -109,7 +172,7 @@ SYNONYMS: dict[str, dict[str, list[str]]] = {
 
 def _latin(term: str) -> str:
     """Regex for a term; short upper-case abbreviations must stand alone (CT, not 'CTA' or 'oCT')."""
-    if term.isupper() or len(term) <= 3:
+    if term.isascii() and (term.isupper() or len(term) <= 3):
         return rf"(?<![A-Za-z]){re.escape(term)}(?![A-Za-z])"
     return re.escape(term)
 
@@ -196,10 +259,17 @@ class CaptionValidator:
         findings = [p.strip() for p in (label or "").split(",") if p.strip()]
         self.findings: list[re.Pattern] = []
         for finding in findings:
-            names = [finding, finding.replace("-", " "), *SYNONYMS.get("en", {}).get(finding, [])]
+            if _is_code(finding) and not finding.isdigit():
+                # a code is never written out: its vocabulary name is what must be named
+                if finding not in DERMOSCOPY:
+                    continue
+                finding = DERMOSCOPY[finding]
+            # a normal state of any kind ("no diabetic retinopathy") is named by normal-study wording
+            alias = "no finding" if finding in NORMAL_STATES else finding
+            names = [finding, finding.replace("-", " "), *SYNONYMS.get("en", {}).get(alias, [])]
             if language != "en":
                 local = [local_terms[finding]] if finding in local_terms else []
-                local += SYNONYMS.get(language, {}).get(finding, [])
+                local += SYNONYMS.get(language, {}).get(alias, [])
                 if not local and language == "zh":
                     continue  # no known Chinese name: cannot check (see module docstring)
                 names += local
@@ -221,6 +291,9 @@ class CaptionValidator:
         regions = [t for g, terms in REGIONS.items() if g not in allowed for t in terms if t.lower() not in context]
         regions = [t for t in regions if not any(t.lower() in o for o in (anatomy.lower(), (label or "").lower()))]
         self.region_foreign = _compile(regions) if group else None
+        # findings that are a dataset's code rather than a name ("nv", "class_3", "4")
+        codes = [f for f in findings if _is_code(f) and not f.isdigit()]  # digits: see bare_number
+        self.codes = _compile(codes) if codes else None
 
     def check(self, caption: str) -> str:
         """A reason code, or "ok" (and the caption is remembered for the duplicate check)."""
@@ -233,8 +306,18 @@ class CaptionValidator:
             return "length"
         if META.search(text):
             return "meta_text"
-        if not self._language_ok(text):
-            return "wrong_language"
+        verdict = self._language(text)
+        if verdict != OK:
+            return verdict
+        if self._doubled(text):
+            return "doubled_word"
+        normal = NORMAL_AS_FINDING.get(self.language)
+        if normal is not None and normal.search(text):
+            return "normal_as_finding"
+        if self.codes is not None and self.codes.search(text) or NATIVE_CODE.search(text):
+            return "native_code"
+        if self._bare_number(text):
+            return "bare_number"
         if any(p is not None and not p.search(text) for p in self.findings):
             return "label_missing"
         if self.modality_foreign is not None and self.modality_foreign.search(text):
@@ -247,14 +330,33 @@ class CaptionValidator:
         self.seen.add(key)
         return OK
 
-    def _language_ok(self, text: str) -> bool:
+    def _language(self, text: str) -> str:
         cjk = len(CJK.findall(text))
         if self.language == "en":
-            return cjk == 0 and not OTHER_SCRIPTS.search(text)
+            return OK if cjk == 0 and not OTHER_SCRIPTS.search(text) else "wrong_language"
         if self.language == "zh":
-            rest = LATIN_ABBREV.sub("", text)
-            for p in [*self.findings, self.own_words]:  # an English term kept in Chinese text is fine
-                if p is not None:
-                    rest = p.sub("", rest)
-            return cjk >= 2 and len(LATIN_LETTER.findall(rest)) <= cjk
-        return True  # no rule for other languages yet: the other checks still apply
+            foreign = [w for w in LATIN_WORD.findall(text) if not ABBREV.fullmatch(w) and w not in MIXED_CASE_OK]
+            if cjk < 2 or len(foreign) > cjk / 2:
+                return "wrong_language"  # mostly Latin prose
+            return "latin_in_chinese" if foreign else OK
+        return OK  # no rule for other languages yet: the other checks still apply
+
+    def _doubled(self, text: str) -> bool:
+        if self.language == "en":
+            return EN_DOUBLED.search(text) is not None
+        if ZH_DOUBLED_WORD.search(text):
+            return True
+        return any(m.group(1) not in ZH_REDUPLICATION for m in ZH_DOUBLED_CHAR.finditer(text))
+
+    def _bare_number(self, text: str) -> bool:
+        """A number no grade, stage, score or unit word explains."""
+        context = NUMBER_CONTEXT.get(self.language, NUMBER_CONTEXT["en"])
+        rest = context.sub(" ", text)
+        rest = re.sub(r"\b[A-Z]+\d+[A-Z]*\b|\d+[A-Z]+\b", " ", rest)  # T2, T1WI, 3D, 2D: not numbers
+        return NUMBER.search(rest) is not None
+
+
+def _is_code(finding: str) -> bool:
+    """A finding that is a dataset's code, not a name: digits, an underscore, or a short
+    abbreviation the vocabulary maps to a longer name (HAM10000's "nv", "bkl")."""
+    return finding.isdigit() or "_" in finding or finding in DERMOSCOPY

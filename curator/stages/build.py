@@ -10,6 +10,7 @@ from pathlib import Path
 from curator.config import Recipe, SelectSettings
 from curator.errors import RecipeError
 from curator.executors import Executor, make_executor
+from curator.provenance import save_recipe, utc_now, write_build_record
 from curator.registry import SourceCard, find_card
 from curator.stages.caption import CaptionResult, run_caption
 from curator.stages.index import IndexResult, run_index
@@ -61,14 +62,17 @@ def run_build(
     if executor is None:
         with make_executor("serial") as serial:
             return run_build(recipe, out, progress, serial, replace)
+    started_at = utc_now()
     corpus = Corpus(out)
     with writer_lock(corpus, f"build {recipe.name}"):
         claim_for_recipe(corpus, recipe.name, replace)
         check_parts(corpus)
-        return _build(corpus, recipe, out, progress, executor)  # releasing the lock writes the seal
+        return _build(corpus, recipe, out, progress, executor, started_at)  # releasing the lock writes the seal
 
 
-def _build(corpus: Corpus, recipe: Recipe, out: str, progress: bool, executor: Executor) -> BuildReport:
+def _build(
+    corpus: Corpus, recipe: Recipe, out: str, progress: bool, executor: Executor, started_at: str
+) -> BuildReport:
     registry = Path(recipe.registry) if recipe.registry else None
     cards = [(src, *find_card(src.id, registry)) for src in recipe.sources]  # fail early on a bad card
     excluded = {card.id: why for _, card, _ in cards if (why := exclusion(card, recipe.select))}
@@ -77,6 +81,7 @@ def _build(corpus: Corpus, recipe: Recipe, out: str, progress: bool, executor: E
     cards = [c for c in cards if c[1].id not in excluded]
     if not cards:
         raise RecipeError(f"recipe '{recipe.name}': [select] leaves out every source")
+    save_recipe(corpus, recipe)  # first: a later `curator caption`/`shard` without --recipe uses it
     wanted = {card.id for _, card, _ in cards}
     for stale in ingested_sources(corpus):
         if stale not in wanted:
@@ -92,4 +97,5 @@ def _build(corpus: Corpus, recipe: Recipe, out: str, progress: bool, executor: E
     caption = run_caption(corpus, recipe.caption, progress=progress)
     instruct = run_instruct(corpus, recipe.instruct, progress) if recipe.instruct else None
     shard = run_shard(corpus, recipe.shard, recipe.name, progress)
+    write_build_record(corpus, recipe, started_at)  # shards/build.json: outside the tars, which stay reproducible
     return BuildReport(results, caption, shard, index, excluded, instruct)

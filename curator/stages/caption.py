@@ -31,6 +31,7 @@ from curator.llm.cache import ResponseCache, cache_key
 from curator.llm.captioner import GENERATOR as LLM
 from curator.llm.captioner import Job, assemble, run_job
 from curator.llm.client import ChatClient, Endpoint, RequestFailed, resolve_endpoint
+from curator.llm.diversity import measure
 from curator.llm.offline import GENERATOR as TEMPLATE
 from curator.llm.offline import TemplateGenerator, Triplet, _translate
 from curator.llm.prompts import CaptionPrompt, load_prompt
@@ -61,6 +62,10 @@ class CaptionResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float | None = None
+    pace: object | None = None  # curator.llm.pace.PaceStats: what pace the endpoint sustained
+    response_format: str | None = None  # the structured-output mode the endpoint took
+    fallback_jobs: int = 0  # triplet-languages the offline generator completed for the LLM
+    diversity: list[dict] = field(default_factory=list)  # curator.llm.diversity.measure of the ok captions
 
 
 def sample_triplets(corpus: Corpus) -> dict[str, Triplet]:
@@ -172,7 +177,7 @@ def plan_captions(corpus: Corpus, settings: CaptionSettings, resolve_model: bool
     est_prompt = est_completion = 0
     for t in triplets:
         for lang in settings.languages:
-            terms = templates.prompt.data.get(lang, {}).get("terms", {})
+            terms = templates.terms(lang)
             hint = _translate(t.label, terms, lang) if t.label and lang != "en" else ""
             messages = prompt.messages(
                 t.label, t.anatomy, t.modality, lang, settings.captions_per_triplet, hint if hint != t.label else ""
@@ -256,6 +261,8 @@ def run_caption(
             jobs=len(plan.jobs),
             cached_jobs=len(plan.jobs),
         )
+        ok = corpus.read_table("captions").to_pylist()
+        result.diversity = measure(r for r in ok if r["validation"] == "ok")
         return result
     corpus.clear_marker("caption", "all")
     result = CaptionResult(
@@ -275,6 +282,10 @@ def run_caption(
     else:
         rows = _template_rows(plan, settings, [(t, lang, 0) for t in plan.triplets for lang in plan.languages])
     result.failed_jobs = len(failures)
+    result.fallback_jobs = len({(r["triplet_id"], r["language"]) for r in rows if r["generator"] == TEMPLATE}) * (
+        plan.generator == LLM
+    )
+    result.diversity = measure(r for r in rows if r["validation"] == "ok")
     for row in rows:
         result.by_validation[row["validation"]] += 1
         if row["validation"] == "ok":
@@ -318,21 +329,28 @@ async def _call_all(
     todo = [job for job in plan.jobs if job.key not in cache]
     client = ChatClient(plan.endpoint, settings)
     client.endpoint.model = plan.model
-    gate = asyncio.Semaphore(settings.concurrency)
     bar = tqdm(total=len(todo), desc="caption", unit="job", disable=None if progress else True, leave=False)
 
+    def show() -> None:
+        p, u = client.pace, client.usage
+        bar.set_postfix_str(
+            f"{u.requests} requests, {p.in_flight} in flight (pace {int(p.limit)}/{p.ceiling}), "
+            f"{len(failures)} failed, {u.total_tokens:,} tokens",
+            refresh=False,
+        )
+
     async def one(job: Job) -> None:
-        async with gate:
-            try:
-                attempts = await run_job(job, client, settings)
-            except RequestFailed as exc:
-                failures[job.key] = exc.reason
-                # one line per failed job, except past a cap, where the summary line says it once
-                level = logging.DEBUG if exc.reason.startswith("cap_reached") else logging.WARNING
-                log.log(level, "caption %s/%s failed: %s", job.triplet.id, job.language, exc)
-                return
-            finally:
-                bar.update()
+        try:
+            attempts = await run_job(job, client, settings)
+        except RequestFailed as exc:
+            failures[job.key] = exc.reason
+            # one line per failed job, except past a cap, where the summary line says it once
+            level = logging.DEBUG if exc.reason.startswith("cap_reached") else logging.WARNING
+            log.log(level, "caption %s/%s failed: %s", job.triplet.id, job.language, exc)
+            return
+        finally:
+            show()
+            bar.update()
         t = job.triplet
         entry = {
             "triplet": {"triplet_id": t.id, "label": t.label, "anatomy": t.anatomy, "modality": t.modality},
@@ -348,6 +366,8 @@ async def _call_all(
         await asyncio.to_thread(cache.put, job.key, entry)
 
     try:
+        if todo:
+            await client.check_model()  # a model the endpoint does not serve: one line, no call made
         async with asyncio.TaskGroup() as group:
             for job in todo:
                 group.create_task(one(job))
@@ -363,6 +383,8 @@ async def _call_all(
         result.requests, result.retries = u.requests, u.retries
         result.prompt_tokens, result.completion_tokens = u.prompt_tokens, u.completion_tokens
         result.cost = u.cost(settings)
+        result.pace = client.pace.stats if u.requests else None
+        result.response_format = client.format
 
 
 def _row(t: Triplet, lang: str, i: int, text: str, generator: str, model: str, prompt_id: str, sha: str, verdict: str):
@@ -400,23 +422,28 @@ def _llm_rows(
         done = [(c, "ok") for c in ok] + rejected
         for i, (text, verdict) in enumerate(done):
             rows.append(_row(t, lang, i, text, LLM, model, prompt_id, sha, verdict))
-        if not ok and settings.fallback == "template":
-            fallback.append((t, lang, len(done)))
+        if len(ok) < settings.captions_per_triplet and settings.fallback == "template":
+            fallback.append((t, lang, len(done), settings.captions_per_triplet - len(ok)))
     if fallback:
-        log.warning("caption: %d triplet-languages without a usable LLM caption get template captions", len(fallback))
+        log.warning(
+            "caption: %d triplet-languages short of usable LLM captions are completed by the offline generator "
+            "(generator=template)",
+            len(fallback),
+        )
         rows += _template_rows(plan, settings, fallback)
     return rows
 
 
 def _template_rows(plan: CaptionPlan, settings: CaptionSettings, todo: list[tuple]) -> list[dict]:
-    """Offline captions for (triplet, language, first caption_index): a fallback continues the LLM's rows."""
+    """Offline captions for (triplet, language, first caption_index[, how many]): a fallback continues
+    the LLM's rows with only as many captions as the LLM left missing."""
     gen = plan.templates
-    terms_of = {lang: gen.prompt.data.get(lang, {}).get("terms", {}) for lang in plan.languages}
+    terms_of = {lang: gen.terms(lang) for lang in plan.languages}
     rules = Rules(settings.min_chars, settings.max_chars)
     rows = []
-    for t, lang, start in todo:
+    for t, lang, start, *count in todo:
         validator = CaptionValidator(t.label, t.anatomy, t.modality, lang, terms_of[lang], rules)
-        for i, text in enumerate(gen.captions(t, lang, settings.captions_per_triplet)):
+        for i, text in enumerate(gen.captions(t, lang, count[0] if count else settings.captions_per_triplet)):
             rows.append(
                 _row(
                     t,
@@ -430,4 +457,12 @@ def _template_rows(plan: CaptionPlan, settings: CaptionSettings, todo: list[tupl
                     validator.check(text),
                 )
             )
+    for lang, labels in sorted(gen.missing.items()):
+        log.warning(
+            "caption: no %s name for label(s) %s in curator/vocab.py ZH_NAMES: their triplets get no %s "
+            "template captions (add the names to caption them)",
+            lang,
+            ", ".join(f"'{x}'" for x in sorted(labels)),
+            lang,
+        )
     return rows

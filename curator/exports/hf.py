@@ -1,0 +1,393 @@
+"""Hugging Face export: Parquet per split with an ``Image`` feature, and a dataset card that types it.
+
+``datasets.load_dataset(DIR)`` (normal or ``streaming=True``) reads the export with
+no ``features=`` argument: the card's YAML front matter lists ``configs``
+(``data_files`` per split) and ``dataset_info.features`` (the image as ``image``,
+metadata as typed values, lists and structs). Shards are not the input: the
+export reads the index tables through DuckDB and the image bytes from
+``blobs/``, one batch of rows at a time, so memory is bounded by the batch.
+
+One row per kept sample (``samples.status = 'keep'``) in its split, at its natural
+frequency (mixture weights are a sharding choice, not part of the dataset). Free-
+form annotation payloads (mask boxes, a report's section, a VQA answer) stay JSON
+strings; every other column has a fixed shape and a type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from curator import __version__
+from curator.errors import CorpusError, CuratorError
+from curator.storage import Corpus
+
+log = logging.getLogger(__name__)
+
+DATA_DIR = "data"
+CARD = "README.md"
+# Rows per Parquet row group and per DuckDB batch: the Hugging Face viewer and
+# `datasets` read image Parquet a row group at a time, and they recommend ~100 rows.
+ROW_GROUP_ROWS = 100
+# Target bytes per Parquet file (the size `push_to_hub` uses).
+MAX_FILE_BYTES = 500 * 1024**2
+
+_LABEL = pa.struct(
+    [("label", pa.string()), ("value", pa.string()), ("native", pa.string()), ("source_id", pa.string()),
+     ("payload", pa.string())]
+)  # fmt: skip
+_TEXT = pa.struct(
+    [("kind", pa.string()), ("text", pa.string()), ("language", pa.string()), ("source_id", pa.string()),
+     ("payload", pa.string())]
+)  # fmt: skip
+_CAPTION = pa.struct(
+    [("caption", pa.string()), ("language", pa.string()), ("generator", pa.string()), ("model", pa.string()),
+     ("prompt_id", pa.string()), ("prompt_sha256", pa.string())]
+)  # fmt: skip
+IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+# The export's columns: the image, then the canonical member's provenance, then everything annotated.
+SCHEMA = pa.schema(
+    [
+        ("image", IMAGE),
+        ("sample_id", pa.string()),
+        ("split", pa.string()),
+        ("source_id", pa.string()),
+        ("license", pa.string()),
+        ("access", pa.string()),
+        ("sources", pa.list_(pa.string())),
+        ("licenses", pa.list_(pa.string())),
+        ("original_uri", pa.string()),
+        ("original_sha256", pa.string()),
+        ("original_format", pa.string()),
+        ("frame_index", pa.int32()),
+        ("plane", pa.string()),
+        ("image_sha256", pa.string()),
+        ("image_format", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("bit_depth", pa.int8()),
+        ("channels", pa.int8()),
+        ("modality", pa.string()),
+        ("anatomy", pa.string()),
+        ("department", pa.string()),
+        ("labels", pa.list_(_LABEL)),
+        ("texts", pa.list_(_TEXT)),
+        ("triplet_id", pa.string()),
+        ("captions", pa.list_(_CAPTION)),
+    ]
+)
+
+_ROWS = """
+WITH kept AS (SELECT * FROM samples WHERE status = 'keep' AND split = $split),
+anns AS (
+    SELECT DISTINCT mb.sample_id, a.source_id, a.kind, a.text, a.value, a.native, a.language, a.payload
+    FROM members mb JOIN kept USING (sample_id) JOIN annotations a ON a.sample_id = mb.member_id
+),
+labs AS (
+    SELECT sample_id, list({'label': text, 'value': value, 'native': native, 'source_id': source_id,
+                            'payload': payload} ORDER BY source_id, text, value, native, payload) AS labels
+    FROM anns WHERE kind = 'label' GROUP BY sample_id
+),
+txts AS (
+    SELECT sample_id, list({'kind': kind, 'text': text, 'language': language, 'source_id': source_id,
+                            'payload': payload} ORDER BY source_id, kind, text, language, payload) AS texts
+    FROM anns WHERE kind <> 'label' GROUP BY sample_id
+),
+caps AS (
+    SELECT t.sample_id, any_value(t.triplet_id) AS triplet_id,
+           list({'caption': c.caption, 'language': c.language, 'generator': c.generator, 'model': c.model,
+                 'prompt_id': c.prompt_id, 'prompt_sha256': c.prompt_sha256}
+                ORDER BY c.language, c.caption_index) FILTER (WHERE c.caption IS NOT NULL) AS captions
+    FROM sample_triplet t JOIN kept USING (sample_id)
+    LEFT JOIN captions c ON c.triplet_id = t.triplet_id AND c.validation = 'ok'
+    GROUP BY t.sample_id
+),
+lics AS (
+    SELECT mb.sample_id, list(DISTINCT src.license ORDER BY src.license) AS licenses
+    FROM members mb JOIN kept USING (sample_id) JOIN sources src ON src.source_id = mb.source_id
+    GROUP BY mb.sample_id
+)
+SELECT s.sample_id, s.split, i.source_id, src.license, src.access, list_sort(s.source_ids) AS sources,
+       lics.licenses, i.original_uri, i.original_sha256, i.original_format, i.frame_index, i.plane,
+       i.image_sha256, i.image_format, i.width, i.height, i.bit_depth, i.channels,
+       s.modality, s.anatomy, s.department, coalesce(labs.labels, []) AS labels, coalesce(txts.texts, []) AS texts,
+       caps.triplet_id, coalesce(caps.captions, []) AS captions
+FROM kept s
+JOIN images i ON i.sample_id = s.sample_id
+JOIN sources src ON src.source_id = i.source_id
+LEFT JOIN lics ON lics.sample_id = s.sample_id
+LEFT JOIN labs ON labs.sample_id = s.sample_id
+LEFT JOIN txts ON txts.sample_id = s.sample_id
+LEFT JOIN caps ON caps.sample_id = s.sample_id
+ORDER BY s.sample_id
+"""
+
+
+@dataclass
+class HFExportResult:
+    to: str
+    splits: dict[str, int] = field(default_factory=dict)  # split -> rows
+    split_bytes: dict[str, int] = field(default_factory=dict)  # split -> Parquet bytes
+    files: list[str] = field(default_factory=list)  # relative to ``to``
+    bytes: int = 0
+
+
+def export_hf(
+    corpus: Corpus,
+    to: str,
+    *,
+    overwrite: bool = False,
+    max_file_bytes: int = MAX_FILE_BYTES,
+    progress: bool = True,
+) -> HFExportResult:
+    """Write ``to/data/<split>-NNNNN-of-NNNNN.parquet`` and ``to/README.md`` from a built corpus."""
+    from curator.audit.db import connect  # moving to curator.tables; the integrator updates this import
+
+    out = Corpus(to)
+    _prepare(out, overwrite)
+    con = connect(corpus, ["samples", "members", "images", "sources", "annotations", "captions"])
+    con.register("sample_triplet", _triplets(corpus))
+    plan = con.execute(
+        "SELECT s.split, count(*), coalesce(sum(i.image_bytes), 0) FROM samples s "
+        "JOIN images i USING (sample_id) WHERE s.status = 'keep' GROUP BY s.split"
+    ).fetchall()
+    if not plan:
+        raise CorpusError(f"{corpus.url} keeps no samples: nothing to export")
+    result = HFExportResult(out.url)
+    bar = tqdm(total=sum(n for _, n, _ in plan), desc="export hf", unit="sample", disable=None if progress else True)
+    for split, nrows, nbytes in sorted(plan, key=lambda p: _split_order(p[0])):
+        nfiles = max(1, min(nrows, math.ceil(nbytes / max_file_bytes)))
+        counts = [nrows // nfiles + (i < nrows % nfiles) for i in range(nfiles)]
+        reader = con.sql(_ROWS, params={"split": split}).to_arrow_reader(ROW_GROUP_ROWS)
+        rows = _Rows(reader)
+        for i, count in enumerate(counts):
+            rel = f"{DATA_DIR}/{split}-{i:05d}-of-{nfiles:05d}.parquet"
+            with out.open_atomic(rel) as fh, pq.ParquetWriter(fh, SCHEMA, compression="zstd") as writer:
+                written = 0
+                while written < count:
+                    batch = rows.take(count - written)
+                    writer.write_table(_with_images(corpus, batch), row_group_size=ROW_GROUP_ROWS)
+                    written += batch.num_rows
+                    bar.update(batch.num_rows)
+            result.files.append(rel)
+            result.split_bytes[split] = result.split_bytes.get(split, 0) + out.size(rel)
+        reader.close()  # DuckDB holds one open result per connection
+        result.splits[split] = nrows
+    bar.close()
+    result.bytes = sum(result.split_bytes.values())
+    out.write_bytes(CARD, dataset_card(corpus, result).encode())
+    return result
+
+
+def _split_order(split: str) -> tuple[int, str]:
+    order = ("train", "val", "test")
+    return (order.index(split) if split in order else len(order), split)
+
+
+def _prepare(out: Corpus, overwrite: bool) -> None:
+    """Refuse a non-empty target unless asked; then remove the earlier export's files (a stale part would load)."""
+    existing = out.find("")
+    if not existing:
+        return
+    if not overwrite:
+        raise CuratorError(f"{out.url} is not empty: choose an empty folder or pass --overwrite")
+    for path in out.find(DATA_DIR):
+        if path.endswith(".parquet"):
+            out.fs.rm(path)
+    out.remove(CARD)
+
+
+def _triplets(corpus: Corpus) -> pa.Table:
+    """sample_id -> triplet_id of label-only samples (their captions), as a table DuckDB joins.
+
+    The rule lives in ``curator.stages.caption.sample_triplets`` until the index
+    writes a ``sample_captions`` table; then this becomes a join on that table.
+    """
+    from curator.stages.caption import sample_triplets
+
+    trips = sample_triplets(corpus)
+    return pa.table(
+        {"sample_id": pa.array(list(trips), pa.string()), "triplet_id": pa.array([t.id for t in trips.values()])}
+    )
+
+
+class _Rows:
+    """DuckDB's record batches cast to the export's types, handed out ``take(n)`` rows at a time."""
+
+    def __init__(self, reader: pa.RecordBatchReader):
+        self._batches = iter(reader)
+        self._left = pa.table({})
+
+    def take(self, n: int) -> pa.Table:
+        if not self._left.num_rows:
+            batch = next(self._batches, None)
+            if batch is None:  # fewer rows than counted: an image row without its source, or a concurrent writer
+                raise CorpusError("the index has fewer exportable rows than kept samples: run `curator verify`")
+            self._left = pa.Table.from_batches([batch]).cast(SCHEMA.remove(0))
+        out = self._left.slice(0, n)
+        self._left = self._left.slice(out.num_rows)
+        return out
+
+
+def _with_images(corpus: Corpus, meta: pa.Table) -> pa.Table:
+    """The batch with its image column: each blob read (one ``cat`` per batch) and checked against its sha256."""
+    shas = meta["image_sha256"].to_pylist()
+    exts = ["png" if f == "png" else "jpg" for f in meta["image_format"].to_pylist()]
+    rels = [f"blobs/{sha[:2]}/{sha}.{ext}" for sha, ext in zip(shas, exts, strict=True)]
+    try:
+        blobs = corpus.fs.cat([corpus.path(r) for r in rels])
+    except FileNotFoundError as exc:
+        raise CorpusError(f"{corpus.url}: a blob is missing ({exc}): re-run `curator build`") from None
+    data = []
+    for rel, sha in zip(rels, shas, strict=True):
+        blob = blobs[corpus.path(rel)]
+        if hashlib.sha256(blob).hexdigest() != sha:
+            raise CorpusError(f"{corpus.url}: {rel} does not hash to its image_sha256: re-run `curator build`")
+        data.append(blob)
+    names = [f"{sid}.{ext}" for sid, ext in zip(meta["sample_id"].to_pylist(), exts, strict=True)]
+    images = pa.StructArray.from_arrays([pa.array(data, pa.binary()), pa.array(names, pa.string())], fields=list(IMAGE))
+    return meta.add_column(0, SCHEMA.field("image"), images)
+
+
+# -- the dataset card ------------------------------------------------------------
+
+_DTYPES = {
+    pa.string(): "string",
+    pa.binary(): "binary",
+    pa.bool_(): "bool",
+    pa.int8(): "int8",
+    pa.int16(): "int16",
+    pa.int32(): "int32",
+    pa.int64(): "int64",
+    pa.float32(): "float32",
+    pa.float64(): "float64",
+}
+
+
+def hf_features(schema: pa.Schema = SCHEMA) -> list[dict]:
+    """``dataset_info.features`` in the card's YAML form: the image column as ``image``, the rest by Arrow type."""
+    return [{"name": "image", "dtype": "image"} if f.name == "image" else _feature(f.name, f.type) for f in schema]
+
+
+def _feature(name: str, typ: pa.DataType) -> dict:
+    return {"name": name, **_shape(typ)}
+
+
+def _shape(typ: pa.DataType) -> dict:
+    if pa.types.is_list(typ):
+        inner = _shape(typ.value_type)
+        return {"list": inner["dtype"] if "dtype" in inner else [inner] if "list" in inner else inner["struct"]}
+    if pa.types.is_struct(typ):
+        return {"struct": [_feature(f.name, f.type) for f in typ]}
+    if typ not in _DTYPES:
+        raise TypeError(f"no Hugging Face dtype for {typ}")
+    return {"dtype": _DTYPES[typ]}
+
+
+def _yaml(value, indent: int = 0) -> list[str]:
+    """Block YAML for dicts, lists and scalars (strings JSON-quoted, which YAML reads as double-quoted)."""
+    pad = " " * indent
+    lines: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, dict | list) and item:
+                lines.append(f"{pad}{key}:")
+                lines.extend(_yaml(item, indent + 2 if isinstance(item, dict) else indent))
+            else:
+                lines.append(f"{pad}{key}: {_scalar(item)}")
+    else:
+        for item in value:
+            sub = _yaml(item, indent + 2) if isinstance(item, dict | list) else [f"{pad}  {_scalar(item)}"]
+            lines.append(f"{pad}- {sub[0].lstrip()}")
+            lines.extend(sub[1:])
+    return lines
+
+
+def _scalar(value) -> str:
+    if isinstance(value, bool) or value is None or isinstance(value, int | float):
+        return json.dumps(value)
+    if isinstance(value, dict | list):
+        return "{}" if isinstance(value, dict) else "[]"
+    text = str(value)
+    if _PLAIN.fullmatch(text) and text.lower() not in _YAML_WORDS:
+        return text
+    return json.dumps(text)
+
+
+# strings YAML reads back as the same string without quotes (no booleans, nulls or numbers)
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_./*-]*")
+_YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "y", "n", "null"}
+
+
+def dataset_card(corpus: Corpus, result: HFExportResult) -> str:
+    """README.md: YAML front matter that ``datasets`` and the Hub read, then the sources and their licences."""
+    from curator.audit.db import connect, rows
+
+    splits = list(result.splits)
+    meta = {
+        "configs": [
+            {
+                "config_name": "default",
+                "data_files": [{"split": s, "path": f"{DATA_DIR}/{s}-*.parquet"} for s in splits],
+            }
+        ],
+        "dataset_info": {
+            "config_name": "default",
+            "features": hf_features(),
+            "splits": [
+                {"name": s, "num_bytes": result.split_bytes[s], "num_examples": n} for s, n in result.splits.items()
+            ],
+        },
+        # one licence per source, below; the Hub's single field cannot say that
+        "license": "other",
+        "tags": ["medical", "curator"],
+    }
+    con = connect(corpus, ["sources", "samples", "members"])
+    sources = rows(
+        con,
+        "SELECT src.source_id, src.name, src.version, src.license, src.access, src.homepage, src.citation, "
+        "count(DISTINCT mb.sample_id) AS samples FROM sources src "
+        "JOIN members mb ON mb.source_id = src.source_id "
+        "JOIN samples s ON s.sample_id = mb.sample_id AND s.status = 'keep' GROUP BY ALL ORDER BY src.source_id",
+    )
+    table = ["| source | version | licence | access | samples | homepage |", "| --- | --- | --- | --- | ---: | --- |"]
+    table += [
+        f"| {s['source_id']} ({s['name']}) | {s['version'] or ''} | {s['license']} | {s['access']} | "
+        f"{s['samples']} | {s['homepage'] or ''} |"
+        for s in sources
+    ]
+    cites = [f"- {s['source_id']}: {s['citation']}" for s in sources if s["citation"]]
+    counts = ", ".join(f"{s}: {n}" for s, n in result.splits.items())
+    body = [
+        "# Medical image-text corpus",
+        "",
+        f"Exported by curator {__version__} from a built corpus ({counts} samples). One row per image;",
+        "every row names its source, licence and original file. Load it with",
+        '`datasets.load_dataset("<this folder>")` (add `streaming=True` to stream).',
+        "",
+        "Columns: `image` (the normalised image), the canonical member's provenance (`source_id`, `license`,",
+        "`access`, `original_uri`, `original_sha256`, ...), `sources` and `licenses` of every source holding",
+        "the image, `labels` and `texts` (each with its `source_id`; `payload` is JSON: mask boxes, a report's",
+        "section, a VQA answer), and the validated generated `captions` with generator, model and prompt.",
+        "",
+        "## Sources and licences",
+        "",
+        *table,
+        "",
+        "Use of each row is governed by its source's licence and terms of access.",
+        "",
+        "## Citations",
+        "",
+        *(cites or ["(none recorded)"]),
+        "",
+    ]
+    return "---\n" + "\n".join(_yaml(meta)) + "\n---\n\n" + "\n".join(body)

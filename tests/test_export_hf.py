@@ -1,0 +1,156 @@
+"""`curator export hf`: the real `datasets` library loads the export with no `features=`, normal and streaming."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+
+import fsspec
+import pyarrow.parquet as pq
+import pytest
+from helpers import run
+from PIL import Image
+
+from curator.audit.db import connect, rows
+from curator.exports.hf import SCHEMA, export_hf, hf_features
+from curator.storage import Corpus
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read by huggingface_hub at import: no hub, ever
+datasets = pytest.importorskip("datasets")
+
+
+@pytest.fixture(scope="module")
+def hf_export(demo_build, tmp_path_factory):
+    out, _ = demo_build
+    to = tmp_path_factory.mktemp("hf") / "demo-hf"
+    result = run("export", "hf", "--out", out, "--to", to, "--quiet")
+    assert result.exit_code == 0, result.output
+    return out, to
+
+
+def _kept(out) -> dict[str, dict]:
+    con = connect(Corpus(str(out)))
+    return {
+        r["sample_id"]: r
+        for r in rows(
+            con,
+            "SELECT s.sample_id, s.split, i.image_sha256, i.width, i.height, i.source_id FROM samples s "
+            "JOIN images i USING (sample_id) WHERE s.status = 'keep'",
+        )
+    }
+
+
+def _validated_captions(out) -> dict[str, int]:
+    from curator.stages.caption import sample_triplets
+
+    con = connect(Corpus(str(out)))
+    per_triplet = dict(
+        con.execute("SELECT triplet_id, count(*) FROM captions WHERE validation = 'ok' GROUP BY ALL").fetchall()
+    )
+    return {sid: per_triplet.get(t.id, 0) for sid, t in sample_triplets(Corpus(str(out))).items()}
+
+
+def test_load_dataset_reads_every_split_typed_without_features(hf_export, tmp_path):
+    out, to = hf_export
+    kept, n_captions = _kept(out), _validated_captions(out)
+    ds = datasets.load_dataset(str(to), cache_dir=str(tmp_path / "cache"))
+    assert set(ds) == {r["split"] for r in kept.values()}
+    features = ds["train"].features
+    assert isinstance(features["image"], datasets.Image)
+    assert features["width"] == datasets.Value("int32")
+    assert features["sources"] == datasets.List(datasets.Value("string"))
+    assert features["labels"] == datasets.List(
+        {k: datasets.Value("string") for k in ("label", "value", "native", "source_id", "payload")}
+    )
+    assert features == datasets.Features.from_arrow_schema(SCHEMA) | {"image": datasets.Image()}
+    seen = set()
+    for split, part in ds.items():
+        assert part.info.splits[split].num_examples == part.num_rows
+        for row in part:
+            sid = row["sample_id"]
+            want = kept[sid]
+            assert row["split"] == want["split"] == split and sid not in seen
+            seen.add(sid)
+            image = row["image"]
+            assert isinstance(image, Image.Image) and image.size == (want["width"], want["height"])
+            assert row["source_id"] == want["source_id"] and want["source_id"] in row["sources"]
+            assert row["license"] and row["original_uri"]
+            assert len(row["captions"]) == n_captions.get(sid, 0)
+            assert all(c["generator"] and c["prompt_sha256"] for c in row["captions"])
+    assert seen == set(kept)
+    raw = ds["val"].cast_column("image", datasets.Image(decode=False))
+    for row in raw:
+        assert hashlib.sha256(row["image"]["bytes"]).hexdigest() == kept[row["sample_id"]]["image_sha256"]
+        assert row["image"]["path"].startswith(row["sample_id"] + ".")
+
+
+def test_streaming_reads_every_split_with_the_same_rows(hf_export, tmp_path):
+    out, to = hf_export
+    kept = _kept(out)
+    streamed = datasets.load_dataset(str(to), streaming=True)
+    assert set(streamed) == {r["split"] for r in kept.values()}
+    for split, part in streamed.items():
+        assert isinstance(part.features["image"], datasets.Image)
+        ids = []
+        for row in part:
+            assert row["split"] == split
+            assert row["image"].size == (kept[row["sample_id"]]["width"], kept[row["sample_id"]]["height"])
+            ids.append(row["sample_id"])
+        assert ids == sorted(sid for sid, r in kept.items() if r["split"] == split)
+
+
+def test_a_label_with_mask_boxes_keeps_them_as_its_json_payload(hf_export, tmp_path):
+    import json
+
+    _, to = hf_export
+    ds = datasets.load_dataset(str(to), cache_dir=str(tmp_path / "cache"))
+    boxes = [
+        json.loads(lab["payload"])["boxes"]
+        for part in ds.values()
+        for row in part
+        for lab in row["labels"]
+        if "boxes" in json.loads(lab["payload"])
+    ]
+    assert boxes and all(len(b) == 4 for bs in boxes for b in bs)
+
+
+def test_the_card_front_matter_is_what_datasets_itself_would_write(hf_export):
+    import yaml
+
+    _, to = hf_export
+    text = (to / "README.md").read_text()
+    front = yaml.safe_load(text.split("---\n")[1])
+    ours = front["dataset_info"]["features"]
+    assert ours == hf_features()
+    theirs = datasets.Features.from_arrow_schema(SCHEMA)._to_yaml_list()
+    assert ours[1:] == theirs[1:] and ours[0] == {"name": "image", "dtype": "image"}
+    splits = [s["name"] for s in front["dataset_info"]["splits"]]
+    assert [c["split"] for c in front["configs"][0]["data_files"]] == splits
+    assert "| demo_dicom (" in text and "LicenseRef-pydicom-test-data" in text
+
+
+def test_export_to_an_fsspec_url_writes_the_same_bytes(demo_build, hf_export):
+    out, to = hf_export
+    url = "memory://curator-hf-test/export"
+    try:
+        result = export_hf(Corpus(str(out)), url, progress=False, max_file_bytes=64 * 1024)
+        fs = fsspec.filesystem("memory")
+        assert len(result.files) > 3  # small files: several per split
+        assert all(fs.exists(f"/curator-hf-test/export/{f}") for f in result.files)
+        table = pq.read_table(io.BytesIO(fs.cat(f"/curator-hf-test/export/{result.files[0]}")))
+        assert table.schema.equals(SCHEMA)
+        assert sum(result.splits.values()) == len(_kept(out))
+        assert fs.cat("/curator-hf-test/export/README.md").decode().startswith("---\nconfigs:")
+    finally:
+        fsspec.filesystem("memory").rm("/curator-hf-test", recursive=True)
+
+
+def test_a_non_empty_target_is_refused_unless_overwrite(hf_export):
+    out, to = hf_export
+    result = run("export", "hf", "--out", out, "--to", to, "--quiet")
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: {to} is not empty: choose an empty folder or pass --overwrite"
+    before = sorted(p.name for p in (to / "data").iterdir())
+    assert run("export", "hf", "--out", out, "--to", to, "--quiet", "--overwrite").exit_code == 0
+    assert sorted(p.name for p in (to / "data").iterdir()) == before
