@@ -136,6 +136,19 @@ class ImagePolicy(Strict):
         "reject",
         description="DICOM with BurnedInAnnotation=YES: reject (default) or allow when the publisher scrubbed pixels.",
     )
+    # Bounded cost per input: checked against what a header declares, before anything is allocated.
+    max_pixels: int = Field(64_000_000, ge=1, description="Pixels of one 2D image or frame (decompression_bomb).")
+    max_decoded_bytes: int = Field(
+        2 * 1024**3, ge=1, description="Bytes one file decodes to: NIfTI shape x float32, DICOM all frames."
+    )
+    max_frames: int = Field(2048, ge=1, description="Frames or slices one file may hold (too_many_frames).")
+    # 20k characters holds the longest radiology report; a 50 MB "caption" is an attack or a bug.
+    max_text_chars: int = Field(20_000, ge=1, description="Characters of one caption, report or VQA text.")
+
+    def limits(self):
+        from curator.readers import Limits
+
+        return Limits(self.max_pixels, self.max_decoded_bytes, self.max_frames)
 
     # -- time series (video, DICOM cine) ---------------------------------------------------
     # One frame a second: consecutive frames of endoscopy or echo video are near copies, and a
@@ -217,6 +230,11 @@ class SourceCard(Strict):
         default_factory=list,
         description="The archive's own top folder(s) inside the unpack folder (BUSI: Dataset_BUSI_with_GT): "
         "--root may be either; the first that exists below --root is read.",
+    )
+    identifiers_in_paths: bool = Field(
+        False,
+        description="The layout names folders or files by patient identifiers (a PACS export): every path "
+        "component holding one is written as a keyed token, mapped back by a local lookup that is never shipped.",
     )
     notes: str = ""
 

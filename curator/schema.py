@@ -244,6 +244,8 @@ REASONS = {
     "bad_row": "a table row lacks a required field",
     "bad_layout": "a file sits where the layout expects none (e.g. above the class folders)",
     "decompression_bomb": "image dimensions exceed the safety limit",
+    "too_many_frames": "a file declares more frames or slices than the card's image.max_frames",
+    "text_too_long": "a caption, report or answer is longer than the card's image.max_text_chars",
     "empty_image": "image has no variation after normalisation",
     "burned_in_annotation": "DICOM BurnedInAnnotation is YES and the card does not allow it (PHI may be in the pixels)",
     "unknown_label": "a row or folder names a label outside the card's known_labels",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -44,6 +45,10 @@ class Corpus:
     """One build's output: index tables, encoded image blobs, shards and markers."""
 
     def __init__(self, url: str):
+        if not str(url).strip():
+            # "" would resolve to the working directory and scatter a corpus through it
+            raise CorpusError("--out is empty: give a corpus folder or an fsspec URL (s3://bucket/prefix)")
+        url = str(url)
         self.url = url.rstrip("/") or url
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
         self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
@@ -52,6 +57,8 @@ class Corpus:
             # fsspec reuses filesystem instances, and s3fs caches listings in them:
             # what another process (an earlier, killed run) wrote would stay unseen.
             self.fs.invalidate_cache()
+        if self.protocol in ("file", "local"):
+            _check_local_out(self.root)
         if self.atomic_upload:
             bucket = self.root.split("/", 1)[0]
             if not self.fs.exists(bucket):
@@ -182,6 +189,20 @@ class Corpus:
         return sorted(self.fs.ls(base, detail=False))
 
 
+def _check_local_out(root: str) -> None:
+    """A local --out is a folder, or can become one: not a file, not below a file."""
+    import os
+
+    path = root
+    while path and not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    if path and os.path.exists(path) and not os.path.isdir(path):
+        raise CorpusError(f"Not a directory: {path} (--out must be a folder, or a path where one can be made)")
+
+
 class AtomicFile:
     """A writable file that appears under its final name only when closed cleanly."""
 
@@ -253,3 +274,331 @@ class TableWriter:
         finally:
             self._file.__exit__(exc_type, exc, tb)
         return False
+
+
+# -- one writer per corpus -----------------------------------------------------------------
+LOCK = "_lock.json"
+# A holder refreshes its lock this often; one not refreshed for LEASE_SECONDS is stale
+# (a killed run on another machine). On the same machine a dead pid is stale at once.
+LEASE_SECONDS = 120.0
+_HEARTBEAT_SECONDS = LEASE_SECONDS / 4
+_held: dict[str, list] = {}  # corpus path -> [holder record, depth, heartbeat stop event]
+
+
+class LockedError(CorpusError):
+    """Another build or stage holds the corpus."""
+
+
+def _holder_record(command: str) -> dict:
+    import getpass
+    import os
+    import socket
+    import time
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    now = time.time()
+    return {
+        "command": command,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "user": user,
+        "since": now,
+        "heartbeat": now,
+        "token": uuid.uuid4().hex,
+    }
+
+
+def _describe(record: dict) -> str:
+    import datetime as dt
+
+    since = dt.datetime.fromtimestamp(float(record.get("since", 0)), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (
+        f"'{record.get('command', '?')}' by {record.get('user', '?')}@{record.get('host', '?')} "
+        f"pid {record.get('pid', '?')} since {since}"
+    )
+
+
+def _is_stale(record: dict) -> bool:
+    import os
+    import socket
+    import time
+
+    if record.get("host") == socket.gethostname():
+        try:
+            os.kill(int(record.get("pid", -1)), 0)
+        except ProcessLookupError:
+            return True  # the holder died (SIGKILL, OOM, power): its lock is ours to take
+        except (PermissionError, ValueError, OverflowError):
+            pass
+        else:
+            return False
+    return time.time() - float(record.get("heartbeat", 0)) > LEASE_SECONDS
+
+
+class _LockBackend:
+    """Create-if-absent, read, replace-if-ours and delete for the lock object."""
+
+    def __init__(self, corpus: Corpus):
+        self.corpus = corpus
+        self.path = corpus.path(LOCK)
+
+    def create(self, record: dict) -> bool:
+        data = json.dumps(record, sort_keys=True).encode()
+        if self.corpus.atomic_upload:
+            # a lease object written with a conditional put: S3 (and moto) refuse it with
+            # 412 PreconditionFailed when the object exists, so exactly one writer wins
+            bucket, _, key = self.path.partition("/")
+            try:
+                self.corpus.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+            except (FileExistsError, OSError) as exc:
+                if "Precondition" in str(exc) or isinstance(exc, FileExistsError) or "412" in str(exc):
+                    return False
+                raise
+            return True
+        import os
+
+        self.corpus.fs.makedirs(self.corpus.root, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return True
+
+    def read(self) -> dict | None:
+        try:
+            with self.corpus.fs.open(self.path, "rb") as fh:
+                raw = fh.read()
+        except FileNotFoundError:
+            return None
+        try:
+            record = json.loads(raw)
+            return record if isinstance(record, dict) else {}
+        except ValueError:
+            return {}  # half-written by a killed run: stale
+
+    def delete(self) -> None:
+        try:
+            self.corpus.fs.rm(self.path)
+        except FileNotFoundError:
+            pass
+        if not self.corpus.atomic_upload:
+            return
+        self.corpus.fs.invalidate_cache(self.path)
+
+    def refresh(self, record: dict) -> None:
+        current = self.read()
+        if current and current.get("token") == record["token"]:
+            self.corpus.write_bytes(LOCK, json.dumps(record, sort_keys=True).encode())
+
+
+class writer_lock:  # noqa: N801 - used as a context manager, reads like one
+    """Hold the corpus for one build or stage: ``with writer_lock(corpus, "build"): ...``.
+
+    A second writer fails at once with one line naming the holder and since when.
+    A lock whose holder is dead (same host, pid gone) or silent for LEASE_SECONDS is
+    taken over. Re-entrant within a process (a build runs stages that each lock).
+    Holding the lock, the corpus has no other writer, so ``.tmp-*`` leftovers of
+    killed runs are removed on entry.
+    """
+
+    def __init__(self, corpus: Corpus, command: str):
+        self.corpus = corpus
+        self.command = command
+        self.backend = _LockBackend(corpus)
+
+    def __enter__(self) -> writer_lock:
+        held = _held.get(self.backend.path)
+        if held:
+            held[1] += 1
+            return self
+        record = _holder_record(self.command)
+        for _ in range(3):
+            if self.backend.create(record):
+                break
+            other = self.backend.read()
+            if other is None:
+                continue  # released between our create and our read
+            if not _is_stale(other):
+                raise LockedError(f"{self.corpus.url} is held by {_describe(other)}; wait for it or stop it")
+            logging.getLogger(__name__).warning("taking over a stale lock on %s: %s", self.corpus.url, _describe(other))
+            self.backend.delete()
+        else:
+            raise LockedError(f"{self.corpus.url}: could not take the writer lock (another writer keeps racing)")
+        import threading
+
+        stop = threading.Event()
+        _held[self.backend.path] = [record, 1, stop]
+        threading.Thread(target=self._heartbeat, args=(record, stop), daemon=True).start()
+        clean_leftovers(self.corpus)
+        return self
+
+    def _heartbeat(self, record: dict, stop) -> None:
+        import time
+
+        while not stop.wait(_HEARTBEAT_SECONDS):
+            record["heartbeat"] = time.time()
+            try:
+                self.backend.refresh(record)
+            except OSError:
+                pass  # a missed heartbeat only shortens the lease
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        held = _held[self.backend.path]
+        held[1] -= 1
+        if held[1] == 0:
+            try:
+                if exc_type is None:
+                    write_seal(self.corpus)  # every finished writer leaves the corpus sealed
+            finally:
+                self._release(held)
+        return False
+
+    def _release(self, held: list) -> None:
+        held[2].set()
+        del _held[self.backend.path]
+        current = self.backend.read()
+        if current is not None and current.get("token") == held[0]["token"]:
+            self.backend.delete()
+
+
+def clean_leftovers(corpus: Corpus) -> list[str]:
+    """Remove ``.tmp-*`` files a killed writer left (call only while holding the writer lock)."""
+    if corpus.atomic_upload or not corpus.fs.exists(corpus.root):
+        return []  # object stores write in place: no temporary objects to leave
+    removed = []
+    for path in corpus.fs.find(corpus.root):
+        if path.rsplit("/", 1)[-1].startswith(".tmp-"):
+            corpus.fs.rm(path)
+            removed.append(corpus.rel(path))
+    if removed:
+        logging.getLogger(__name__).info("removed %d leftover temporary file(s) of a killed run", len(removed))
+    return removed
+
+
+# -- recipe ownership ----------------------------------------------------------------------
+RECIPE_CLAIM = "_recipe.json"
+
+
+def claim_for_recipe(corpus: Corpus, recipe_name: str, replace: bool = False) -> None:
+    """One corpus is one recipe's: a build of another recipe into it is refused unless ``replace``.
+
+    With ``replace`` the other recipe's corpus is discarded first (the lock stays ours).
+    """
+    if corpus.exists(RECIPE_CLAIM):
+        try:
+            owner = corpus.read_json(RECIPE_CLAIM).get("recipe")
+        except (ValueError, AttributeError):
+            owner = None
+        if owner == recipe_name:
+            return
+        if not replace:
+            raise CorpusError(
+                f"{corpus.url} holds a build of recipe '{owner}', not '{recipe_name}': "
+                "give another --out, or --replace to discard it"
+            )
+        logging.getLogger(__name__).warning("replacing %s's build of '%s' with '%s'", corpus.url, owner, recipe_name)
+        for path in corpus.ls(""):
+            if path.rsplit("/", 1)[-1] != LOCK:
+                corpus.fs.rm(path, recursive=True)
+    corpus.write_json(RECIPE_CLAIM, {"recipe": recipe_name})
+
+
+# -- the seal --------------------------------------------------------------------------------
+SEAL = "_seal.json"
+# Written beside a sealed corpus but not part of it: the lock of a running writer, the seal
+# itself, and the corpus card `curator report` writes into a local corpus.
+SEAL_STAMPS = "_markers/seal-stamps.json"
+# shards/build.json records when the build ran: its times differ between identical builds, so
+# sealing it would make the seal itself differ (it is provenance beside the corpus, not its content).
+UNSEALED = (LOCK, SEAL, SEAL_STAMPS, "shards/build.json")
+UNSEALED_DIRS = ("report/",)
+
+
+def sealed_files(corpus: Corpus) -> list[str]:
+    """Every file of the corpus the seal covers, relative and sorted."""
+    if not corpus.fs.exists(corpus.root):
+        return []
+    out = []
+    for path in corpus.fs.find(corpus.root):
+        rel = corpus.rel(path)
+        if rel in UNSEALED or rel.startswith(UNSEALED_DIRS):
+            continue
+        out.append(rel)
+    return sorted(out)
+
+
+def _stamp(info: dict) -> str:
+    """What changes when a file is rewritten: size with mtime (local) or ETag (object stores)."""
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("created")
+    return f"{info.get('size')}:{info.get('ETag') or info.get('etag') or ''}:{mtime}"
+
+
+def write_seal(corpus: Corpus) -> dict[str, str]:
+    """sha256 of every table part, blob, shard, index and marker, in ``_seal.json``.
+
+    The seal holds only paths and hashes, so two builds of the same inputs have the same
+    seal. A file whose size and mtime/ETag are those recorded at the previous seal keeps
+    its hash (``_markers/seal-stamps.json``, outside the seal), so a re-run that changed
+    nothing does not re-read a terabyte of shards; ``verify`` always recomputes every hash.
+    """
+    previous = read_seal(corpus) or {}
+    stamps = corpus.read_json(SEAL_STAMPS) if corpus.exists(SEAL_STAMPS) else {}
+    files, new_stamps = {}, {}
+    for rel in sealed_files(corpus):
+        stamp = _stamp(corpus.fs.info(corpus.path(rel)))
+        reuse = rel in previous and stamps.get(rel) == stamp
+        files[rel] = previous[rel] if reuse else corpus.sha256(rel)
+        new_stamps[rel] = stamp
+    if files != previous:  # a re-run that changed nothing leaves every byte and mtime alone
+        corpus.write_json(SEAL, {"version": 1, "files": files})
+    if new_stamps != stamps:
+        corpus.write_json(SEAL_STAMPS, new_stamps)
+    return files
+
+
+def read_seal(corpus: Corpus) -> dict | None:
+    """The seal's {relative path: sha256}, None when there is none; CorpusError when unreadable."""
+    if not corpus.exists(SEAL):
+        return None
+    try:
+        files = corpus.read_json(SEAL)["files"]
+        if not isinstance(files, dict):
+            raise TypeError("files is not a mapping")
+        return files
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorpusError(f"{corpus.url}/{SEAL} is unreadable ({exc}): re-run the build to reseal") from None
+
+
+def damaged_parts(corpus: Corpus) -> list[tuple[str, str]]:
+    """(relative path, why) of every table part that does not read page by page.
+
+    A build checks this first, so a damaged part is named with what to do about it
+    instead of surfacing as a DuckDB error from whichever stage reads it first.
+    """
+    damaged = []
+    for table in TABLES:
+        for path in corpus.table_parts(table):
+            try:
+                with corpus.fs.open(path, "rb") as fh:
+                    for _ in pq.ParquetFile(fh).iter_batches(batch_size=65536):
+                        pass
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                damaged.append((corpus.rel(path), first))
+    return damaged
+
+
+def check_parts(corpus: Corpus) -> None:
+    damaged = damaged_parts(corpus)
+    if damaged:
+        rel, why = damaged[0]
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        raise CorpusError(
+            f"{corpus.url}: table part {rel} is damaged ({why}){more}: delete it and run again, "
+            "and the stage that wrote it redoes it (an ingest part: its source is re-ingested)"
+        )

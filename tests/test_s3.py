@@ -17,12 +17,13 @@ import pytest
 from click.testing import CliRunner
 from helpers import Killed, timeless
 
+from curator import storage
 from curator.cli import main
 from curator.config import load_recipe
 from curator.executors import make_executor
 from curator.loader import iterate_records, shard_urls, webdataset_loader, wids_dataset
 from curator.stages.shard import run_shard
-from curator.storage import Corpus
+from curator.storage import LOCK, Corpus, LockedError, writer_lock
 
 BUCKET = "curator-test"
 # Distinctive dummy credentials: a test greps every stored object for them.
@@ -232,3 +233,19 @@ def test_a_failed_multipart_upload_is_aborted_not_committed(s3_endpoint, monkeyp
         for _ in range(11):
             fh.write(chunk)
     assert corpus.size("shards/train/big.tar") == 11 * len(chunk)
+
+
+def test_the_writer_lock_is_a_lease_object_written_by_conditional_put(s3_endpoint):
+    url = f"s3://{BUCKET}/leased"
+    first = Corpus(url)
+    with writer_lock(first, "build a"):
+        assert first.exists(LOCK)
+        with pytest.raises(LockedError, match="'build a' by .* since "):
+            # another process would not share this one's re-entrant state: forget it for the attempt
+            held = storage._held.pop(first.path(LOCK))
+            try:
+                with writer_lock(Corpus(url), "build b"):
+                    pass
+            finally:
+                storage._held[first.path(LOCK)] = held
+    assert not Corpus(url).exists(LOCK)

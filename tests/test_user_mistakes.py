@@ -137,3 +137,13 @@ def test_a_searched_image_folder_link_leaving_the_root_is_a_reject(tmp_path):
     assert result.exit_code == 0, result.output
     rejects = pl.read_parquet(str(tmp_path / "c" / "index" / "rejects" / "*.parquet"))
     assert rejects.select("original_uri", "reason").rows() == [("images_001/images/x.png", "path_escape")]
+
+
+@pytest.mark.parametrize("param", ["csv=/abs/outside.csv", 'csv=["../../x.csv"]', "image_dir=../elsewhere"])
+def test_a_parameter_naming_a_path_outside_the_root_is_one_line(tmp_path, param):
+    root = tmp_path / "src"
+    write_image(root / "img.png", seed=1)
+    (root / "labels.csv").write_text("path,labels\nimg.png,a\n")
+    result = ingest_table(root, tmp_path / "c", param)
+    one_error_line(result, "error: label_csv_")
+    assert "resolves outside the source root" in result.output

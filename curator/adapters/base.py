@@ -26,7 +26,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from curator import readers
+from curator import phi, readers
 from curator.config import IngestSettings
 from curator.errors import CardError, ReadError
 from curator.imaging import Encoded, normalise
@@ -53,6 +53,9 @@ SPLITS = {
 
 # The shared name of the normal / no-finding state (curator.vocab and the caption stage know it).
 NORMAL = "no finding"
+# Parameters that name files or folders below the root (csv, tables, subdir, image_dir(s), reports_dir,
+# dataset_json, split_lists, csv_splits, table_splits): never column names, suffixes or regexes.
+_PATH_PARAM = re.compile(r"^(csv|tables|subdir|dataset_json|split_lists|csv_splits|table_splits|\w*_dirs?)$")
 
 
 class Params(BaseModel):
@@ -235,8 +238,8 @@ class Adapter:
         # inside it (busi/ or busi/Dataset_BUSI_with_GT/): the card names the top folders.
         self.root = _find_root(self.given_root, card.top_folders)
         self.params = self.Params.model_validate(card.adapter.params)
-        self._identifiers: dict[str, str] = {}
-        self._pattern = None
+        self._check_param_paths()
+        self._phi = phi.Redactor(b"", card.id, keyed_paths=card.identifiers_in_paths)
         # Counted by the layout while it walks ``items()`` (in the plan, in the driver); added
         # to the source's Stats once by ``_account``, never per unit.
         self.skipped: Counter = Counter()
@@ -250,6 +253,19 @@ class Adapter:
     def _account(self, stats: Stats) -> None:
         stats.skipped.update(self.skipped)
         stats.split_conflicts += self.split_conflicts
+
+    def _check_param_paths(self) -> None:
+        """Every file or folder a parameter names resolves inside the source root, or the card is refused."""
+        for name, value in self.params:
+            if not _PATH_PARAM.search(name):
+                continue
+            if isinstance(value, dict):  # {table: split} names tables; image_dirs {table: folder} both
+                values = [*value, *value.values()] if name == "image_dirs" else list(value)
+            else:
+                values = list(value) if isinstance(value, list | tuple) else [value]
+            for v in values:
+                if isinstance(v, str) and v and not (self.root / v).resolve().is_relative_to(self.root):
+                    raise CardError(f"{self.card.id}: {name} '{v}' resolves outside the source root {self.root}")
 
     # -- what a subclass writes ------------------------------------------------
     def items(self) -> Iterator[Item]:
@@ -320,19 +336,17 @@ class Adapter:
 
     def learn(self, identities: Iterable[dict], key: bytes) -> None:
         """Learn the identifiers of the header pass (the plan's job, before any unit runs)."""
-        self._identifiers = {}
-        self._pattern = None
+        self._phi = phi.Redactor(key, self.card.id, keyed_paths=self.card.identifiers_in_paths)
         for identity in identities:
             self._learn(identity, key)
 
     @property
     def identifiers(self) -> dict[str, str]:
         """What ``learn`` found, to hand to the adapters that run the units (identifier -> keyed tag)."""
-        return dict(self._identifiers)
+        return self._phi.state()
 
-    def use_identifiers(self, identifiers: dict[str, str]) -> None:
-        self._identifiers = dict(identifiers)
-        self._pattern = None
+    def use_identifiers(self, identifiers: dict[str, str], key: bytes = b"") -> None:
+        self._phi = phi.Redactor.from_state(key, self.card.id, self.card.identifiers_in_paths, identifiers)
 
     def index_items(
         self, items: Iterable[Item], settings: IngestSettings, stats: Stats, key: bytes | None = None
@@ -345,6 +359,7 @@ class Adapter:
         key = settings.patient_key() if key is None else key
         # the card's video/cine/slide policy reaches the readers whatever read_options a layout sets
         options = dataclasses.replace(self.read_options(), **self.card.image.stream_options())
+        options.limits = self.card.image.limits()  # the card's bounds on what one input may cost
         # An image that several rows annotate is one sample with several annotations
         # (kept only for layouts whose rows can repeat an image: it costs memory per image).
         self._samples: dict[str, tuple[list[tuple], set[str]]] = {}
@@ -386,31 +401,19 @@ class Adapter:
             ) from None
 
     def _learn(self, identity: dict, key: bytes) -> None:
-        patient = identity.get("patient")
-        tag = f"[patient-{(_keyed(key, self.card.id, 'patient', patient) or 'unknown')[:8]}]"
-        for ident in [patient, *identity.get("names", [])]:
-            if ident not in (None, "") and str(ident).strip():
-                self._identifiers[str(ident).strip().lower()] = tag
-        self._pattern = None
+        self._phi.learn(identity)
 
     def _redact(self, text: str, tag: str | None = None) -> str:
-        """Replace header identifiers that a layout put in paths (PACS exports name folders by patient ID).
+        """Header identifiers (PS3.15 Annex E) removed from a path or message: see :mod:`curator.phi`.
 
-        Case-insensitive. An identifier of 4 or more characters is replaced wherever it
-        occurs; a shorter one only where it is a whole path component or word, so a
-        patient ID "42" does not eat every 42 in a path. ``tag`` replaces the keyed tag
-        (sample ids use a fixed one, so they do not change with the secret key). The
-        original file stays findable by its sha256; the identifier does not reach the index.
+        ``tag`` replaces every tag (sample ids use a fixed one, so they do not change with
+        the secret key). Everything that is not an identifier survives verbatim.
         """
-        if not self._identifiers:
-            return text
-        if self._pattern is None:
-            alternatives = [
-                re.escape(i) if len(i) >= 4 else rf"(?<![A-Za-z0-9]){re.escape(i)}(?![A-Za-z0-9])"
-                for i in sorted(self._identifiers, key=len, reverse=True)
-            ]
-            self._pattern = re.compile("|".join(alternatives), re.IGNORECASE)
-        return self._pattern.sub(lambda m: tag or self._identifiers[m.group(0).lower()], text)
+        return self._phi.redact(text, tag)
+
+    def path_lookup(self, items: Iterable[Item]) -> dict[str, str]:
+        """Redacted uri -> original uri of ``items`` (the never-shipped lookup of keyed layouts)."""
+        return {r: item.uri for item in items if (r := self._phi.redact(item.uri)) != item.uri}
 
     def _reject(self, uri: str, reason: str, message: str) -> dict:
         # library messages name absolute paths; the index keeps paths relative to the source root
@@ -420,6 +423,9 @@ class Adapter:
     def _index(self, item: Item, settings: IngestSettings, key: bytes, options: ReadOptions) -> Indexed:
         if item.path is None:
             raise ReadError("missing_file", f"'{item.uri}' names no file")
+        for text in item.texts:
+            if len(text.text) > (most := self.card.image.max_text_chars):
+                raise ReadError("text_too_long", f"{text.kind} of {len(text.text)} characters (max {most})")
         if self.rows_repeat and item.uri in self._samples:
             return self._more_annotations(item, *self._samples[item.uri])
         if item.path.is_symlink():

@@ -37,22 +37,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import tarfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 from tqdm import tqdm
 
+from curator import phi
 from curator.adapters.base import sha256_file
 from curator.blobs import blob_path
 from curator.errors import CorpusError
 from curator.layout import CLASSNAMES_FILE, LEFT_OUT, SIZES_FILE, mixture_root, stats_path
-from curator.storage import Corpus
+from curator.storage import SEAL, Corpus, damaged_parts, read_seal, sealed_files
 from curator.tables import connect
 
-REDACTED = re.compile(r"\[patient-[0-9a-f]{8}\]")
 IMAGE_EXTS = ("png", "jpg", "jpeg")
 
 
@@ -69,6 +69,7 @@ class VerifyResult:
     shards: int = 0
     samples: int = 0
     originals: int = 0
+    hashes: dict[str, str] = field(default_factory=dict)  # files already hashed (shards), for the seal
 
     @property
     def ok(self) -> bool:
@@ -100,10 +101,24 @@ class _HashingReader:
 
 
 def verify(corpus: Corpus, roots: dict[str, Path] | None = None, progress: bool = True) -> VerifyResult:
+    """Every check below; each difference is one :class:`Problem`, never an exception."""
     if not corpus.table_parts("shards"):
         raise CorpusError(f"{corpus.url} has no shard manifest: run `curator build` (or `curator shard`) first")
-    con = connect(corpus)
     result = VerifyResult()
+    damaged = _check_parts(corpus, result)
+    if damaged:
+        result.add("index_unchecked", "index", f"{damaged} unreadable table part(s): delete or re-ingest, then verify")
+    else:
+        try:
+            _check_contents(corpus, roots, progress, result)
+        except duckdb.Error as exc:
+            result.add("index_unreadable", "index", str(exc).splitlines()[0])
+    _check_seal(corpus, result, progress)
+    return result
+
+
+def _check_contents(corpus: Corpus, roots: dict[str, Path] | None, progress: bool, result: VerifyResult) -> None:
+    con = connect(corpus)
     # One manifest.json and one wids index per split for the main set (shards/) and for
     # each named mixture (shards/mixtures/<name>/); their URLs are relative to their folder.
     manifest: dict[str, dict] = {}
@@ -119,32 +134,37 @@ def verify(corpus: Corpus, roots: dict[str, Path] | None = None, progress: bool 
     for path in corpus.find("shards"):
         rel = corpus.rel(path)
         folder = rel.rpartition("/")[0]
-        if rel.endswith("/manifest.json"):
-            manifest.update({f"{folder}/{s['url']}": s for s in corpus.read_json(rel)["shards"]})
-        elif rel.endswith(".wids.json"):
-            entries = {f"{folder}/{e['url']}": e for e in corpus.read_json(rel)["shardlist"]}
-            wids.update(entries)
-            wids_files[rel] = set(entries)
-        elif rel.endswith("/classes.json"):
-            classes[folder] = list(corpus.read_json(rel).get("classes") or [])
-        elif rel.endswith(".tar"):
-            tars.add(rel)
-        elif rel.endswith(f"/{SIZES_FILE}"):
-            sizes[folder] = corpus.read_json(rel)
-        elif rel.endswith(f"/{CLASSNAMES_FILE}"):
-            classnames[folder] = corpus.read_bytes(rel).decode().splitlines()
-        elif rel.endswith("_stats.json"):
-            stats.add(rel)
+        try:
+            if rel.endswith("/manifest.json"):
+                manifest.update({f"{folder}/{s['url']}": s for s in corpus.read_json(rel)["shards"]})
+            elif rel.endswith(".wids.json"):
+                entries = {f"{folder}/{e['url']}": e for e in corpus.read_json(rel)["shardlist"]}
+                wids.update(entries)
+                wids_files[rel] = set(entries)
+            elif rel.endswith("/classes.json"):
+                classes[folder] = list(corpus.read_json(rel).get("classes") or [])
+            elif rel.endswith(".tar"):
+                tars.add(rel)
+            elif rel.endswith(f"/{SIZES_FILE}"):
+                sizes[folder] = corpus.read_json(rel)
+            elif rel.endswith(f"/{CLASSNAMES_FILE}"):
+                classnames[folder] = corpus.read_bytes(rel).decode().splitlines()
+            elif rel.endswith("_stats.json"):
+                stats.add(rel)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            result.add("json_unreadable", rel, f"not the JSON a training reader expects ({type(exc).__name__}: {exc})")
 
     by_shard: dict[str, list[tuple[str, list[str]]]] = defaultdict(list)
     recorded: dict[str, str] = {}
     placed: dict[str, str] = {}  # shard URL -> the wids index that must list it
+    splits: dict[str, str] = {}
     for url, sha, sid, members, mixture, split in con.execute(
         "SELECT shard_url, shard_sha256, sample_id, members, mixture, split FROM shards ORDER BY shard_url, sample_id"
     ).fetchall():
         by_shard[url].append((sid, members))
         recorded[url] = sha
         placed[url] = f"{mixture_root(mixture)}/{split}.wids.json"
+        splits[url] = split
     for url in sorted(set(manifest) - set(by_shard)):
         result.add("manifest_orphan", url, "listed in manifest.json but has no rows in the shards table")
     for url in sorted(tars - set(by_shard)):
@@ -165,14 +185,48 @@ def verify(corpus: Corpus, roots: dict[str, Path] | None = None, progress: bool 
             image_sha,
             result,
             classes.get(url.rpartition("/")[0].rpartition("/")[0]),
+            splits[url],
         )
 
-    left_out = {e["sample_id"] for e in corpus.read_json(LEFT_OUT)["samples"]} if corpus.exists(LEFT_OUT) else set()
+    try:
+        left_out = {e["sample_id"] for e in corpus.read_json(LEFT_OUT)["samples"]} if corpus.exists(LEFT_OUT) else set()
+    except (ValueError, KeyError, TypeError) as exc:
+        result.add("json_unreadable", LEFT_OUT, f"unreadable ({type(exc).__name__}: {exc})")
+        left_out = set()
     _check_index(con, result, left_out)
     _check_blobs(corpus, con, result, progress)
     if roots:
-        _check_originals(con, roots, result, progress)
-    return result
+        _check_originals(con, roots, result, progress, corpus.url)
+
+
+def _check_parts(corpus: Corpus, result: VerifyResult) -> int:
+    """Every Parquet part reads, page by page; the count of those that do not."""
+    damaged = damaged_parts(corpus)
+    for rel, why in damaged:
+        result.add("table_corrupt", rel, f"unreadable Parquet ({why}): delete it and re-run the build")
+    return len(damaged)
+
+
+def _check_seal(corpus: Corpus, result: VerifyResult, progress: bool) -> None:
+    """Each file against the build's seal: changed, missing, or not the build's at all (stray)."""
+    try:
+        seal = read_seal(corpus)
+    except CorpusError as exc:
+        result.add("seal_unreadable", SEAL, str(exc))
+        return
+    if seal is None:
+        result.add("seal_missing", SEAL, "the corpus has no seal: was its build finished?")
+        return
+    present = sealed_files(corpus)
+    for rel in tqdm(present, desc="verify seal", unit="file", disable=None if progress else True):
+        if rel not in seal:
+            result.add("stray_file", rel, "not written by the build (not in its seal)")
+            continue
+        actual = result.hashes.get(rel) or corpus.sha256(rel)
+        if actual != seal[rel]:
+            result.add("seal_mismatch", rel, "changed since the build sealed it")
+    for rel in sorted(set(seal) - set(present)):
+        result.add("sealed_missing", rel, "sealed by the build, now missing")
 
 
 def _check_reader_files(corpus, by_shard, recorded, sizes, classnames, stats, classes, result: VerifyResult) -> None:
@@ -223,6 +277,14 @@ def _check_blobs(corpus: Corpus, con, result: VerifyResult, progress: bool) -> N
         "SELECT s.sample_id, s.image_sha256, i.image_format, i.source_id FROM samples s "
         "JOIN images i ON i.sample_id = s.sample_id WHERE s.status = 'keep' ORDER BY 1"
     ).fetchall()
+    referenced = {
+        blob_path(sha, "png" if fmt == "png" else "jpg")
+        for sha, fmt in con.execute("SELECT DISTINCT image_sha256, image_format FROM images").fetchall()
+    }
+    for path in corpus.find("blobs"):
+        rel = corpus.rel(path)
+        if rel not in referenced:
+            result.add("blob_orphan", rel, "a blob no image row names (a source the recipe dropped, or a stray file)")
     for sid, sha, fmt, source in tqdm(blobs, desc="verify blobs", unit="blob", disable=None if progress else True):
         rel = blob_path(sha, "png" if fmt == "png" else "jpg")
         if not corpus.exists(rel):
@@ -232,7 +294,16 @@ def _check_blobs(corpus: Corpus, con, result: VerifyResult, progress: bool) -> N
 
 
 def _check_shard(
-    corpus, url, samples, sha, listed, wids_entry, image_sha, result: VerifyResult, classes: list[str] | None = None
+    corpus,
+    url,
+    samples,
+    sha,
+    listed,
+    wids_entry,
+    image_sha,
+    result: VerifyResult,
+    classes: list[str] | None = None,
+    split: str | None = None,
 ) -> None:
     if not corpus.exists(url):
         result.add("shard_missing", url, f"{len(samples)} samples recorded in a shard that does not exist")
@@ -281,10 +352,19 @@ def _check_shard(
         result.add("manifest_entry_missing", url, "in the shards table, not in its folder's manifest.json")
     if wids_entry is None:
         result.add("wids_entry_missing", url, "in the shards table, not in its split's wids index")
-    if listed is not None and (listed["sha256"] != sha or listed["bytes"] != reader.size):
-        result.add("shard_size", url, f"{reader.size} bytes on disk, manifest.json says {listed['bytes']}")
+    result.hashes[url] = reader.sha.hexdigest()
+    if listed is not None and (listed.get("sha256") != sha or listed.get("bytes") != reader.size):
+        result.add("shard_size", url, f"{reader.size} bytes on disk, manifest.json says {listed.get('bytes')}")
+    if listed is not None and listed.get("nsamples") != len(samples):
+        result.add(
+            "manifest_count", url, f"manifest.json says {listed.get('nsamples')} samples, the table {len(samples)}"
+        )
+    if listed is not None and listed.get("split") != split:
+        result.add("manifest_split", url, f"manifest.json says split {listed.get('split')!r}, the table {split!r}")
+    if wids_entry is not None and wids_entry.get("nsamples") != len(samples):
+        result.add("wids_count", url, f"wids index says {wids_entry.get('nsamples')} samples, the table {len(samples)}")
     if wids_entry is not None and (
-        wids_entry["md5sum"] != reader.md5.hexdigest() or wids_entry["filesize"] != reader.size
+        wids_entry.get("md5sum") != reader.md5.hexdigest() or wids_entry.get("filesize") != reader.size
     ):
         result.add("wids_entry", url, "md5 or size differs from the wids shard index")
     for name in sorted(set(expected) - seen):
@@ -340,7 +420,7 @@ def _check_index(con, result: VerifyResult, left_out: set[str] = frozenset()) ->
             result.add(kind, subject, detail.format(value))
 
 
-def _check_originals(con, roots: dict[str, Path], result: VerifyResult, progress: bool) -> None:
+def _check_originals(con, roots: dict[str, Path], result: VerifyResult, progress: bool, con_url: str = "") -> None:
     for source_id in sorted(roots):
         root = Path(roots[source_id])
         files = con.execute(
@@ -349,11 +429,15 @@ def _check_originals(con, roots: dict[str, Path], result: VerifyResult, progress
         if not files:
             result.add("original_source_unknown", source_id, "no images of this source in the index")
             continue
+        lookup = phi.load_lookup(con_url, source_id) if con_url else {}
         for uri, sha in tqdm(files, desc=f"verify {source_id}", unit="file", disable=None if progress else True):
             result.originals += 1
-            if REDACTED.search(uri):
-                # a patient ID named a folder; ingest redacted it, so find the file by its pattern and hash
-                candidates = sorted(root.glob(REDACTED.sub("*", uri)))
+            if uri in lookup:
+                uri = lookup[uri]  # a keyed layout: the local lookup names the original file
+            elif phi.TAG.search(uri) or phi.KEYED.search(uri):
+                # identifiers named folders and ingest redacted them: find the file by its pattern and hash
+                pattern = phi.KEYED.sub("*", phi.TAG.sub("*", uri))
+                candidates = sorted(root.glob(pattern))
                 if not candidates:
                     result.add("original_missing", f"{source_id}:{uri}", f"nothing under {root} matches")
                 elif not any(sha256_file(p) == sha for p in candidates):

@@ -49,19 +49,19 @@ def index(out: str, recipe_path: Path | None) -> None:
     """
     from curator.config import DuplicateSettings, HoldoutSettings, load_recipe
     from curator.stages.index import run_index
-    from curator.storage import Corpus
+    from curator.storage import Corpus, writer_lock
 
     recipe = load_recipe(recipe_path) if recipe_path else None
     corpus = Corpus(out)
     if not corpus.table_parts("images"):
         raise CorpusError(f"{out} has no ingested source: run `curator ingest` (or `curator build`) first")
-    summaries.print_index(
-        run_index(
+    with writer_lock(corpus, "index"):
+        result = run_index(
             corpus,
             recipe.duplicates if recipe else DuplicateSettings(),
             recipe.holdout if recipe else HoldoutSettings(),
         )
-    )
+    summaries.print_index(result)
 
 
 @main.command()

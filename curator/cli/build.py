@@ -34,8 +34,15 @@ def demo_data(out: Path, force: bool) -> None:
 @OUT
 @executor_options
 @QUIET
+@click.option("--replace", is_flag=True, help="Rebuild a corpus that another recipe built, discarding it.")
 def build(
-    recipe_path: Path | None, out: str, workers: int | None, executor_name: str, ray_address: str | None, quiet: bool
+    recipe_path: Path | None,
+    out: str,
+    workers: int | None,
+    executor_name: str,
+    ray_address: str | None,
+    quiet: bool,
+    replace: bool,
 ) -> None:
     """Run every stage of a recipe: ingest each source, caption, shard.
 
@@ -54,7 +61,7 @@ def build(
         raise click.UsageError("--recipe is required")
     recipe = load_recipe(recipe_path)
     with open_executor(executor_name, workers, ray_address) as executor:
-        report = run_build(recipe, out, progress=not quiet, executor=executor)
+        report = run_build(recipe, out, progress=not quiet, executor=executor, replace=replace)
     for source_id, why in sorted(report.excluded.items()):
         click.echo(f"left out {source_id}: {why}")
     summaries.print_ingest(report.sources)

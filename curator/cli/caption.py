@@ -34,7 +34,7 @@ def caption(out: str, recipe_path: Path | None, dry_run: bool, quiet: bool) -> N
     from curator.config import CaptionSettings, load_recipe
     from curator.provenance import RECIPE_FILE, stored_recipe
     from curator.stages.caption import plan_captions, run_caption
-    from curator.storage import Corpus
+    from curator.storage import Corpus, writer_lock
 
     corpus = Corpus(out)
     recipe = load_recipe(recipe_path) if recipe_path else stored_recipe(corpus)
@@ -44,4 +44,5 @@ def caption(out: str, recipe_path: Path | None, dry_run: bool, quiet: bool) -> N
     plan = plan_captions(corpus, settings, resolve_model=not dry_run)
     summaries.print_caption_plan(plan, dry_run)
     if not dry_run:
-        summaries.print_caption(run_caption(corpus, settings, progress=not quiet, plan=plan))
+        with writer_lock(corpus, "caption"):
+            summaries.print_caption(run_caption(corpus, settings, progress=not quiet, plan=plan))

@@ -82,7 +82,7 @@ def ingest(
     from curator.config import IngestSettings
     from curator.registry import adhoc_card, find_card, override_card
     from curator.stages.ingest import ingest_source
-    from curator.storage import Corpus
+    from curator.storage import Corpus, writer_lock
 
     if bool(source_id) == bool(adapter_name):
         raise click.UsageError("give exactly one of --source ID or --adapter NAME")
@@ -117,7 +117,8 @@ def ingest(
             # the card's exact content is what the ingest fingerprint hashes
             path = Path(tmp) / f"{card.id}.json"
             path.write_text(card.model_dump_json(indent=2))
-        result = ingest_source(Corpus(out), card, path, root, settings, progress=not quiet, executor=executor)
+        with writer_lock(corpus := Corpus(out), "ingest"):
+            result = ingest_source(corpus, card, path, root, settings, progress=not quiet, executor=executor)
     summaries.print_ingest([result])
     if result.failed:
         sys.exit(1)

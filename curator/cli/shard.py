@@ -57,7 +57,7 @@ def shard(
     from curator.config import ShardSettings, load_recipe
     from curator.provenance import RECIPE_FILE, stored_recipe
     from curator.stages.shard import run_shard
-    from curator.storage import Corpus
+    from curator.storage import Corpus, writer_lock
 
     corpus = Corpus(out)
     recipe = load_recipe(recipe_path) if recipe_path else stored_recipe(corpus)
@@ -73,6 +73,6 @@ def shard(
             first = exc.errors()[0]
             raise CuratorError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
     name = name or (recipe.name if recipe else "corpus")
-    with open_executor(executor_name, workers, ray_address) as executor:
+    with writer_lock(corpus, "shard"), open_executor(executor_name, workers, ray_address) as executor:
         result = run_shard(corpus, settings, name, progress=not quiet, verify=not no_verify, executor=executor)
     summaries.print_shards(result, out)

@@ -27,6 +27,22 @@ import numpy as np
 from curator.errors import ReadError
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one input may cost, checked against the sizes its header *declares*, before any allocation.
+
+    The defaults keep the peak memory of one hostile file well under 1 GiB while
+    passing every real radiograph, CT/MR volume and enhanced multi-frame object we
+    shard; a card raises them for sources that need more (``[image]`` in the card).
+    """
+
+    max_pixels: int = 64_000_000  # one 2D frame (an 8k x 8k whole-slide thumbnail)
+    # decoded bytes of one file as the reader holds them (NIfTI as float32 plus its reoriented copy,
+    # DICOM every frame as stored plus the kept ones as float32): 2 GiB passes a 512x512x1000 CT
+    max_decoded_bytes: int = 2 * 1024**3
+    max_frames: int = 2048  # frames of a multi-frame DICOM or slices of a volume, per file
+
+
 @dataclass
 class ReadOptions:
     """What a card tells a reader about display (windows) and volume slicing."""
@@ -46,6 +62,7 @@ class ReadOptions:
     slide_magnification: float | None = None
     background_fraction: float = 0.8
     max_slide_pixels: int = 200_000 * 200_000
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass
@@ -129,7 +146,7 @@ def read(
     if fmt == "raster":
         from curator.readers.raster import read_raster
 
-        return read_raster(path, data)
+        return read_raster(path, data, options.limits)
     if fmt == "video":
         from curator.readers.video import read_video
 

@@ -21,7 +21,8 @@ rejected ``burned_in_annotation`` unless the card sets ``image.burned_in = "allo
 
 Only a short allow-list of non-identifying attributes leaves this module in
 ``Frame.meta``; PatientID and StudyInstanceUID leave in ``Frame.identity`` to be
-hashed by the adapter base, and patient names only to redact them from paths.
+hashed by the adapter base, and the other PS3.15 Annex E identifiers (names,
+dates, IDs, institutions, physicians) only to redact them from paths (:mod:`curator.phi`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from pydicom.misc import is_dicom
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 
 from curator.errors import ReadError
+from curator.phi import dicom_identity
 from curator.readers import (
     Frame,
     FrameStream,
@@ -69,9 +71,6 @@ SAFE_ATTRIBUTES = (
     "NumberOfFrames",
 )
 
-# Same per-image limit as raster files; the total bounds a multi-frame object (~4 GB as float32).
-MAX_PIXELS = 64_000_000
-MAX_SAMPLES = 1_000_000_000
 
 # Functional group macros holding what a frame needs for display.
 _GROUP_ATTRIBUTES = {
@@ -125,8 +124,10 @@ def _read_dicom(path: Path, options: ReadOptions, data: bytes | None) -> list[Fr
         raise ReadError("no_pixels", f"no Pixel Data (SOP class {sop})", identity)
     if str(ds.get("BurnedInAnnotation", "")).upper() == "YES" and options.burned_in != "allow":
         raise ReadError("burned_in_annotation", "BurnedInAnnotation is YES and the card does not allow it", identity)
+    nframes = int(ds.get("NumberOfFrames", 1) or 1) if str(ds.get("NumberOfFrames", "1")).strip().isdigit() else 1
+    times = cine_times(ds, nframes) if nframes > 1 else None
     with _quiet_pydicom():
-        _check_size(ds, identity)
+        _check_size(ds, identity, options, cine=times is not None)
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     ts_name = f"{ts.name} ({ts})" if ts is not None else "unknown transfer syntax"
     if ts is not None and ts.is_compressed and not _decoder_available(ts):
@@ -137,7 +138,6 @@ def _read_dicom(path: Path, options: ReadOptions, data: bytes | None) -> list[Fr
     meta = {k: _plain(ds.get(k)) for k in SAFE_ATTRIBUTES if k in ds}
     meta["TransferSyntax"] = getattr(ts, "name", None)
     meta["format"] = "dicom"
-    times = cine_times(ds, nframes) if nframes > 1 else None
     if times is not None:
         # A cine loop (ultrasound, angiography) is a video: the time-series policy, not the slice policy.
         return _cine(ds, times, photometric, spp, meta, identity, options)
@@ -248,17 +248,42 @@ def _cine(ds, times, photometric, spp, meta, identity, options) -> FrameStream:
     return FrameStream(frames)
 
 
-def _check_size(ds: Dataset, identity: dict) -> None:
-    """Refuse what the header says would not fit in memory before decoding a byte (a crafted Rows/Columns)."""
+def _check_size(ds: Dataset, identity: dict, options: ReadOptions, cine: bool = False) -> None:
+    """Refuse what the header declares would cost too much, before decoding a byte.
+
+    Rows x Columns against ``max_pixels``; NumberOfFrames against ``max_frames``
+    (100,000 tiny frames are 100,000 images); and the decoded bytes (every frame as
+    stored, since pydicom decodes them at once, plus the kept frames as float32)
+    against ``max_decoded_bytes``. A cine loop is decoded frame by frame, only the
+    frames its time sampler keeps (at most ``max_frames_per_file``): its frame count is
+    not capped, and only the kept frames count toward the bytes.
+    """
+    limits = options.limits
     try:
         rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        stored = max(1, (int(ds.get("BitsAllocated", 16) or 16) + 7) // 8)
     except (TypeError, ValueError) as exc:
         raise ReadError("corrupt", f"image geometry unreadable: {exc}", identity) from None
-    if rows * cols > MAX_PIXELS or rows * cols * frames * samples > MAX_SAMPLES:
+    if rows * cols > limits.max_pixels:
         raise ReadError(
-            "decompression_bomb", f"{frames} frame(s) of {cols}x{rows}x{samples} exceed the safety limit", identity
+            "decompression_bomb", f"{cols}x{rows} frames exceed the card's {limits.max_pixels} pixels", identity
+        )
+    if frames > limits.max_frames and not cine:
+        raise ReadError("too_many_frames", f"{frames} frames declared (the card allows {limits.max_frames})", identity)
+    if cine:
+        kept = min(frames, options.max_frames_per_file or frames)
+        declared = rows * cols * samples * kept * (stored + 4)
+    else:
+        kept = len(slice_indices(frames, options)) if frames > 1 else 1
+        declared = rows * cols * samples * (frames * stored + kept * 4)
+    if declared > limits.max_decoded_bytes:
+        raise ReadError(
+            "decompression_bomb",
+            f"{frames} frame(s) of {cols}x{rows}x{samples} decode to {declared / 1024**2:.0f} MiB "
+            f"(the card allows {limits.max_decoded_bytes / 1024**2:.0f} MiB)",
+            identity,
         )
 
 
@@ -383,45 +408,9 @@ def _spacing(ds: Dataset, attrs: dict) -> tuple[float, float] | None:
     return None
 
 
-# Header values that name or date a person or study, learned only so they can be
-# redacted from file paths (layouts put them in folder names); never stored.
-PATH_IDENTIFIERS = (
-    "PatientID",
-    "OtherPatientIDs",
-    "PatientBirthDate",
-    "StudyDate",
-    "SeriesDate",
-    "AcquisitionDate",
-    "AccessionNumber",
-    "StudyID",
-    "InstitutionName",
-)
-
-
 def _identity(ds: Dataset) -> dict:
-    names: list[str] = []
-    try:
-        name = ds.get("PatientName")
-        if name:
-            names = [str(name), *(str(x) for x in (name.family_name, name.given_name, name.middle_name) if x)]
-    except (ValueError, TypeError, AttributeError):
-        names = []
-    values: list[str] = []
-    for keyword in PATH_IDENTIFIERS:
-        try:
-            v = _plain(ds.get(keyword))
-        except (ValueError, TypeError, KeyError):
-            continue
-        values += [str(x) for x in (v if isinstance(v, list) else [v]) if x not in (None, "")]
-    return {
-        "patient": _plain(ds.get("PatientID")),
-        "study": _plain(ds.get("StudyInstanceUID")),
-        "names": names + values,
-    }
-
-
-# What the header pass reads: only the elements ``_identity`` looks at.
-IDENTITY_TAGS = ("SpecificCharacterSet", "PatientID", "PatientName", "StudyInstanceUID", *PATH_IDENTIFIERS)
+    """Which header attributes are identifiers is decided in one place: :func:`curator.phi.dicom_identity`."""
+    return dicom_identity(ds)
 
 
 def header_identity(source) -> dict:
@@ -432,11 +421,12 @@ def header_identity(source) -> dict:
     preamble. A preamble-less file is read anyway (force), because it still carries
     the patient ID its folder may be named after, but a forced read of a file that is
     not DICOM at all is garbage, so there only a PatientID or PatientName counts.
-    Only the identifying elements are read, and no pixels.
+    The whole header is read (no pixels): any PN, DA, TM or DT element anywhere, and
+    sequences such as a DICOMDIR's records, may name what a folder is called.
     """
     try:
         with _quiet_pydicom():
-            ds = pydicom.dcmread(source, stop_before_pixels=True, force=True, specific_tags=list(IDENTITY_TAGS))
+            ds = pydicom.dcmread(source, stop_before_pixels=True, force=True)
         if ds.preamble is None and not (ds.get("PatientID") or ds.get("PatientName")):
             return {}  # a forced read of a non-DICOM file: nothing trustworthy to learn
         return _identity(ds)

@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from curator.errors import ReadError
-from curator.readers import Frame, ReadOptions, slice_indices, window_to_unit
+from curator.readers import Frame, Limits, ReadOptions, slice_indices, window_to_unit
 
 PLANES = {"sagittal": 0, "coronal": 1, "axial": 2}
 
@@ -44,7 +44,30 @@ def volume_shape(path: Path) -> tuple[int, ...]:
     return tuple(int(n) for n in _open(path).shape)
 
 
-def load_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+def check_declared(img, limits: Limits) -> None:
+    """Shape x float32 from the header against the limits, before the data is read (a 1.4 KB file may claim 4096^3)."""
+    shape = tuple(int(n) for n in img.shape)
+    volume = shape[:3] if len(shape) > 3 else shape  # 4D: only the first volume is read
+    voxels = int(np.prod(volume, dtype=np.int64)) if volume else 0
+    slices = max(volume) if len(volume) == 3 else 1
+    plane = int(np.prod(sorted(volume)[-2:], dtype=np.int64)) if len(volume) >= 2 else voxels
+    if plane > limits.max_pixels:
+        raise ReadError("decompression_bomb", f"slices of shape {shape} exceed {limits.max_pixels} pixels")
+    # the float32 volume, and its canonical (reoriented) copy while nibabel makes it
+    declared = voxels * 4 * 2
+    if declared > limits.max_decoded_bytes:
+        raise ReadError(
+            "decompression_bomb",
+            f"shape {shape} decodes to {declared / 1024**2:.0f} MiB (the card allows "
+            f"{limits.max_decoded_bytes / 1024**2:.0f} MiB)",
+        )
+    if slices > limits.max_frames:
+        raise ReadError(
+            "too_many_frames", f"shape {shape} declares {slices} slices (the card allows {limits.max_frames})"
+        )
+
+
+def load_volume(path: Path, limits: Limits | None = None) -> tuple[np.ndarray, tuple[float, float, float]]:
     """Canonical float32 volume (scl_slope/inter applied by nibabel) and voxel sizes.
 
     2D images become one-slice volumes; 4D volumes keep their first volume (t=0 or
@@ -54,6 +77,7 @@ def load_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     img = _open(path)
     if len(img.shape) < 2 or len(img.shape) > 4:
         raise ReadError("unsupported_format", f"volume has shape {img.shape}, need 2 to 4 dimensions")
+    check_declared(img, limits or Limits())
     try:
         if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
             raise ReadError("unsupported_format", f"{type(img).__name__} is not NIfTI")
@@ -109,7 +133,7 @@ def slice_spacing(zooms: tuple[float, float, float], plane: str) -> tuple[float,
 def read_nifti(path: Path, options: ReadOptions) -> list[Frame]:
     if options.plane not in PLANES:
         raise ReadError("bad_row", f"unknown plane '{options.plane}'")
-    volume, zooms = load_volume(path)
+    volume, zooms = load_volume(path, options.limits)
     axis = PLANES[options.plane]
     frames = []
     spacing = slice_spacing(zooms, options.plane)

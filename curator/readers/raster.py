@@ -18,20 +18,22 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from curator.errors import ReadError
-from curator.readers import Frame
+from curator.readers import Frame, Limits
 
 # 64 megapixels: larger than any whole-slide thumbnail or radiograph we shard,
 # small enough that a crafted header cannot exhaust memory.
-MAX_PIXELS = 64_000_000
+MAX_PIXELS = Limits().max_pixels  # the default; a card's image.max_pixels overrides it
 
 
-def read_raster(path: Path, data: bytes | None = None) -> list[Frame]:
+def read_raster(path: Path, data: bytes | None = None, limits: Limits | None = None) -> list[Frame]:
+    max_pixels = (limits or Limits()).max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path if data is None else io.BytesIO(data)) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise ReadError("decompression_bomb", f"{img.width}x{img.height} exceeds {MAX_PIXELS} pixels")
+                # the header's declared size, before a byte of pixel data is decoded
+                if img.width * img.height > max_pixels:
+                    raise ReadError("decompression_bomb", f"{img.width}x{img.height} exceeds {max_pixels} pixels")
                 img.load()  # verify() passes truncated JPEGs; only load() decodes them
                 fmt = img.format
                 img = ImageOps.exif_transpose(img)

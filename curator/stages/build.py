@@ -17,7 +17,7 @@ from curator.stages.index import IndexResult, run_index
 from curator.stages.ingest import SourceResult, drop_source, ingest_sources, ingested_sources
 from curator.stages.instruct import InstructResult, drop_instructions, run_instruct
 from curator.stages.shard import ShardResult, run_shard
-from curator.storage import Corpus
+from curator.storage import Corpus, check_parts, claim_for_recipe, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,9 @@ def exclusion(card: SourceCard, select: SelectSettings) -> str | None:
     return None
 
 
-def run_build(recipe: Recipe, out: str, progress: bool = True, executor: Executor | None = None) -> BuildReport:
+def run_build(
+    recipe: Recipe, out: str, progress: bool = True, executor: Executor | None = None, replace: bool = False
+) -> BuildReport:
     """Every stage; ``executor`` runs the per-unit work (default: serially in this process).
 
     When an ingest unit fails the build stops after ingest: indexing a source with a
@@ -59,9 +61,18 @@ def run_build(recipe: Recipe, out: str, progress: bool = True, executor: Executo
     """
     if executor is None:
         with make_executor("serial") as serial:
-            return run_build(recipe, out, progress, serial)
+            return run_build(recipe, out, progress, serial, replace)
     started_at = utc_now()
     corpus = Corpus(out)
+    with writer_lock(corpus, f"build {recipe.name}"):
+        claim_for_recipe(corpus, recipe.name, replace)
+        check_parts(corpus)
+        return _build(corpus, recipe, out, progress, executor, started_at)  # releasing the lock writes the seal
+
+
+def _build(
+    corpus: Corpus, recipe: Recipe, out: str, progress: bool, executor: Executor, started_at: str
+) -> BuildReport:
     registry = Path(recipe.registry) if recipe.registry else None
     cards = []
     for src in recipe.sources:  # fail early on a bad card or override

@@ -19,7 +19,7 @@ import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curator import __version__
+from curator import __version__, phi
 from curator.adapters.base import Adapter, Item, Stats, short_hash
 from curator.config import IngestSettings
 from curator.errors import CuratorError
@@ -109,6 +109,9 @@ def plan_source(
     key = settings.patient_key()
     adapter.learn(identities, key)
     identifiers = adapter.identifiers
+    if card.identifiers_in_paths:
+        # keyed layouts: the way back from a sample to its file stays on this machine, outside the corpus
+        phi.save_lookup(corpus.url, card.id, adapter.path_lookup(items))
     # The learned set is part of every unit's fingerprint (a new file naming a patient
     # changes how every path of that patient is redacted) as a keyed hash: never the values.
     learned = hmac.new(key, repr(sorted(identifiers.items())).encode(), hashlib.sha256).hexdigest()[:32]

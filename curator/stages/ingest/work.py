@@ -33,7 +33,7 @@ class UnitWork:
     card: SourceCard
     root: str
     settings: IngestSettings
-    identifiers: dict[str, str]  # raw identifier -> keyed tag; travels in memory only, never written
+    identifiers: dict[str, str]  # learned identifier forms -> tags (phi.Redactor.state); in memory only, never written
     items: list[Item]
     # The driver's patient key, in memory only: every worker must hash with the same key, and a
     # cluster node without CURATOR_PATIENT_KEY would otherwise fall back to the demo key silently.
@@ -79,7 +79,7 @@ def ingest_unit(unit: Unit) -> dict:
     work: UnitWork = unit.payload
     corpus = Corpus(work.corpus_url)
     adapter = adapter_class(work.card.adapter.name)(work.card, Path(work.root))
-    adapter.use_identifiers(work.identifiers)
+    adapter.use_identifiers(work.identifiers, work.patient_key)
     stats = Stats()
     with (
         corpus.table_writer("images", unit.id) as images,
