@@ -17,18 +17,14 @@ from collections.abc import Iterator
 
 from pydantic import Field
 
-from curator.adapters.base import Adapter, Item
-from curator.adapters.nifti_volumes import slice_regions
+from curator.adapters.base import Item
+from curator.adapters.nifti_volumes import SlicingParams, VolumeAdapter, slice_regions
 from curator.adapters.walk import MaskParams, WalkParams, _stem, classify
 from curator.errors import ReadError
-from curator.readers import ReadOptions
 
 
-class NiftiFolderParams(WalkParams, MaskParams):
+class NiftiFolderParams(WalkParams, MaskParams, SlicingParams):
     subdir: str = Field("", description="Folder below the root to walk.")
-    plane: str = Field("axial", pattern="^(axial|coronal|sagittal)$", description="Slicing plane.")
-    slice_step: int = Field(1, ge=1, description="Keep every n-th slice.")
-    slice_range: tuple[float, float] = Field((0.0, 1.0), description="Fractions of the volume to slice.")
     mask_values: dict[int, str] = Field(default_factory=dict, description="Mask value -> label name.")
     label_from_mask_name: bool = Field(
         False, description="Each mask file is one structure named by its file name (TotalSegmentator's spleen.nii.gz)."
@@ -36,20 +32,10 @@ class NiftiFolderParams(WalkParams, MaskParams):
     modality: str | None = Field(None, description="Modality of every volume (else the card's).")
 
 
-class NiftiFolder(Adapter):
+class NiftiFolder(VolumeAdapter):
     name = "nifti_folder"
     version = "1"
     Params = NiftiFolderParams
-
-    def read_options(self) -> ReadOptions:
-        p = self.params
-        return ReadOptions(
-            ct_window=self.card.image.window(),
-            burned_in=self.card.image.burned_in,
-            plane=p.plane,
-            slice_step=p.slice_step,
-            slice_range=p.slice_range,
-        )
 
     def items(self) -> Iterator[Item]:
         p = self.params

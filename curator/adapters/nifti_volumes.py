@@ -25,18 +25,16 @@ from curator.readers import ReadOptions, slice_indices
 from curator.readers.nifti import PLANES, load_volume, take_slice
 
 
-class NiftiVolumesParams(Params):
-    dataset_json: str = Field("dataset.json", description="The labels file listing training pairs and label names.")
-    include_test: bool = Field(False, description="Also index the unlabelled 'test' images.")
+class SlicingParams(Params):
+    """How a volume becomes 2D images (shared by the NIfTI adapters)."""
+
     plane: str = Field("axial", pattern="^(axial|coronal|sagittal)$", description="Slicing plane.")
     slice_step: int = Field(1, ge=1, description="Keep every n-th slice.")
     slice_range: tuple[float, float] = Field((0.0, 1.0), description="Fractions of the volume to slice.")
 
 
-class NiftiVolumes(Adapter):
-    name = "nifti_volumes"
-    version = "2"
-    Params = NiftiVolumesParams
+class VolumeAdapter(Adapter):
+    """An adapter whose params are :class:`SlicingParams`: the card's window plus the slicing policy."""
 
     def read_options(self) -> ReadOptions:
         p = self.params
@@ -47,6 +45,17 @@ class NiftiVolumes(Adapter):
             slice_step=p.slice_step,
             slice_range=p.slice_range,
         )
+
+
+class NiftiVolumesParams(SlicingParams):
+    dataset_json: str = Field("dataset.json", description="The labels file listing training pairs and label names.")
+    include_test: bool = Field(False, description="Also index the unlabelled 'test' images.")
+
+
+class NiftiVolumes(VolumeAdapter):
+    name = "nifti_volumes"
+    version = "2"
+    Params = NiftiVolumesParams
 
     def items(self) -> Iterator[Item]:
         path = self.root / self.params.dataset_json
