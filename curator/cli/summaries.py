@@ -25,7 +25,7 @@ def print_ingest(results) -> None:
         click.echo(
             f"  {r.source_id:<{w}} {s.seen:>6} {s.indexed_items:>8} {s.images:>7} {s.rejected:>9}  {reasons}{note}"
         )
-        notes = [f"{k}={v}" for k, v in sorted(s.skipped.items())]
+        notes = [f"{k}={v}" for k, v in sorted(s.skipped.items()) if v]
         if notes:
             click.echo(f"  {'':<{w}} skipped, not inputs: {', '.join(notes)}")
         if s.split_conflicts:
