@@ -147,3 +147,12 @@ def test_a_parameter_naming_a_path_outside_the_root_is_one_line(tmp_path, param)
     result = ingest_table(root, tmp_path / "c", param)
     one_error_line(result, "error: label_csv_")
     assert "resolves outside the source root" in result.output
+
+
+def test_stages_on_a_missing_corpus_are_one_line_and_leave_nothing_behind(tmp_path):
+    missing = tmp_path / "no-corpus"
+    for args in (("shard",), ("instruct",), ("caption",), ("index",)):
+        result = run(*args, "--out", missing)
+        assert result.exit_code == 1, (args, result.output)
+        assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("error: "), result.output
+    assert not missing.exists()

@@ -56,10 +56,12 @@ def shard(
 
     from curator.config import ShardSettings, load_recipe
     from curator.provenance import RECIPE_FILE, stored_recipe
+    from curator.stages.index import require_current_index
     from curator.stages.shard import run_shard
     from curator.storage import Corpus, writer_lock
 
     corpus = Corpus(out)
+    require_current_index(corpus)  # before the lock, which would make a folder for a corpus that is not there
     recipe = load_recipe(recipe_path) if recipe_path else stored_recipe(corpus)
     if recipe and not recipe_path:
         click.echo(f"recipe: '{recipe.name}', the one this corpus was built with ({RECIPE_FILE})", err=True)
