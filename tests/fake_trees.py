@@ -642,6 +642,121 @@ def jsiec_1000_tree(root: Path) -> Path:
     return base
 
 
+def _jpeg_bytes(seed: int) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _nii(path: Path, vol: np.ndarray, affine=None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(vol, np.diag([0.8, 0.8, 2.5, 1.0]) if affine is None else affine), str(path))
+    return path
+
+
+def pathvqa_tree(root: Path) -> Path:
+    """data/<split>-00000-of-00001.parquet: image {bytes, path} (JPEG inside the table), question, answer."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    for s, split in enumerate(["train", "validation", "test"]):
+        images = [{"bytes": _jpeg_bytes(10 * s + i), "path": None} for i in range(2)]
+        rows = [
+            (images[0], "what does this image show?", "necrosis"),
+            (images[0], "is there inflammation?", "yes"),  # a second question about the same image
+            (images[1], "where is the lesion?", "liver"),
+        ]
+        if split == "train":
+            rows += [
+                (None, "what is missing?", "the image"),  # an empty image cell: bad_row
+                ({"bytes": b"\xff\xd8\xff\xe0 not a jpeg", "path": None}, "what is this?", "noise"),  # corrupt
+                (images[1], "is this benign?", ""),  # an empty answer: bad_row
+            ]
+        table = pa.table(
+            {
+                "image": pa.array([r[0] for r in rows], type=image_type),
+                "question": [r[1] for r in rows],
+                "answer": [r[2] for r in rows],
+            }
+        )
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, root / "data" / f"{split}-00000-of-00001.parquet", row_group_size=2)
+    (root / "README.md").write_text("---\nlicense: mit\n---\n")
+    return root
+
+
+def pathvqa_pickle_tree(root: Path) -> Path:
+    """The official release: pvqa/images/<split>/*.jpg and pvqa/qas/<split>/<split>_qa.pkl (pickles only)."""
+    for split in ("train", "val", "test"):
+        write_image(root / "pvqa" / "images" / split / f"{split}_0001.jpg", seed=1)
+        pkl = root / "pvqa" / "qas" / split / f"{split}_qa.pkl"
+        pkl.parent.mkdir(parents=True, exist_ok=True)
+        pkl.write_bytes(b"\x80\x04\x95 not to be loaded")
+    return root
+
+
+def roco_tree(root: Path) -> Path:
+    """data/<split>/radiology/{captions.txt, dlinks.txt, licences.txt, images/<PMCID>_<file>.jpg}."""
+    n = 0
+    for split in ("train", "validation", "test"):
+        folder = root / "data" / split / "radiology"
+        captions, dlinks, licences = [], [], ["ROCO_ID,PMC_ID,CC"]
+        for i in range(2):
+            n += 1
+            rid, pmc, name = f"ROCO_{n:05d}", f"PMC{3970000 + n}", f"CRIONM2014-93154{n}.00{i}.jpg"
+            write_image(folder / "images" / f"{pmc}_{name}", seed=n)
+            captions.append(f'{rid}\t Axial CT of case {n} showing a "target" lesion (arrow).')
+            dlinks.append(f"{rid}\twget -r ftp://ftp.ncbi.nlm.nih.gov/pub/pmc/oa_package/1e/ed/{pmc}.tar.gz\t{name}")
+            licences.append(f"{rid},{pmc}_{name},CC BY")
+        # fetch.py failed for this one: listed, never downloaded
+        captions.append(f"ROCO_9{n:04d}\t A radiograph whose download failed.")
+        licences.append(f"ROCO_9{n:04d},PMC9_missing.jpg,CC BY-NC")
+        (folder / "captions.txt").write_text("\n".join(captions) + "\n")
+        (folder / "dlinks.txt").write_text("\n".join(dlinks) + "\n")
+        (folder / "licences.txt").write_text("\n".join(licences) + "\n")
+        other = root / "data" / split / "non-radiology"
+        write_image(other / "images" / "PMC1_photo.jpg", seed=90)
+        (other / "captions.txt").write_text("ROCO_99999\t A photograph of the operating field.\n")
+    (root / "data" / "train" / "radiology" / "captions.txt").open("a").write("ROCO_00001\t\n")  # empty caption
+    return root
+
+
+def lits_tree(root: Path) -> Path:
+    """'Training Batch 1|2'/volume-<n>.nii beside segmentation-<n>.nii; Test-Data/test-volume-<n>.nii."""
+    rng = np.random.default_rng(3)
+    for batch, n in (("Training Batch 1", 0), ("Training Batch 2", 28)):
+        vol = rng.normal(60, 200, (40, 32, 8)).astype(np.float32)
+        seg = np.zeros(vol.shape, np.uint8)
+        seg[8:30, 6:26, 2:6] = 1
+        seg[12:16, 10:14, 4] = 2  # a tumour inside the liver on one slice
+        _nii(root / batch / f"volume-{n}.nii", vol)
+        _nii(root / batch / f"segmentation-{n}.nii", seg)
+    _nii(root / "Training Batch 2" / "segmentation-99.nii", np.zeros((40, 32, 8), np.uint8))  # no volume
+    _apple_double(root / "Training Batch 1" / "._volume-0.nii")
+    _nii(root / "Test-Data" / "test-volume-0.nii", rng.normal(60, 200, (40, 32, 8)).astype(np.float32))
+    return root
+
+
+def btcv_tree(root: Path) -> Path:
+    """RawData/Training/{img/img<nnnn>.nii.gz, label/label<nnnn>.nii.gz}, RawData/Testing/img/."""
+    base = root / "RawData"
+    rng = np.random.default_rng(4)
+    for n in (1, 2):
+        vol = rng.normal(40, 200, (40, 32, 8)).astype(np.float32)
+        label = np.zeros(vol.shape, np.uint8)
+        label[4:12, 4:12, 2:6] = 1  # spleen
+        label[20:36, 14:30, 1:7] = 6  # liver
+        _nii(base / "Training" / "img" / f"img{n:04d}.nii.gz", vol)
+        _nii(base / "Training" / "label" / f"label{n:04d}.nii.gz", label)
+    _nii(base / "Training" / "label" / "label0009.nii.gz", np.zeros((40, 32, 8), np.uint8))  # no image
+    (base / "Training" / "img" / "img0003.nii.gz").write_bytes(b"\x1f\x8b truncated")  # damaged download
+    _nii(base / "Testing" / "img" / "img0061.nii.gz", rng.normal(40, 200, (40, 32, 8)).astype(np.float32))
+    return base
+
+
 # card id -> builder of its layout as downloaded; returns the archive's top folder
 DATASET_TREES = {
     "busi": busi_tree,
@@ -658,4 +773,8 @@ DATASET_TREES = {
     "montgomery_cxr": montgomery_cxr_tree,
     "fives": fives_tree,
     "jsiec_1000": jsiec_1000_tree,
+    "pathvqa": pathvqa_tree,
+    "roco": roco_tree,
+    "lits": lits_tree,
+    "btcv": btcv_tree,
 }

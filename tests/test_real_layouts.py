@@ -214,3 +214,69 @@ def test_files_no_row_names_are_counted_not_lost(tmp_path):
     stats = Stats()
     list(adapter_class("label_csv")(card, tmp_path).run(IngestSettings(), stats))
     assert stats.skipped == {"not_in_table": 1, "duplicate_name": 1}
+
+
+def test_pathvqa_images_embedded_in_parquet(tmp_path):
+    _, stats, images, _, rejects, _, indexed = _run("pathvqa", tmp_path)
+    # two images per split; two questions about one image are one sample with two VQA pairs
+    assert len(images) == 6 and stats.images == 6
+    first = images["data/train-00000-of-00001.parquet#row0"]
+    assert first["original_format"] == "jpeg" and first["split"] == "train"
+    vqa = [a for o in indexed for a in o.annotations if a["sample_id"] == first["sample_id"]]
+    assert sorted(json.loads(a["payload"])["answer"] for a in vqa) == ["necrosis", "yes"]
+    assert {r["split"] for u, r in images.items() if u.startswith("data/validation-")} == {"val"}
+    assert {r["split"] for u, r in images.items() if u.startswith("data/test-")} == {"test"}
+    # the original hash is of the image bytes in the cell, so an auditor can check it against the table
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    cell = pq.read_table(tmp_path / "data/train-00000-of-00001.parquet").column("image")[0].as_py()["bytes"]
+    assert first["original_sha256"] == hashlib.sha256(cell).hexdigest()
+    assert sorted(r["reason"] for r in rejects.values()) == ["bad_row", "bad_row", "truncated"]
+    assert stats.seen == 12
+
+
+def test_pathvqa_pickle_release_is_refused_in_one_line(tmp_path):
+    from fake_trees import pathvqa_pickle_tree
+    from helpers import run
+
+    pathvqa_pickle_tree(tmp_path / "pvqa_download")
+    result = run("ingest", "--source", "pathvqa", "--root", tmp_path / "pvqa_download", "--out", tmp_path / "c", "-q")
+    assert result.exit_code == 1
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("error: pathvqa: ") and "Python pickles (pvqa/qas/test/test_qa.pkl" in line
+    assert "never unpickles" in line and "huggingface.co/datasets/flaviagiammarino/path-vqa" in line
+    assert "Traceback" not in result.output
+
+
+def test_roco_v1_captions_joined_to_downloaded_images(tmp_path):
+    _, stats, images, _, rejects, _, indexed = _run("roco", tmp_path)
+    assert len(images) == 6
+    assert not [u for u in images if "non-radiology" in u]
+    uri = "data/train/radiology/images/PMC3970001_CRIONM2014-931541.000.jpg"
+    assert images[uri]["split"] == "train"
+    [caption] = [a for o in indexed for a in o.annotations if a["sample_id"] == images[uri]["sample_id"]]
+    assert caption["text"] == 'Axial CT of case 1 showing a "target" lesion (arrow).'  # quotes kept, no header
+    assert {r["split"] for u, r in images.items() if u.startswith("data/validation/")} == {"val"}
+    assert stats.rejects == {"missing_file": 3, "bad_row": 1}
+
+
+def test_lits_volumes_paired_with_their_segmentations(tmp_path):
+    _, stats, images, labels, rejects, _, _ = _run("lits", tmp_path)
+    assert not [u for u in images if "segmentation" in u]
+    assert {r["split"] for u, r in images.items() if u.startswith("Test-Data/")} == {"test"}
+    assert sorted(a["text"] for a in labels["Training Batch 1/volume-0.nii"]) == ["liver", "liver tumour"]
+    assert "Test-Data/test-volume-0.nii" not in labels
+    assert rejects["Training Batch 2/segmentation-99.nii"]["reason"] == "bad_layout"
+    assert stats.skipped == {"mask": 2, "macos_resource_fork": 1}
+
+
+def test_btcv_organ_labels_from_the_label_folder(tmp_path):
+    adapter, stats, images, labels, rejects, _, _ = _run("btcv", tmp_path)
+    assert adapter.root_used == "RawData"
+    assert sorted(a["text"] for a in labels["Training/img/img0001.nii.gz"]) == ["liver", "spleen"]
+    assert {r["split"] for u, r in images.items() if u.startswith("Testing/")} == {"test"}
+    assert not [u for u in images if "/label/" in u]
+    assert rejects["Training/label/label0009.nii.gz"]["reason"] == "bad_layout"
+    assert rejects["Training/img/img0003.nii.gz"]["reason"] == "corrupt"

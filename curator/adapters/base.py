@@ -119,6 +119,9 @@ class Item:
     # and the slice's position along it in mm, where the layout knows them.
     series_id: str | None = None
     slice_position: float | None = None
+    # An image embedded in a table (a Hugging Face Parquet Image cell): ``path`` is the table,
+    # this names the cell as (column, row); the bytes are read when the item is indexed.
+    member: tuple[str, int] | None = None
 
 
 @dataclass
@@ -437,7 +440,10 @@ class Adapter:
         fmt = item.fmt or readers.format_of(item.path)
         # Read once: hash the bytes the decoder gets. NIfTI (which nibabel opens itself),
         # videos and slides (read lazily, never whole) are hashed from the path, streaming.
-        data = _read_bytes(item.path) if fmt in IN_MEMORY_FORMATS else None
+        if item.member is not None:
+            fmt, data = "raster", self._embedded_bytes(item)
+        else:
+            data = _read_bytes(item.path) if fmt in IN_MEMORY_FORMATS else None
         # Readers may decode lazily (videos, slides): take the first frame for the file's
         # identity and format, then the rest one at a time.
         stream = readers.read(item.path, options, fmt=fmt, data=data)
@@ -549,6 +555,14 @@ class Adapter:
             frames_of = [(r["sample_id"], r["frame_index"], (r["modality"], r["anatomy"])) for r in images]
             self._samples[item.uri] = (frames_of, {a["annotation_id"] for a in annotations})
         return Indexed(item, images, annotations, blobs)
+
+    def _embedded_bytes(self, item: Item) -> bytes:
+        from curator.adapters.parquet import EmbeddedImages
+
+        if getattr(self, "_embedded", None) is None:
+            self._embedded = EmbeddedImages()
+        column, row = item.member
+        return self._embedded.read(item.path, column, row)
 
     def _more_annotations(self, item: Item, samples: list[tuple], seen: set[str]) -> Indexed:
         """A later row naming an image already indexed: its new annotations join the existing sample(s)."""

@@ -28,10 +28,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from curator.adapters import parquet
 from curator.adapters.base import Adapter, Box, Item, Label, Text
 from curator.adapters.tables import RowParams, StrictestSplit, check_columns, find_tables, normal_split, row_value
 from curator.adapters.walk import MaskParams, masks_for
 from curator.errors import CardError, ReadError
+
+TABLE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json", ".parquet")
+PICKLE_SUFFIXES = (".pkl", ".pickle")
 
 
 class Join(BaseModel):
@@ -42,9 +46,13 @@ class Join(BaseModel):
     key_column: str = Field(description="Column holding the image name, as image_column does.")
     column: str = Field(description="Column holding the value(s).")
     separator: str = Field(";", description="Splits several values in one cell.")
-    field: Literal["modality", "anatomy"] = Field(description="What the value sets.")
+    field: Literal["modality", "anatomy", "image"] = Field(
+        description="What the value sets; image: the value is the image's file name (ROCO's licences.txt)."
+    )
     values: dict[str, str] = Field(
-        default_factory=dict, description="Value -> field value; values not listed are ignored (CUIs of findings)."
+        default_factory=dict,
+        description="Value -> field value; values not listed are ignored (CUIs of findings). "
+        "Empty with field = image: the value is used as it is.",
     )
 
 
@@ -73,6 +81,22 @@ class ImageTextParams(RowParams, MaskParams):
         None,
         description="JSON beside each image (relative to its folder) listing {label: [x, y, w, h]} boxes (SLAKE).",
     )
+    delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator of CSV/text tables.")
+    columns: list[str] = Field(
+        default_factory=list,
+        description="Column names of a table without a header line (ROCO's captions.txt: ID<TAB>caption); "
+        "its lines are split on the delimiter, quotes taken literally.",
+    )
+    image_embedded: bool = Field(
+        False,
+        description="Parquet tables whose image_column holds the image itself (a Hugging Face Image "
+        "{bytes, path} or a binary column): no image files; rows with the same bytes are one sample.",
+    )
+    pickle_alternative: str = Field(
+        "",
+        description="Named when a download holds only Python pickles, which are never loaded "
+        "(unpickling runs code): the safe release to get instead.",
+    )
 
 
 class ImageText(Adapter):
@@ -84,28 +108,37 @@ class ImageText(Adapter):
     def items(self) -> Iterator[Item]:
         p = self.params
         if p.tables:
-            tables = find_tables(self.card.id, self.root, p.tables)
+            try:
+                tables = find_tables(self.card.id, self.root, p.tables)
+            except CardError as exc:
+                raise self._pickles(exc) from None
         else:
             tables = [
                 (path.name, path)
                 for path in sorted(self.root.iterdir())
-                if path.suffix.lower() in (".csv", ".jsonl", ".ndjson", ".json") and not path.name.startswith("._")
+                if path.suffix.lower() in TABLE_SUFFIXES and not path.name.startswith("._")
             ]
         if not tables:
-            raise CardError(f"{self.card.id}: no CSV/JSONL/JSON table in {self.root}; set the 'tables' parameter")
+            raise self._pickles(
+                CardError(f"{self.card.id}: no CSV/JSONL/JSON/Parquet table in {self.root}; set the 'tables' parameter")
+            )
+        for _, path in tables:
+            if path.suffix.lower() in PICKLE_SUFFIXES:
+                raise self._pickles(CardError(f"{self.card.id}: table '{self.rel(path)}' is a Python pickle"))
+        self._cache: dict[Path, list] = {}
         self._joined = self._joins()
         self._regions_read: set[str] = set()
         strictest = StrictestSplit()
         if p.split_column or len({p.table_splits.get(t) for t, _ in tables}) > 1:
             for pattern, path in tables:
-                for _line, row in _rows(path):
+                for _line, row in self._table_rows(path):
                     if row is not None:
                         strictest.add(self._rel(pattern, row), self._split(pattern, row))
             self.split_conflicts += strictest.conflicts
         for pattern, path in tables:
-            rows = _rows(path)
+            rows = iter(self._table_rows(path))
             first = next(rows, None)
-            if first is not None and first[1] is not None and path.suffix.lower() == ".csv":
+            if first is not None and first[1] is not None and path.suffix.lower() in (".csv", ".parquet", ".txt"):
                 check_columns(
                     self.card.id,
                     self.rel(path),
@@ -118,10 +151,36 @@ class ImageText(Adapter):
                     item.split = strictest.get(self._rel(pattern, row), item.split)
                 yield item
 
+    def _table_rows(self, path: Path):
+        """A table's rows; Parquet rows are read once (their image references cost a pass over the bytes)."""
+        p = self.params
+        if path.suffix.lower() != ".parquet":
+            return _rows(path, p.delimiter, p.columns)
+        if path not in self._cache:
+            column = p.image_column if p.image_embedded else None
+            self._cache[path] = parquet.rows(path, self.rel(path), column)
+        return self._cache[path]
+
+    def _pickles(self, exc: CardError) -> CardError:
+        """A download holding only pickles gets one line saying why they are not read and what to use instead."""
+        found = sorted(self.rel(f) for f in self.root.rglob("*") if f.suffix.lower() in PICKLE_SUFFIXES and f.is_file())
+        if not found and "pickle" not in str(exc):
+            return exc
+        shown = ", ".join(found[:3]) + (" ..." if len(found) > 3 else "")
+        alternative = f"; use {self.params.pickle_alternative}" if self.params.pickle_alternative else ""
+        return CardError(
+            f"{self.card.id}: no table this card reads, only Python pickles ({shown or 'the named table'}); curator "
+            f"never unpickles downloaded data (loading a pickle can run arbitrary code){alternative}"
+        )
+
     def _rel(self, pattern: str, row: dict) -> str:
         p = self.params
+        if p.image_embedded:
+            ref = row.get(p.image_column)
+            return ref["uri"] if isinstance(ref, dict) else ""
         image_dir = p.image_dirs.get(pattern, p.image_dir)
         name = str(_get(row, p.image_column) or "").strip()
+        name = self._joined.get(name, {}).get("image", name)
         return f"{image_dir}/{name}{p.image_suffix}" if image_dir else f"{name}{p.image_suffix}"
 
     def _split(self, pattern: str, row: dict) -> str | None:
@@ -132,7 +191,10 @@ class ImageText(Adapter):
         p = self.params
         if row is None:
             return Item(uri=f"{table}:{line}", reject=("bad_row", f"{table} line {line}: not a JSON object"))
-        name = str(_get(row, p.image_column) or "").strip()
+        if p.image_embedded:
+            return self._embedded_item(pattern, table, line, row)
+        key = str(_get(row, p.image_column) or "").strip()
+        name = self._joined.get(key, {}).get("image", key)
         text = str(_get(row, p.text_column) or "")
         for marker in p.strip_text:
             text = text.replace(marker, "")
@@ -165,7 +227,7 @@ class ImageText(Adapter):
                 f"{table} line {line}: split '{item.split}' is not train/val/test; map it in value_maps.split",
             )
             return item
-        joined = self._joined.get(name, {})
+        joined = self._joined.get(key, {})
         item.modality = row_value(p, row, "modality", p.modality_column) or joined.get("modality")
         item.anatomy = row_value(p, row, "anatomy", p.anatomy_column) or joined.get("anatomy")
         item.patient_id = row_value(p, row, "patient", p.patient_column)
@@ -173,7 +235,7 @@ class ImageText(Adapter):
             return item  # the image's masks and boxes came with its first row
         self._regions_read.add(item.uri)
         if p.masks:
-            item.masks = masks_for(item.path, p.masks)
+            item.masks = masks_for(item.path, p.masks, p.mask_stem_replace)
             item.mask_label, item.mask_threshold = p.mask_label, p.mask_threshold
             item.min_region_pixels = p.min_region_pixels
         if p.box_json:
@@ -182,6 +244,37 @@ class ImageText(Adapter):
             for box in boxes:
                 if not any(lb.native == box.label.native for lb in item.labels):
                     item.labels.append(box.label)
+        return item
+
+    def _embedded_item(self, pattern: str, table: str, line: int, row: dict) -> Item:
+        """A Parquet row whose image is in the row itself: the item names the table and the cell."""
+        p = self.params
+        ref = row.get(p.image_column)
+        text = str(_get(row, p.text_column) or "").strip()
+        for marker in p.strip_text:
+            text = text.replace(marker, "").strip()
+        if not isinstance(ref, dict):
+            return Item(uri=f"{table}#row{line}", reject=("bad_row", f"{table} row {line}: empty {p.image_column}"))
+        item = Item(uri=ref["uri"], path=self.root / table, fmt="raster", member=(p.image_column, ref["row"]))
+        if not text:
+            item.reject = ("bad_row", f"{table} row {line}: empty {p.text_column}")
+            return item
+        payload = {}
+        if p.kind == "vqa":
+            answer = str(_get(row, p.answer_column or "answer") or "").strip()
+            if not answer:
+                item.reject = ("bad_row", f"{table} row {line}: empty {p.answer_column or 'answer'}")
+                return item
+            payload = {"answer": answer}
+        language = (str(_get(row, p.language_column) or "") if p.language_column else "") or p.language
+        item.texts = [Text(p.kind, text, language, payload)]
+        item.split = self._split(pattern, row)
+        if item.split and normal_split(item.split) is None:
+            item.reject = ("bad_row", f"{table} row {line}: split '{item.split}' is not train/val/test")
+            return item
+        item.modality = row_value(p, row, "modality", p.modality_column)
+        item.anatomy = row_value(p, row, "anatomy", p.anatomy_column)
+        item.patient_id = row_value(p, row, "patient", p.patient_column)
         return item
 
     def _joins(self) -> dict[str, dict[str, str]]:
@@ -194,6 +287,8 @@ class ImageText(Adapter):
                     for row in reader:
                         for value in (row.get(join.column) or "").split(join.separator):
                             mapped = join.values.get(value.strip())
+                            if join.field == "image" and not join.values:
+                                mapped = value.strip()
                             if mapped:
                                 out.setdefault(row[join.key_column].strip(), {}).setdefault(join.field, mapped)
         return out
@@ -235,7 +330,7 @@ def _get(row: dict, dotted: str):
     return value
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict | None]]:
+def _rows(path: Path, delimiter: str = ",", columns: list[str] | None = None) -> Iterator[tuple[int, dict | None]]:
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -258,4 +353,8 @@ def _rows(path: Path) -> Iterator[tuple[int, dict | None]]:
                 yield n, obj if isinstance(obj, dict) else None
         return
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        yield from enumerate(csv.DictReader(fh), start=2)
+        if columns:  # no header line: every line is a row, quotes are text
+            reader = csv.DictReader(fh, fieldnames=columns, delimiter=delimiter, quoting=csv.QUOTE_NONE)
+            yield from enumerate(reader, start=1)
+        else:
+            yield from enumerate(csv.DictReader(fh, delimiter=delimiter), start=2)

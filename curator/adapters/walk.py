@@ -25,9 +25,9 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from curator.adapters.base import Item, Params
+from curator.adapters.base import SPLITS, Item, Params
 
 OS_METADATA = {".ds_store", "thumbs.db", "desktop.ini"}
 # Metadata written beside images or volumes (BIDS and dcm2niix JSON, SLAKE's detection.json).
@@ -41,13 +41,32 @@ class WalkParams(Params):
         description="Shell globs on the path below the walked folder ('*' crosses folders); empty: every file.",
     )
     exclude: list[str] = Field(default_factory=list, description="Shell globs of files not to read (counted excluded).")
+    split_globs: dict[str, str] = Field(
+        default_factory=dict,
+        description="Shell glob on the path below the walked folder -> official split of the files it matches "
+        "(BTCV: {'Testing/*' = 'test'}); the first match wins, other files get the seeded patient split.",
+    )
+
+    @field_validator("split_globs")
+    @classmethod
+    def _known_splits(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = sorted({s for s in v.values() if s.lower() not in SPLITS})
+        if bad:
+            raise ValueError(f"split(s) {', '.join(bad)} are not train/val/test")
+        return v
 
 
 class MaskParams(Params):
     masks: list[str] = Field(
         default_factory=list,
         description="Where an image's masks are, relative to its folder: globs with {stem}, {name}, {ext} "
-        "(BUSI: '{stem}_mask{ext}', '{stem}_mask_*{ext}'; Kvasir-SEG: '../masks/{stem}.*').",
+        "(BUSI: '{stem}_mask{ext}', '{stem}_mask_*{ext}'; Kvasir-SEG: '../masks/{stem}.*'), "
+        "and {mask_stem} (see mask_stem_replace).",
+    )
+    mask_stem_replace: dict[str, str] = Field(
+        default_factory=dict,
+        description="Text replaced in the image's stem to give {mask_stem}, for masks named after their image "
+        "with another word (LiTS: {'volume' = 'segmentation'} pairs volume-0.nii with segmentation-0.nii).",
     )
     mask_dirs: list[str] = Field(
         default_factory=list,
@@ -60,11 +79,18 @@ class MaskParams(Params):
     min_region_pixels: int = Field(1, ge=1, description="Smaller connected components are noise (JPEG masks).")
 
 
-def masks_for(image: Path, templates: list[str]) -> list[Path]:
+def masks_for(image: Path, templates: list[str], replace: dict[str, str] | None = None) -> list[Path]:
     found: list[Path] = []
+    stem = _stem(image.name)
+    mask_stem = stem
+    for old, new in (replace or {}).items():
+        mask_stem = mask_stem.replace(old, new)
     for template in templates:
         pattern = template.format(
-            stem=glob.escape(_stem(image.name)), name=glob.escape(image.name), ext=glob.escape(_ext(image.name))
+            stem=glob.escape(stem),
+            name=glob.escape(image.name),
+            ext=glob.escape(_ext(image.name)),
+            mask_stem=glob.escape(mask_stem),
         )
         # normpath, not resolve: '../masks/x' names the mask folder's own entry, links included
         found += [
@@ -87,13 +113,17 @@ def _stem(name: str) -> str:
     return name[: -len(ext)] if ext else name
 
 
-def _mask_name_regex(templates: list[str]) -> re.Pattern | None:
+def _mask_name_regex(templates: list[str], replace: dict[str, str] | None = None) -> re.Pattern | None:
     """A regex recognising a mask by its own name, from the templates that stay in the image's folder."""
     parts = []
+    # {mask_stem} holds one of the replacement words (segmentation-0 holds 'segmentation')
+    words = "|".join(re.escape(v) for v in (replace or {}).values() if v)
+    mask_stem = f".*(?:{words}).*" if words else ".+"
     for t in templates:
         if "/" in t:
             continue
         rx = re.escape(t).replace(r"\{stem\}", ".+").replace(r"\{name\}", ".+").replace(r"\{ext\}", r"\.[^/]+")
+        rx = rx.replace(r"\{mask_stem\}", mask_stem)
         parts.append(rx.replace(r"\*", ".*").replace(r"\?", "."))
     return re.compile("^(?:" + "|".join(parts) + ")$", re.IGNORECASE) if parts else None
 
@@ -123,9 +153,16 @@ def classify(files: list[Path], base: Path, params, sidecars: bool = True) -> tu
             kept.append(path)
     templates = getattr(params, "masks", [])
     mask_dirs = getattr(params, "mask_dirs", [])
+    splits = getattr(params, "split_globs", {})
+
+    def split_of(path: Path) -> str | None:
+        rel = path.relative_to(base).as_posix()
+        return next((split for g, split in splits.items() if fnmatch.fnmatch(rel, g)), None)
+
     if not (templates or mask_dirs):
-        return [Item(uri="", path=p) for p in kept], skipped
-    regex = _mask_name_regex(templates)
+        return [Item(uri="", path=p, split=split_of(p)) for p in kept], skipped
+    replace = getattr(params, "mask_stem_replace", {})
+    regex = _mask_name_regex(templates, replace)
     in_mask_dir = {p for p in kept if any(fnmatch.fnmatch(p.parent.relative_to(base).as_posix(), d) for d in mask_dirs)}
     looks_like_mask = {p for p in kept if regex and regex.match(p.name)} | in_mask_dir
     claimed: set[Path] = set()
@@ -133,7 +170,7 @@ def classify(files: list[Path], base: Path, params, sidecars: bool = True) -> tu
     for path in kept:
         if path in in_mask_dir:
             continue
-        masks = masks_for(path, templates)
+        masks = masks_for(path, templates, replace)
         if path in looks_like_mask and not masks:
             continue  # decided below: a mask of another image, or an orphan
         claimed.update(masks)
@@ -141,6 +178,7 @@ def classify(files: list[Path], base: Path, params, sidecars: bool = True) -> tu
             Item(
                 uri="",
                 path=path,
+                split=split_of(path),
                 masks=masks,
                 mask_label=getattr(params, "mask_label", None),
                 mask_threshold=getattr(params, "mask_threshold", 0),
