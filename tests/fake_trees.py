@@ -141,8 +141,11 @@ def label_csv(adapter: Adapter, root: Path) -> None:
         path = root / table.replace("*", "")
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns, delimiter=p.delimiter)
-            writer.writeheader()
+            if p.columns:  # a table without a header line (DDR's 'name grade' lists)
+                writer = csv.DictWriter(fh, fieldnames=p.columns, delimiter=p.delimiter, extrasaction="ignore")
+            else:
+                writer = csv.DictWriter(fh, fieldnames=columns, delimiter=p.delimiter)
+                writer.writeheader()
             writer.writerows(rows if n == 0 else rows[:1])
     lists = list(p.split_lists)
     for n, name in enumerate(lists):
@@ -757,6 +760,44 @@ def btcv_tree(root: Path) -> Path:
     return base
 
 
+def hrf_tree(root: Path) -> Path:
+    """images/<nn>_<dr|g|h>.jpg with manual1/<nn>_<c>.tif (vessels) and mask/<nn>_<c>_mask.tif (field of view)."""
+    for n, c in enumerate(["dr", "g", "h", "h"], start=1):
+        write_image(root / "images" / f"{n:02d}_{c}.jpg", seed=n)
+        _mask(root / "manual1" / f"{n:02d}_{c}.tif", [(2, 2, 30, 4)])
+        _mask(root / "mask" / f"{n:02d}_{c}_mask.tif", [(0, 0, 32, 24)])
+    write_image(root / "images" / "05_x.jpg", seed=5)  # no class suffix: unknown_label
+    write_corrupt(root / "images" / "06_g.jpg")
+    (root / "images" / "Thumbs.db").write_bytes(b"\x00" * 8)
+    return root
+
+
+def refuge_tree(root: Path) -> Path:
+    """train/Images/g<nnnn>.jpg (glaucoma) and n<nnnn>.jpg (non-glaucoma), as FLAIR arranges REFUGE."""
+    for n, c in enumerate("ggnn", start=1):
+        write_image(root / "train" / "Images" / f"{c}{n:04d}.jpg", seed=n)
+    write_image(root / "train" / "Images" / "V0001.jpg", seed=9)  # an unlabelled validation image: unknown_label
+    _mask(root / "train" / "Disc_Cup_Masks" / "g0001.bmp", [(4, 4, 12, 12)])  # excluded by the include glob
+    return root
+
+
+def oia_ddr_tree(root: Path) -> Path:
+    """DR_grading/{train,valid,test}.txt ('<image> <grade>' lines) and DR_grading/<split>/<image>.jpg."""
+    base = root / "DR_grading"
+    for s_, split in enumerate(["train", "valid", "test"]):
+        lines = []
+        for i in range(2):
+            name = f"2017022{s_}{i}0001{i}.jpg"
+            write_image(base / split / name, seed=10 * s_ + i)
+            lines.append(f"{name} {(s_ + i) % 5}")
+        if split == "train":
+            write_image(base / split / "20170220000099.jpg", seed=99)
+            lines += ["20170220000099.jpg 5", "20170299999999.jpg 2"]  # ungradable; an image not in the archive
+        base.mkdir(parents=True, exist_ok=True)
+        (base / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
 # card id -> builder of its layout as downloaded; returns the archive's top folder
 DATASET_TREES = {
     "busi": busi_tree,
@@ -777,4 +818,7 @@ DATASET_TREES = {
     "roco": roco_tree,
     "lits": lits_tree,
     "btcv": btcv_tree,
+    "hrf": hrf_tree,
+    "refuge": refuge_tree,
+    "oia_ddr": oia_ddr_tree,
 }

@@ -280,3 +280,17 @@ def test_btcv_organ_labels_from_the_label_folder(tmp_path):
     assert not [u for u in images if "/label/" in u]
     assert rejects["Training/label/label0009.nii.gz"]["reason"] == "bad_layout"
     assert rejects["Training/img/img0003.nii.gz"]["reason"] == "corrupt"
+
+
+def test_fundus_constituents_header_less_grades_and_file_name_classes(tmp_path):
+    _, stats, images, labels, rejects, _, _ = _run("oia_ddr", tmp_path / "ddr")
+    split = {u.rsplit("/", 2)[-2]: r["split"] for u, r in images.items()}
+    assert split == {"train": "train", "valid": "val", "test": "test"}
+    assert labels["DR_grading/train/20170220000010.jpg"][0]["text"] == "no finding"
+    assert rejects["DR_grading/train/20170220000099.jpg"]["reason"] == "unknown_label"  # grade 5, ungradable
+    assert "not_in_table" not in stats.skipped  # zero counts are not reported
+    _, stats, images, labels, rejects, _, _ = _run("hrf", tmp_path / "hrf")
+    assert [a["text"] for a in labels["images/01_dr.jpg"]] == ["diabetic retinopathy"]
+    assert not [u for u in images if not u.startswith("images/")]  # vessel maps and FOV masks are not images
+    assert stats.skipped == {"excluded": 8, "os_metadata": 1}
+    assert rejects["images/05_x.jpg"]["reason"] == "unknown_label"

@@ -65,6 +65,11 @@ class LabelCsvParams(RowParams):
     csv: list[str] = Field(min_length=1, description="Label tables (globs), relative to the root.")
     path_column: str = Field("Path", description="Column naming the image.")
     delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator (FETAL_PLANES_DB uses ';').")
+    columns: list[str] = Field(
+        default_factory=list,
+        description="Column names of tables without a header line (DDR's 'name grade' lists); "
+        "lines are split on the delimiter, quotes taken literally.",
+    )
     strip_prefix: str = Field("", description="Leading part of the path column to drop (CheXpert's folder name).")
     image_dir: str = Field("", description="Folder the paths are relative to, below the root.")
     label_columns: list[str] = Field(default_factory=list, description="A column per finding holding 1/0/-1/blank.")
@@ -132,7 +137,9 @@ class LabelCsv(Adapter):
                 yield item
         # files in the searched folders that no row names (a table's rows are the inputs):
         # counted, so the summary accounts for every file the card looked at
-        self.skipped["not_in_table"] += self._searched - len(named & set(self._by_name))
+        unnamed = self._searched - len(named & set(self._by_name))
+        if unnamed:
+            self.skipped["not_in_table"] += unnamed
 
     def _may_disagree(self, tables) -> bool:
         p = self.params
@@ -143,7 +150,10 @@ class LabelCsv(Adapter):
         table = self.rel(path)
         unlabelled = p.unlabelled or any(fnmatch.fnmatch(table, g) for g in p.unlabelled_tables)
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh, delimiter=p.delimiter)
+            if p.columns:  # no header line: every line is a row
+                reader = csv.DictReader(fh, fieldnames=p.columns, delimiter=p.delimiter, quoting=csv.QUOTE_NONE)
+            else:
+                reader = csv.DictReader(fh, delimiter=p.delimiter)
             labels = [] if unlabelled else [*p.label_columns, p.label_column]
             check_columns(
                 self.card.id,
@@ -151,7 +161,7 @@ class LabelCsv(Adapter):
                 reader.fieldnames,
                 [p.path_column, *labels, p.split_column, p.modality_column, p.anatomy_column, p.patient_column],
             )
-            for n, row in enumerate(reader, start=2):
+            for n, row in enumerate(reader, start=1 if p.columns else 2):
                 row["\x00unlabelled"] = unlabelled
                 yield n, row
 
