@@ -292,7 +292,11 @@ def nifti_folder(adapter: Adapter, root: Path) -> None:
             mask[10:20, 8:16, :] = 1
             mask[30:34, 20:24, :] = 1  # a second component on every slice
             stem = image.name.removesuffix(".nii.gz")
-            target = image.parent / template.format(stem=stem, name=image.name, ext=".nii.gz").replace("*", f"case_{i}")
+            mask_stem = stem
+            for old, new in p.mask_stem_replace.items():
+                mask_stem = mask_stem.replace(old, new)
+            named = template.format(stem=stem, name=image.name, ext=".nii.gz", mask_stem=mask_stem)
+            target = image.parent / named.replace("*", f"case_{i}")
             target.parent.mkdir(parents=True, exist_ok=True)
             nib.save(nib.Nifti1Image(mask, affine), str(target))
         (image.parent / f"._{image.name}").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
@@ -798,6 +802,39 @@ def oia_ddr_tree(root: Path) -> Path:
     return root
 
 
+def flare22_tree(root: Path) -> Path:
+    """FLARE22_LabeledCase50/{images/FLARE22_Tr_<nnnn>_0000.nii.gz, labels/FLARE22_Tr_<nnnn>.nii.gz}."""
+    base = root / "FLARE22_LabeledCase50"
+    rng = np.random.default_rng(5)
+    for n in (1, 2):
+        vol = rng.normal(40, 200, (40, 32, 8)).astype(np.float32)
+        label = np.zeros(vol.shape, np.uint8)
+        label[20:36, 14:30, 1:7] = 1  # liver
+        label[4:10, 4:10, 2:6] = 3  # spleen
+        _nii(base / "images" / f"FLARE22_Tr_{n:04d}_0000.nii.gz", vol)
+        _nii(base / "labels" / f"FLARE22_Tr_{n:04d}.nii.gz", label)
+    _nii(base / "images" / "FLARE22_Tr_0003_0000.nii.gz", rng.normal(40, 200, (40, 32, 8)).astype(np.float32))
+    _nii(base / "labels" / "FLARE22_Tr_0004.nii.gz", np.zeros((40, 32, 8), np.uint8))  # a label without its image
+    _apple_double(base / "images" / "._FLARE22_Tr_0001_0000.nii.gz")
+    return base
+
+
+def fitzpatrick17k_tree(root: Path) -> Path:
+    """fitzpatrick17k.csv (md5hash, fitzpatrick_scale, label, ..., url) with images/<md5hash>.jpg as downloaded."""
+    header = ["md5hash", "fitzpatrick_scale", "fitzpatrick_centaur", "label", "nine_partition_label"]
+    header += ["three_partition_label", "qc", "url", "url_alphanum"]
+    labels = ["psoriasis", "lichen planus", "basal cell carcinoma", "allergic contact dermatitis"]
+    rows = []
+    for i, label in enumerate(labels):
+        md5 = f"{i:02d}" + "a" * 30
+        write_image(root / "images" / f"{md5}.jpg", seed=i)
+        skin = (i % 6) + 1
+        rows.append([md5, skin, skin, label, "inflammatory", "non-neoplastic", "", f"https://x/{i}.jpg", ""])
+    rows.append(["ff" + "0" * 30, 2, 2, "psoriasis", "inflammatory", "non-neoplastic", "", "https://x/dead.jpg", ""])
+    _csv(root / "fitzpatrick17k.csv", header, rows)
+    return root
+
+
 # card id -> builder of its layout as downloaded; returns the archive's top folder
 DATASET_TREES = {
     "busi": busi_tree,
@@ -821,4 +858,6 @@ DATASET_TREES = {
     "hrf": hrf_tree,
     "refuge": refuge_tree,
     "oia_ddr": oia_ddr_tree,
+    "flare22": flare22_tree,
+    "fitzpatrick17k": fitzpatrick17k_tree,
 }

@@ -78,3 +78,26 @@ def test_a_missing_image_folder_names_what_is_there(tmp_path):
         part.rename(tmp_path / part.name.replace("HAM10000_images", "images"))
     msg = _first_error("ham10000", tmp_path)
     assert "no image folder matches" in msg and "images_part_1" in msg
+
+
+def test_coverage_page_names_only_cards_that_exist():
+    """source_registry/COVERAGE.md maps UniMed-CLIP's and the GMAI-VL family's sources to cards."""
+    registry = README.parent / "source_registry"
+    text = (registry / "COVERAGE.md").read_text(encoding="utf-8")
+    cards = {p.stem for p in registry.glob("*.toml")}
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    rows = [r for r in rows if not r.startswith("| dataset")]
+    assert len(rows) > 100
+    named = set()
+    for row in rows:
+        dataset, card, notes = (c.strip() for c in row.strip("|").split("|"))
+        if card == "none":
+            assert notes, f"{dataset}: a row without a card must say why"
+            continue
+        ids = re.findall(r"`([a-z0-9_]+)`", card + " " + notes)
+        assert ids, f"{dataset}: neither a card nor 'none'"
+        named.update(ids)
+    assert named <= cards, f"COVERAGE.md names missing cards: {sorted(named - cards)}"
+    # the UniMed-CLIP list's constituents of the FLAIR collection and its other sources all appear
+    for must in ("chexpert", "radimagenet", "quilt_1m", "rocov2", "llava_med", "aptos2019", "refuge", "pathvqa"):
+        assert must in named
