@@ -294,3 +294,27 @@ def test_fundus_constituents_header_less_grades_and_file_name_classes(tmp_path):
     assert not [u for u in images if not u.startswith("images/")]  # vessel maps and FOV masks are not images
     assert stats.skipped == {"excluded": 8, "os_metadata": 1}
     assert rejects["images/05_x.jpg"]["reason"] == "unknown_label"
+
+
+def test_pathvqa_embedded_images_same_rows_in_small_units_on_a_process_pool(tmp_path):
+    import polars as pl
+
+    from curator.executors import make_executor
+    from curator.stages.ingest import ingest_sources
+    from curator.storage import Corpus
+
+    card, path = find_card("pathvqa")
+    DATASET_TREES["pathvqa"](tmp_path / "pvqa")
+
+    def rows(out, executor, unit_items):
+        settings = IngestSettings(unit_items=unit_items)
+        ingest_sources(Corpus(str(out)), [(card, path, tmp_path / "pvqa")], settings, executor, progress=False)
+        images = pl.read_parquet(str(out / "index" / "images" / "*.parquet"))
+        vqa = pl.read_parquet(str(out / "index" / "annotations" / "*.parquet")).filter(pl.col("kind") == "vqa")
+        return sorted(images["sample_id"].to_list()), sorted(vqa["annotation_id"].to_list())
+
+    with make_executor("serial") as serial:
+        whole = rows(tmp_path / "one", serial, 256)
+    with make_executor("local", workers=2) as pool:
+        split = rows(tmp_path / "many", pool, 2)  # a unit per two images: row groups read across units
+    assert whole == split and len(whole[0]) == 6 and len(whole[1]) == 9
