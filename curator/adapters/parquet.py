@@ -76,9 +76,12 @@ class EmbeddedImages:
         self._key: tuple | None = None
         self._cells: list = []
         self._start = 0
+        self._file: tuple[str, object] | None = None  # the open table: its footer is read once
 
     def read(self, path: Path, column: str, row: int) -> bytes:
-        pf = _parquet(path)
+        if self._file is None or self._file[0] != str(path):
+            self._file = (str(path), _parquet(path))
+        pf = self._file[1]
         start = 0
         for group in range(pf.num_row_groups):
             size = pf.metadata.row_group(group).num_rows
