@@ -835,6 +835,32 @@ def fitzpatrick17k_tree(root: Path) -> Path:
     return root
 
 
+def deepeyenet_tree(root: Path) -> Path:
+    """DeepEyeNet_{train,valid,test}.json: [{"eyenet0420/<split>_set/<name>.jpg": {keywords, clinical-description}}]."""
+    for s_, split in enumerate(["train", "valid", "test"]):
+        rows = []
+        for i in range(2):
+            name = f"eyenet0420/{split}_set/{s_}{i}_Retinitis-Pigmentosa-{i}.jpg"
+            write_image(root / name, seed=10 * s_ + i)
+            rows.append(
+                {
+                    name: {
+                        "keywords": "retinitis pigmentosa, bone spicules",
+                        "clinical-description": f"{i}. "
+                        "Bone spicule pigmentation in the mid periphery with attenuated vessels.",
+                    }
+                }
+            )
+        if split == "train":
+            rows.append({"eyenet0420/train_set/missing.jpg": {"keywords": "x", "clinical-description": "gone"}})
+            rows.append(
+                {"eyenet0420/train_set/00_Retinitis-Pigmentosa-0.jpg": {"keywords": "", "clinical-description": ""}}
+            )
+            rows.append({"a.jpg": {"clinical-description": "two keys"}, "b.jpg": {}})  # not a one-key object
+        (root / f"DeepEyeNet_{split}.json").write_text(json.dumps(rows))
+    return root
+
+
 # card id -> builder of its layout as downloaded; returns the archive's top folder
 DATASET_TREES = {
     "busi": busi_tree,
@@ -860,4 +886,5 @@ DATASET_TREES = {
     "oia_ddr": oia_ddr_tree,
     "flare22": flare22_tree,
     "fitzpatrick17k": fitzpatrick17k_tree,
+    "deepeyenet": deepeyenet_tree,
 }

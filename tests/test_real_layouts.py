@@ -318,3 +318,13 @@ def test_pathvqa_embedded_images_same_rows_in_small_units_on_a_process_pool(tmp_
     with make_executor("local", workers=2) as pool:
         split = rows(tmp_path / "many", pool, 2)  # a unit per two images: row groups read across units
     assert whole == split and len(whole[0]) == 6 and len(whole[1]) == 9
+
+
+def test_deepeyenet_one_key_json_rows(tmp_path):
+    _, stats, images, _, rejects, _, indexed = _run("deepeyenet", tmp_path)
+    assert len(images) == 6
+    assert {r["split"] for u, r in images.items() if "/valid_set/" in u} == {"val"}
+    captions = [a["text"] for o in indexed for a in o.annotations if a["kind"] == "caption"]
+    assert len(captions) == 6 and all("Bone spicule" in c for c in captions)
+    assert "one-key JSON object" in rejects["DeepEyeNet_train.json:4"]["message"]
+    assert stats.rejects == {"bad_row": 2, "missing_file": 1}

@@ -92,6 +92,11 @@ class ImageTextParams(RowParams, MaskParams):
         description="Parquet tables whose image_column holds the image itself (a Hugging Face Image "
         "{bytes, path} or a binary column): no image files; rows with the same bytes are one sample.",
     )
+    key_column: str | None = Field(
+        None,
+        description="JSON rows that are one-key objects {key: {fields}} (DeepEyeNet's {image path: {keywords, "
+        "clinical-description}}): the key becomes this column of the row.",
+    )
     pickle_alternative: str = Field(
         "",
         description="Named when a download holds only Python pickles, which are never loaded "
@@ -155,7 +160,7 @@ class ImageText(Adapter):
         """A table's rows; Parquet rows are read once (their image references cost a pass over the bytes)."""
         p = self.params
         if path.suffix.lower() != ".parquet":
-            return _rows(path, p.delimiter, p.columns)
+            return _rows(path, p.delimiter, p.columns, p.key_column)
         if path not in self._cache:
             column = p.image_column if p.image_embedded else None
             self._cache[path] = parquet.rows(path, self.rel(path), column)
@@ -190,7 +195,7 @@ class ImageText(Adapter):
     def _item(self, pattern: str, table: str, line: int, row: dict | None) -> Item:
         p = self.params
         if row is None:
-            return Item(uri=f"{table}:{line}", reject=("bad_row", f"{table} line {line}: not a JSON object"))
+            return Item(uri=f"{table}:{line}", reject=("bad_row", f"{table} line {line}: {_not_a_row(p.key_column)}"))
         if p.image_embedded:
             return self._embedded_item(pattern, table, line, row)
         key = str(_get(row, p.image_column) or "").strip()
@@ -330,7 +335,21 @@ def _get(row: dict, dotted: str):
     return value
 
 
-def _rows(path: Path, delimiter: str = ",", columns: list[str] | None = None) -> Iterator[tuple[int, dict | None]]:
+def _not_a_row(key_column: str | None) -> str:
+    return "not a one-key JSON object {key: {fields}}" if key_column else "not a JSON object"
+
+
+def _keyed(obj, key_column: str | None):
+    """``{key: {fields}}`` -> ``{key_column: key, **fields}``; anything else is not such a row (None)."""
+    if len(obj) != 1:
+        return None
+    [(key, fields)] = obj.items()
+    return {**fields, key_column: key} if isinstance(fields, dict) else None
+
+
+def _rows(
+    path: Path, delimiter: str = ",", columns: list[str] | None = None, key_column: str | None = None
+) -> Iterator[tuple[int, dict | None]]:
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -339,6 +358,8 @@ def _rows(path: Path, delimiter: str = ",", columns: list[str] | None = None) ->
         if not isinstance(data, list):
             raise CardError(f"{path.name}: expected a JSON array of objects")
         for n, obj in enumerate(data):
+            if isinstance(obj, dict) and key_column:
+                obj = _keyed(obj, key_column)
             yield n, obj if isinstance(obj, dict) else None
         return
     if path.suffix.lower() in (".jsonl", ".ndjson"):
@@ -350,6 +371,8 @@ def _rows(path: Path, delimiter: str = ",", columns: list[str] | None = None) ->
                     obj = json.loads(line)
                 except json.JSONDecodeError:
                     obj = None
+                if isinstance(obj, dict) and key_column:
+                    obj = _keyed(obj, key_column)
                 yield n, obj if isinstance(obj, dict) else None
         return
     with open(path, newline="", encoding="utf-8-sig") as fh:
