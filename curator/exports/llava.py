@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from curator.blobs import TABLE as BLOB_PACKS
+from curator.blobs import blob_ext, read_blob
 from curator.errors import CorpusError, CuratorError
 from curator.storage import Corpus
 
@@ -109,8 +111,14 @@ def export_llava(
         )
     if image_root and "://" not in image_root and not os.path.isdir(os.path.join(image_root, "blobs")):
         raise CuratorError(f"--image-root {image_root} has no blobs/ folder: give the corpus folder (or its mount)")
+    if image_root and corpus.table_parts(BLOB_PACKS):
+        raise CuratorError(
+            f"--image-root names one file per image, and {corpus.url} keeps its images in packs "
+            "(blobs/packs/): export without --image-root to copy them"
+        )
     dest = Corpus(to)
     con = connect(corpus, ["instructions", "samples", "members", "images"])
+    blob_con = connect(corpus, [BLOB_PACKS])  # its own: DuckDB holds one open result per connection
     where = []
     if splits:
         where.append("list_contains(?, i.split)")
@@ -132,10 +140,8 @@ def export_llava(
         rel = blob_rel(first["image_sha256"], first["image_format"])
         image = rel if image_root else "images/" + rel.removeprefix("blobs/")
         if not image_root and image not in copied:
-            try:
-                dest.write_bytes(image, corpus.read_bytes(rel))
-            except FileNotFoundError:
-                raise CorpusError(f"blob of {first['sample_id']} is missing: {rel} (re-ingest its source)") from None
+            ext = blob_ext(first["image_format"])
+            dest.write_bytes(image, read_blob(corpus, blob_con, first["image_sha256"], ext))
             copied.add(image)
         writer = writers.get(first["split"]) or writers.setdefault(first["split"], _SplitWriter(dest, first["split"]))
         if per == "image":
