@@ -150,7 +150,9 @@ def test_a_corrupt_blob_stops_the_sharder_and_fails_verify(built, demo_recipe_pa
     raw[row["offset"] + row["length"] - 1] ^= 0xFF  # the blob's last byte, inside its pack
     pack.write_bytes(bytes(raw))
     problems = verify(corpus, progress=False).problems
-    assert [p.subject for p in problems if p.kind == "blob_hash"] == [f"{row['pack']}:{row['image_sha256']}.png"]
+    assert [p.subject for p in problems if p.kind == "blob_hash"] == [
+        f"{row['pack']}:{row['image_sha256']}.{row['ext']}"
+    ]
     settings = load_recipe(demo_recipe_path).shard.model_copy(update={"seed": 12345})
     where = rf"blob {row['image_sha256']} at {row['pack']}@\d+\+\d+"
     with pytest.raises(CorpusError, match=rf"{where} \(source '[a-z_]+'\) does not hash") as err:
