@@ -115,9 +115,11 @@ def test_reads_are_grouped_by_pack_not_one_request_per_image(tmp_path, monkeypat
     shuffled = [images[i][0] for i in np.random.default_rng(3).permutation(60)]
     assert read_blobs(corpus, _refs(corpus, shuffled)) == [dict(images)[s] for s in shuffled]
     assert sorted(opened) == sorted(corpus.path(pack_path(u)) for u in ("a-000000", "a-000001"))
-    # neighbours within MERGE_GAP of each other become one ranged request
-    requests = blobs._merged(_refs(corpus, [s for s, _ in images[:30]]))
+    # neighbours within the gap become one ranged request; far ones stay apart
+    refs = _refs(corpus, [s for s, _ in images[:30]])
+    requests = blobs._merged(refs, blobs.MERGE_GAP_LOCAL)
     assert len(requests) == 1 and len(requests[0][2]) == 30
+    assert len(blobs._merged(refs[::3], 1000)) == 10
 
 
 def test_s3_reads_fetch_every_range_of_a_batch_in_one_concurrent_call(s3, tmp_path, monkeypatch):
