@@ -173,8 +173,11 @@ def locate(con, shas: Iterable[str]) -> dict[str, tuple[str, int, int]]:
     want = pa.table({"sha": pa.array(sorted(set(shas)), pa.string())})
     con.register("_want_blobs", want)
     try:
-        sql = f"SELECT l.* FROM ({LOCATIONS_SQL}) l JOIN _want_blobs w ON w.sha = l.image_sha256"
-        got = con.execute(sql).fetchall()
+        # filtered before it is deduplicated: the join, not the whole table, is sorted
+        got = con.execute(
+            'SELECT DISTINCT ON (b.image_sha256) b.image_sha256, b.pack, b."offset", b.length FROM blob_packs b '
+            'JOIN _want_blobs w ON w.sha = b.image_sha256 ORDER BY b.image_sha256, b.pack, b."offset"'
+        ).fetchall()
     finally:
         con.unregister("_want_blobs")
     return {sha: (pack, int(off), int(n)) for sha, pack, off, n in got}

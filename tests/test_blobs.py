@@ -302,3 +302,29 @@ def test_a_build_killed_inside_a_pack_resumes_with_no_blob_lost_or_duplicated(
     want = pq.read_table(reference / "index" / "blob_packs").sort_by([("pack", "ascending"), ("offset", "ascending")])
     assert got.equals(want)
     assert run("verify", "--out", out, "-q").output.startswith("ok: ")
+
+
+def test_a_dropped_source_takes_its_packs_with_it(built):
+    from curator.stages.ingest import drop_source
+
+    corpus = Corpus(str(built))
+    packs = sorted(p.stem for p in (built / "blobs" / "packs").glob("*.tar"))
+    source = packs[0].rsplit("-", 1)[0]
+    drop_source(corpus, source)
+    left = sorted(p.stem for p in (built / "blobs" / "packs").glob("*.tar"))
+    assert left == [p for p in packs if not p.startswith(f"{source}-")] and len(left) < len(packs)
+    assert not [p for p in corpus.table_parts("blob_packs") if f"part-{source}-" in p]
+
+
+def test_an_older_corpus_of_loose_blobs_still_verifies_and_shards(built, demo_recipe_path):
+    corpus = Corpus(str(built))
+    for r in corpus.read_table("blob_packs").to_pylist():  # unpack to the one-object-per-image layout
+        raw = (built / r["pack"]).read_bytes()
+        corpus.write_bytes(blobs.blob_path(r["image_sha256"], r["ext"]), raw[r["offset"] : r["offset"] + r["length"]])
+    shutil.rmtree(built / "blobs" / "packs")
+    shutil.rmtree(built / "index" / "blob_packs")
+    kinds = _kinds(built)
+    assert not [k for k in kinds if k.startswith(("blob_", "pack_"))], kinds
+    settings = load_recipe(demo_recipe_path).shard.model_copy(update={"seed": 4321})
+    result = run_shard(corpus, settings, "demo", progress=False, executor=make_executor("serial"))
+    assert result.written and result.samples
