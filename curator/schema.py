@@ -213,6 +213,18 @@ INSTRUCTIONS = pa.schema(
     ]
 )
 
+# Where each image's encoded bytes are: ``pack[offset : offset + length]``, one part per
+# ingest unit beside its images part (curator.blobs explains the packed layout).
+BLOB_PACKS = pa.schema(
+    [
+        ("image_sha256", pa.string()),
+        ("ext", pa.string()),
+        ("pack", pa.string()),
+        ("offset", pa.int64()),
+        ("length", pa.int64()),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "sources": SOURCES,
     "images": IMAGES,
@@ -226,6 +238,7 @@ TABLES: dict[str, pa.Schema] = {
     "duplicates": DUPLICATES,
     "leakage": LEAKAGE,
     "instructions": INSTRUCTIONS,
+    "blob_packs": BLOB_PACKS,
 }
 
 # Annotation kinds that describe an image in words: a sample with one is not "label-only".

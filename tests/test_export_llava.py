@@ -75,20 +75,24 @@ def test_export_loads_in_llava_and_internvl(demo_build, tmp_path):
     assert "entries in records by split" in result.output
 
 
-def test_per_entry_layout_and_an_image_root_instead_of_copies(demo_build, tmp_path):
+def test_per_entry_layout(demo_build, tmp_path):
     out, _ = demo_build
     dest = tmp_path / "entries"
-    result = export_llava(
-        Corpus(str(out)), str(dest), image_root=str(out), per="entry", splits=("val",), progress=False
-    )
-    assert result.images == 0 and not (dest / "images").exists() and list(result.records) == ["val"]
-    items = load_like_llava(str(dest / "val.json"), str(out))
+    result = export_llava(Corpus(str(out)), str(dest), per="entry", splits=("val",), progress=False)
+    assert result.images > 0 and list(result.records) == ["val"]
+    items = load_like_llava(str(dest / "val.json"), str(dest))
     val = pl.read_parquet(str(out / "index" / "instructions" / "*.parquet")).filter(pl.col("split") == "val")
     assert sorted(i["id"] for i in items) == sorted(val["entry_id"])
     assert all(len(i["conversations"]) == 2 for i in items)
-    meta = json.loads((dest / "internvl_meta.json").read_text())
-    assert meta["curator_val"]["root"] == str(out)
     load_like_internvl(str(dest / "internvl_meta.json"))
+
+
+def test_an_image_root_on_a_packed_corpus_is_one_line(demo_build, tmp_path):
+    # packed blobs (curator.blobs) have no file per image for a trainer to open in place
+    out, _ = demo_build
+    result = run("export", "llava", "--out", out, "--to", tmp_path / "x", "--image-root", out)
+    assert result.exit_code == 1 and "keeps its images in packs" in result.output
+    assert "export without --image-root" in result.output and not (tmp_path / "x").exists()
 
 
 def test_export_writes_through_fsspec(demo_build):

@@ -22,6 +22,7 @@ from curator.cli import main
 from curator.config import load_recipe
 from curator.executors import make_executor
 from curator.loader import iterate_records, shard_urls, webdataset_loader, wids_dataset
+from curator.stages.shard import run as shard_run
 from curator.stages.shard import run_shard
 from curator.storage import LOCK, Corpus, LockedError, writer_lock
 
@@ -146,7 +147,7 @@ def test_a_killed_upload_resumes_keeping_shards_that_verify(s3_build, demo_recip
     corpus = Corpus(dst)
 
     finished, reads_since = 0, 0
-    real_read, real_marker = Corpus.read_bytes, Corpus.set_marker
+    real_read, real_marker = shard_run.read_blobs, Corpus.set_marker
 
     def counting_marker(self, stage, unit, payload):
         nonlocal finished, reads_since
@@ -154,19 +155,19 @@ def test_a_killed_upload_resumes_keeping_shards_that_verify(s3_build, demo_recip
         if stage == "shard":
             finished, reads_since = finished + 1, 0
 
-    def dying_read(self, rel):
+    def dying_read(corpus, refs):
         nonlocal reads_since
-        if rel.startswith("blobs/"):
-            reads_since += 1
-            if finished == 2 and reads_since == 4:  # in the middle of the third shard's upload
-                raise Killed
-        return real_read(self, rel)
+        reads_since += 1
+        if finished == 2 and reads_since == 4:  # in the middle of the third shard's upload
+            raise Killed
+        return real_read(corpus, refs)
 
     monkeypatch.setattr(Corpus, "set_marker", counting_marker)
-    monkeypatch.setattr(Corpus, "read_bytes", dying_read)
+    monkeypatch.setattr(shard_run, "READ_BATCH", 1)  # one blob per read: the kill lands between members
+    monkeypatch.setattr(shard_run, "read_blobs", dying_read)
     with pytest.raises(Killed):
         run_shard(corpus, settings, "demo", progress=False, executor=make_executor("serial"))
-    monkeypatch.setattr(Corpus, "read_bytes", real_read)
+    monkeypatch.setattr(shard_run, "read_blobs", real_read)
 
     fs = fsspec.filesystem("s3")
     fs.invalidate_cache()

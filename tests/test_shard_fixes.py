@@ -144,15 +144,21 @@ def test_weights_below_one_verify_trace_keys_and_report(built, demo_recipe_path,
 # -- 4: blobs are hashed when copied and by verify -------------------------------------
 def test_a_corrupt_blob_stops_the_sharder_and_fails_verify(built, demo_recipe_path):
     corpus = Corpus(str(built))
-    blob = sorted((built / "blobs").rglob("*.png"))[0]
-    blob.write_bytes(blob.read_bytes()[:-1] + b"\0")
+    row = corpus.read_table("blob_packs").to_pylist()[0]
+    pack = built / row["pack"]
+    raw = bytearray(pack.read_bytes())
+    raw[row["offset"] + row["length"] - 1] ^= 0xFF  # the blob's last byte, inside its pack
+    pack.write_bytes(bytes(raw))
     problems = verify(corpus, progress=False).problems
-    assert [p.subject for p in problems if p.kind == "blob_hash"] == [corpus.rel(str(blob))]
+    assert [p.subject for p in problems if p.kind == "blob_hash"] == [
+        f"{row['pack']}:{row['image_sha256']}.{row['ext']}"
+    ]
     settings = load_recipe(demo_recipe_path).shard.model_copy(update={"seed": 12345})
-    with pytest.raises(CorpusError, match=rf"blob {corpus.rel(str(blob))} \(source '[a-z_]+'\) does not hash") as err:
+    where = rf"blob {row['image_sha256']} at {row['pack']}@\d+\+\d+"
+    with pytest.raises(CorpusError, match=rf"{where} \(source '[a-z_]+'\) does not hash") as err:
         run_shard(corpus, settings, "demo", progress=False, executor=make_executor("serial"))
     assert "_markers/ingest/" in str(err.value) and "\n" not in str(err.value)
-    blob.unlink()
+    pack.unlink()
     assert "blob_missing" in _kinds(verify(corpus, progress=False))
     with pytest.raises(CorpusError, match="is missing: re-ingest source"):
         run_shard(corpus, settings, "demo", progress=False, executor=make_executor("serial"))

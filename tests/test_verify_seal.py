@@ -46,7 +46,8 @@ def _a_shard(out: Path) -> Path:
 
 
 def _a_blob(out: Path) -> Path:
-    return sorted((out / "blobs").rglob("*.png"))[0]
+    """A pack of blobs (curator.blobs): a flip at 50% lands in some image's bytes or its tar header."""
+    return sorted((out / "blobs" / "packs").glob("*.tar"))[0]
 
 
 TAMPERINGS = {
@@ -61,7 +62,8 @@ TAMPERINGS = {
     "broken manifest.json": lambda o: (o / "shards" / "manifest.json").write_text('{"shards": [{"url'),
     "stray .tar.gz": lambda o: (o / "shards" / "extra.tar.gz").write_bytes(b"\x1f\x8b junk"),
     "stray file in index": lambda o: (o / "index" / "images" / "notes.txt").write_text("x"),
-    "orphaned blob": lambda o: shutil.copy(_a_blob(o), _a_blob(o).with_name("f" * 64 + ".png")),
+    "orphaned pack": lambda o: shutil.copy(_a_blob(o), _a_blob(o).with_name("zz-999999.tar")),
+    "stray file in blobs": lambda o: (o / "blobs" / "notes.txt").write_text("x"),
     "blob bytes": lambda o: _flip(_a_blob(o), 0.5),
     "blob deleted": lambda o: _a_blob(o).unlink(),
     "shard byte flip": lambda o: _flip(_a_shard(o), 0.5),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from curator.blobs import blob_ext, blob_path, locate
 from curator.errors import CuratorError
 from curator.layout import REPEAT_KEY, sample_id_of
 from curator.llm.offline import Triplet
@@ -91,6 +92,7 @@ def trace(corpus: Corpus, ident: str) -> dict:
         [sample_id, member_ids],
     )
     leakage = rows(con, "SELECT * FROM leakage WHERE sample_id = ? ORDER BY benchmark, benchmark_item", [sample_id])
+    blob = _blob(con, sample["image_sha256"], provenance[0]["image"]["image_format"])
     return {
         "sample_id": sample_id,
         "requested": key,
@@ -113,6 +115,7 @@ def trace(corpus: Corpus, ident: str) -> dict:
         "placements": shards,
         "duplicates": duplicates,
         "leakage": leakage,
+        "blob": blob,
     }
 
 
@@ -149,6 +152,21 @@ def _clock(seconds: float) -> str:
     return f"{whole // 3600}:{whole % 3600 // 60:02d}:{seconds - whole // 60 * 60:06.3f} ({seconds:.3f} s)"
 
 
+def _blob(con, sha256: str, image_format: str | None) -> dict:
+    """Where the sample's encoded bytes are: a range of a pack, or the loose file of an older corpus."""
+    where = locate(con, [sha256]).get(sha256)
+    if where is None:
+        return {"pack": None, "offset": None, "length": None, "path": blob_path(sha256, blob_ext(image_format))}
+    pack, offset, length = where
+    return {"pack": pack, "offset": offset, "length": length, "path": None}
+
+
+def _format_blob(b: dict) -> str:
+    if b["pack"] is None:
+        return f"{b['path']} (loose)"
+    return f"{b['pack']}  bytes {b['offset']}..{b['offset'] + b['length'] - 1} ({b['length']:,} bytes)"
+
+
 def format_trace(t: dict) -> str:
     s = t["sample"]
     lines = [f"sample      {t['sample_id']}"]
@@ -160,6 +178,7 @@ def format_trace(t: dict) -> str:
         + f"  split={s['split']} ({s['split_rule']})",
         f"metadata    modality={s['modality']} anatomy={s['anatomy']} department={s['department']}",
         f"image       sha256 {s['image_sha256']}  dhash {s['phash']}",
+        f"blob        {_format_blob(t['blob'])}",
         f"provenance  {len(t['provenance'])} member(s) from {', '.join(s['source_ids'])}",
     ]
     shown: set[str] = set()

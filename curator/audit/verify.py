@@ -24,7 +24,9 @@ Checks, each a kind of :class:`Problem`:
   ``_stats.json`` (``stats_missing``, ``stats_mismatch``), ``classnames.txt`` beside
   ``classes.json`` (``classnames_missing``, ``classnames_mismatch``);
 * every kept sample's blob (what the sharder copies) exists and hashes to its
-  ``image_sha256`` (``blob_missing``, ``blob_hash``);
+  ``image_sha256``; each pack is streamed once against its ``blob_packs`` rows, and
+  packs or files under ``blobs/`` nothing names are flagged (``blob_missing``,
+  ``blob_hash``, ``blob_index``, ``pack_member_unexpected``, ``pack_orphan``, ``blob_orphan``);
 * kept samples the main set leaves out on purpose (a source weight below 1, as
   ``shards/left_out.json`` records) do not count as ``not_sharded``;
 * with source roots given, every original file re-hashes to ``original_sha256``
@@ -36,6 +38,7 @@ Shards are read once each, streaming: hashing and tar parsing share one pass.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import tarfile
 from collections import defaultdict
@@ -47,7 +50,7 @@ from tqdm import tqdm
 
 from curator import phi
 from curator.adapters.base import sha256_file
-from curator.blobs import blob_path
+from curator.blobs import PACKS, blob_ext, blob_path
 from curator.errors import CorpusError
 from curator.layout import CLASSNAMES_FILE, LEFT_OUT, SIZES_FILE, mixture_root, stats_path
 from curator.storage import SEAL, Corpus, damaged_parts, read_seal, sealed_files
@@ -272,25 +275,92 @@ def _check_listings(by_shard, placed, wids_files, classes, result: VerifyResult)
 
 
 def _check_blobs(corpus: Corpus, con, result: VerifyResult, progress: bool) -> None:
-    """Every kept sample's blob, which the sharder copies into shards, exists and hashes to image_sha256."""
-    blobs = con.execute(
-        "SELECT s.sample_id, s.image_sha256, i.image_format, i.source_id FROM samples s "
-        "JOIN images i ON i.sample_id = s.sample_id WHERE s.status = 'keep' ORDER BY 1"
+    """Every kept sample's blob, which the sharder copies into shards, is where the index says and hashes right.
+
+    Packs (``blobs/packs/<unit>.tar``) are streamed once each: every member must be the
+    ``blob_packs`` row of that pack at its offset and hash to its name (``blob_hash``,
+    ``blob_index``, ``pack_member_unexpected``), every row must find its member
+    (``blob_missing``); a pack no row names, or whose images no image row names, is
+    ``pack_orphan``. Loose blobs of older corpora are checked as before; any other file
+    under ``blobs/`` is ``blob_orphan``.
+    """
+    present = {corpus.rel(p) for p in corpus.find("blobs")}  # one path per pack: thousands, not millions
+    named_packs: set[str] = set()
+    # streamed pack by pack (rows in offset order): memory is one pack's rows, not the corpus's
+    cur = con.execute(
+        'SELECT b.pack, b.image_sha256, b.ext, b."offset", b.length, '
+        "EXISTS (SELECT 1 FROM images i WHERE i.image_sha256 = b.image_sha256) FROM blob_packs b "
+        'ORDER BY b.pack, b."offset"'
+    )
+    bar = tqdm(desc="verify packs", unit="pack", disable=None if progress else True)
+    for pack, group in itertools.groupby(_fetch(cur), key=lambda r: r[0]):
+        rows = [(sha, ext, int(off), int(n), named) for _, sha, ext, off, n, named in group]
+        named_packs.add(pack)
+        if not any(r[-1] for r in rows):
+            result.add("pack_orphan", pack, "a pack whose images no image row names (a source the recipe dropped)")
+        if pack not in present:
+            result.add("blob_missing", pack, f"pack of {len(rows)} image(s) is missing")
+        else:
+            _check_pack(corpus, pack, rows, result)
+        bar.update()
+    bar.close()
+    # images in no pack: loose blobs of an older corpus (none in a packed one)
+    loose = con.execute(
+        "SELECT DISTINCT i.image_sha256, i.image_format FROM images i "
+        "WHERE NOT EXISTS (SELECT 1 FROM blob_packs b WHERE b.image_sha256 = i.image_sha256)"
     ).fetchall()
-    referenced = {
-        blob_path(sha, "png" if fmt == "png" else "jpg")
-        for sha, fmt in con.execute("SELECT DISTINCT image_sha256, image_format FROM images").fetchall()
-    }
-    for path in corpus.find("blobs"):
-        rel = corpus.rel(path)
-        if rel not in referenced:
-            result.add("blob_orphan", rel, "a blob no image row names (a source the recipe dropped, or a stray file)")
-    for sid, sha, fmt, source in tqdm(blobs, desc="verify blobs", unit="blob", disable=None if progress else True):
-        rel = blob_path(sha, "png" if fmt == "png" else "jpg")
-        if not corpus.exists(rel):
-            result.add("blob_missing", rel, f"blob of {sid} (source {source}) is missing")
+    loose_referenced = {blob_path(sha, blob_ext(fmt)) for sha, fmt in loose}
+    for rel in sorted(present):
+        if rel.startswith(PACKS + "/") and rel.endswith(".tar"):
+            if rel not in named_packs:
+                result.add("pack_orphan", rel, "a pack no blob_packs row names (a unit the plan dropped, or a copy)")
+        elif rel not in loose_referenced:
+            result.add("blob_orphan", rel, "no image row names it (a loose blob of an older build, or a stray file)")
+    for sid, sha, fmt, source in con.execute(
+        "SELECT s.sample_id, s.image_sha256, i.image_format, i.source_id FROM samples s "
+        "JOIN images i ON i.sample_id = s.sample_id WHERE s.status = 'keep' "
+        "AND NOT EXISTS (SELECT 1 FROM blob_packs b WHERE b.image_sha256 = s.image_sha256) ORDER BY 1"
+    ).fetchall():
+        rel = blob_path(sha, blob_ext(fmt))
+        if rel not in present:
+            result.add("blob_missing", rel, f"blob of {sid} (source {source}) is in no pack and has no loose file")
         elif corpus.sha256(rel) != sha:
             result.add("blob_hash", rel, f"blob of {sid} (source {source}) does not hash to its image_sha256")
+
+
+def _fetch(cur, n: int = 65_536):
+    while batch := cur.fetchmany(n):
+        yield from batch
+
+
+def _check_pack(corpus: Corpus, pack: str, rows: list[tuple], result: VerifyResult) -> None:
+    """Stream one pack once: each member against its blob_packs row (place and hash), each row against a member."""
+    expected = {f"{sha}.{ext}": (sha, off, n) for sha, ext, off, n, _ in rows}
+    seen: set[str] = set()
+    try:
+        with corpus.fs.open(corpus.path(pack), "rb", block_size=8 * 1024**2) as raw:
+            reader = _HashingReader(raw)
+            with tarfile.open(fileobj=reader, mode="r|") as tar:
+                for member in tar:
+                    want = expected.get(member.name)
+                    if want is None:
+                        result.add("pack_member_unexpected", f"{pack}:{member.name}", "no blob_packs row names it")
+                        continue
+                    sha, off, n = want
+                    seen.add(member.name)
+                    data = tar.extractfile(member).read() if member.isfile() else b""
+                    if (member.offset_data, member.size) != (off, n):
+                        where = f"at {member.offset_data}+{member.size}, blob_packs says {off}+{n}"
+                        result.add("blob_index", f"{pack}:{member.name}", f"{where}: readers would get other bytes")
+                    elif hashlib.sha256(data).hexdigest() != sha:
+                        result.add("blob_hash", f"{pack}:{member.name}", "does not hash to the sha256 that names it")
+            reader.drain()
+        result.hashes[pack] = reader.sha.hexdigest()  # the seal check reuses it
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        result.add("blob_hash", pack, f"not a readable tar ({type(exc).__name__}: {exc})")
+        return
+    for name in sorted(set(expected) - seen):
+        result.add("blob_missing", f"{pack}:{name}", "named by blob_packs, not in the pack")
 
 
 def _check_shard(

@@ -15,7 +15,6 @@ strings; every other column has a fixed shape and a type.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -27,6 +26,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from curator import __version__
+from curator.blobs import blob_ext, read_blobs
+from curator.blobs import refs as blob_refs
 from curator.errors import CorpusError, CuratorError
 from curator.storage import Corpus
 
@@ -156,6 +157,7 @@ def export_hf(
     _prepare(out, overwrite)
     con = connect(corpus, ["samples", "members", "images", "sources", "annotations", "captions"])
     con.register("sample_triplet", _triplets(corpus))
+    blob_con = connect(corpus, ["blob_packs"])  # its own: DuckDB holds one open result per connection
     plan = con.execute(
         "SELECT s.split, count(*), coalesce(sum(i.image_bytes), 0) FROM samples s "
         "JOIN images i USING (sample_id) WHERE s.status = 'keep' GROUP BY s.split"
@@ -175,7 +177,7 @@ def export_hf(
                 written = 0
                 while written < count:
                     batch = rows.take(count - written)
-                    writer.write_table(_with_images(corpus, batch), row_group_size=ROW_GROUP_ROWS)
+                    writer.write_table(_with_images(corpus, blob_con, batch), row_group_size=ROW_GROUP_ROWS)
                     written += batch.num_rows
                     bar.update(batch.num_rows)
             result.files.append(rel)
@@ -238,21 +240,11 @@ class _Rows:
         return out
 
 
-def _with_images(corpus: Corpus, meta: pa.Table) -> pa.Table:
-    """The batch with its image column: each blob read (one ``cat`` per batch) and checked against its sha256."""
+def _with_images(corpus: Corpus, blob_con, meta: pa.Table) -> pa.Table:
+    """The batch with its image column: blobs read grouped by pack (curator.blobs), each checked against its sha256."""
     shas = meta["image_sha256"].to_pylist()
-    exts = ["png" if f == "png" else "jpg" for f in meta["image_format"].to_pylist()]
-    rels = [f"blobs/{sha[:2]}/{sha}.{ext}" for sha, ext in zip(shas, exts, strict=True)]
-    try:
-        blobs = corpus.fs.cat([corpus.path(r) for r in rels])
-    except FileNotFoundError as exc:
-        raise CorpusError(f"{corpus.url}: a blob is missing ({exc}): re-run `curator build`") from None
-    data = []
-    for rel, sha in zip(rels, shas, strict=True):
-        blob = blobs[corpus.path(rel)]
-        if hashlib.sha256(blob).hexdigest() != sha:
-            raise CorpusError(f"{corpus.url}: {rel} does not hash to its image_sha256: re-run `curator build`")
-        data.append(blob)
+    exts = [blob_ext(f) for f in meta["image_format"].to_pylist()]
+    data = read_blobs(corpus, blob_refs(blob_con, list(zip(shas, exts, [None] * len(shas), strict=True))))
     names = [f"{sid}.{ext}" for sid, ext in zip(meta["sample_id"].to_pylist(), exts, strict=True)]
     images = pa.StructArray.from_arrays([pa.array(data, pa.binary()), pa.array(names, pa.string())], fields=list(IMAGE))
     return meta.add_column(0, SCHEMA.field("image"), images)

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from curator.blobs import TABLE as BLOB_PACKS
+from curator.blobs import BlobRef, blob_ext, locate, read_blobs
 from curator.errors import CorpusError, CuratorError
 from curator.storage import Corpus
 
@@ -109,8 +111,14 @@ def export_llava(
         )
     if image_root and "://" not in image_root and not os.path.isdir(os.path.join(image_root, "blobs")):
         raise CuratorError(f"--image-root {image_root} has no blobs/ folder: give the corpus folder (or its mount)")
+    if image_root and corpus.table_parts(BLOB_PACKS):
+        raise CuratorError(
+            f"--image-root names one file per image, and {corpus.url} keeps its images in packs "
+            "(blobs/packs/): export without --image-root to copy them"
+        )
     dest = Corpus(to)
     con = connect(corpus, ["instructions", "samples", "members", "images"])
+    blob_con = connect(corpus, [BLOB_PACKS])  # its own: DuckDB holds one open result per connection
     where = []
     if splits:
         where.append("list_contains(?, i.split)")
@@ -124,6 +132,7 @@ def export_llava(
     writers: dict[str, _SplitWriter] = {}
     bar = tqdm(total=total, desc="export llava", unit="entry", disable=None if progress else True, leave=False)
     group: list[dict] = []
+    located: dict[str, tuple[str, int, int]] = {}  # sha256 -> its pack range, for the current batch
 
     def flush() -> None:
         if not group:
@@ -132,10 +141,9 @@ def export_llava(
         rel = blob_rel(first["image_sha256"], first["image_format"])
         image = rel if image_root else "images/" + rel.removeprefix("blobs/")
         if not image_root and image not in copied:
-            try:
-                dest.write_bytes(image, corpus.read_bytes(rel))
-            except FileNotFoundError:
-                raise CorpusError(f"blob of {first['sample_id']} is missing: {rel} (re-ingest its source)") from None
+            sha, ext = first["image_sha256"], blob_ext(first["image_format"])
+            pack, offset, length = located.get(sha, (None, 0, 0))
+            dest.write_bytes(image, read_blobs(corpus, [BlobRef(sha, ext, pack, offset, length)])[0])
             copied.add(image)
         writer = writers.get(first["split"]) or writers.setdefault(first["split"], _SplitWriter(dest, first["split"]))
         if per == "image":
@@ -152,6 +160,11 @@ def export_llava(
     error: BaseException | None = None
     try:
         for batch in con.sql(sql, params=params or None).to_arrow_reader(8192):
+            # one lookup per batch; only the open group's image is kept from the batch before
+            pending = {group[0]["image_sha256"]} if group else set()
+            for sha in [s for s in located if s not in pending]:
+                del located[sha]
+            located.update(locate(blob_con, batch["image_sha256"].to_pylist()))
             for row in batch.to_pylist():
                 bar.update()
                 if group and (row["sample_id"], row["language"]) != (group[0]["sample_id"], group[0]["language"]):

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from curator import __version__
 from curator.adapters.base import Stats
-from curator.blobs import blob_path
+from curator.blobs import blob_path, remove_pack
 from curator.config import IngestSettings
 from curator.executors import Executor, make_executor
 from curator.registry import SourceCard
@@ -207,13 +207,15 @@ def _remove_stale(corpus: Corpus, plan: SourcePlan) -> None:
         for uid, path in _unit_parts(corpus, table, plan.card.id).items():
             if uid not in planned:
                 corpus.fs.rm(path)
+                remove_pack(corpus, uid)
 
 
 def drop_source(corpus: Corpus, source_id: str) -> None:
     """Remove a source's parts and markers (a recipe no longer lists it)."""
     for table in UNIT_TABLES:
-        for path in _unit_parts(corpus, table, source_id).values():
+        for uid, path in _unit_parts(corpus, table, source_id).items():
             corpus.fs.rm(path)
+            remove_pack(corpus, uid)
     corpus.remove_table_part("sources", source_id)
     stage = unit_stage(source_id)
     for uid in stale_markers(corpus, stage, set()):

@@ -15,14 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curator.adapters.base import Item, Rejected, Stats
-from curator.blobs import write_blob
+from curator.blobs import TABLE as BLOB_PACKS
+from curator.blobs import PackWriter
 from curator.config import IngestSettings
 from curator.registry import SourceCard, adapter_class
 from curator.storage import Corpus
 from curator.units import Unit
 
-# the tables a unit writes one part of (``sources`` is one row per source, written at its commit)
-UNIT_TABLES = ("images", "annotations", "rejects")
+# the tables a unit writes one part of (``sources`` is one row per source, written at its commit);
+# ``blob_packs`` locates the images of the unit's pack (curator.blobs)
+UNIT_TABLES = ("images", "annotations", "rejects", BLOB_PACKS)
 
 
 @dataclass(frozen=True)
@@ -85,14 +87,14 @@ def ingest_unit(unit: Unit) -> dict:
         corpus.table_writer("images", unit.id) as images,
         corpus.table_writer("annotations", unit.id) as annotations,
         corpus.table_writer("rejects", unit.id) as rejects,
+        PackWriter(corpus, unit.id) as pack,  # entered last, so committed first: blobs before rows
     ):
         for out in adapter.index_items(work.items, work.settings, stats, work.patient_key):
             if isinstance(out, Rejected):
                 rejects.append(out.row)
                 continue
             for enc, row in zip(out.blobs, out.images, strict=True):
-                # content-addressed: two units (or workers) writing one image write the same bytes
-                write_blob(corpus, enc.sha256, enc.ext, enc.data)
+                pack.add(enc.sha256, enc.ext, enc.data)
                 images.append(row)
             for row in out.annotations:
                 annotations.append(row)

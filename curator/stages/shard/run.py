@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curator.blobs import read_blob
+from curator.blobs import LOCATIONS_SQL, BlobRef, read_blobs
 from curator.config import ShardSettings
 from curator.errors import CuratorError
 from curator.executors import Executor, default_workers, make_executor
@@ -60,6 +60,10 @@ ROUTED = pa.schema(
         ("ext", pa.string()),
         ("blob_sha256", pa.string()),
         ("blob_source", pa.string()),
+        # the blob's place in its pack (curator.blobs); null for a loose blob of an older corpus
+        ("blob_pack", pa.string()),
+        ("blob_offset", pa.int64()),
+        ("blob_length", pa.int64()),
         ("json", pa.binary()),
         ("txt", pa.binary()),
         ("cls", pa.binary()),
@@ -67,7 +71,9 @@ ROUTED = pa.schema(
     ]
 )
 POOL_MIN_BYTES = 256 * 1024**2
-TABLES = ["samples", "members", "images", "sources", "annotations", "captions"]
+TABLES = ["samples", "members", "images", "sources", "annotations", "captions", "blob_packs"]
+# Images read per request batch: grouped by pack and fetched together, a few MB in memory.
+READ_BATCH = 256
 
 
 @dataclass
@@ -119,12 +125,21 @@ def write_shard(unit: Unit) -> dict:
 
 def _members(corpus: Corpus, table: pa.Table, counts: Counter):
     """A shard's (name, data) members in tar order; ``counts`` tallies them by extension."""
-    cols = [table[c].to_pylist() for c in ("sample_id", "rep", "ext", "blob_sha256", "blob_source", "json", "txt")]
-    cls = table["cls"].to_pylist()
-    for (sid, rep, ext, sha, source, js, txt), c in zip(zip(*cols, strict=True), cls, strict=True):
+    for start in range(0, table.num_rows, READ_BATCH):
+        yield from _batch_members(corpus, table.slice(start, READ_BATCH), counts)
+
+
+def _batch_members(corpus: Corpus, table: pa.Table, counts: Counter):
+    names = ("sample_id", "rep", "ext", "blob_sha256", "blob_source", "blob_pack", "blob_offset", "blob_length")
+    cols = [table[c].to_pylist() for c in names]
+    rows = list(zip(*cols, strict=True))
+    refs = [BlobRef(sha, ext, pack, off or 0, n or 0, src) for _, _, ext, sha, src, pack, off, n in rows]
+    images = read_blobs(corpus, refs)
+    texts = zip(table["json"].to_pylist(), table["txt"].to_pylist(), table["cls"].to_pylist(), strict=True)
+    for (sid, rep, ext, *_), image, (js, txt, c) in zip(rows, images, texts, strict=True):
         key = repeat_key(sid, rep)
         counts.update([ext, "json", "txt", *(["cls"] if c is not None else [])])
-        yield f"{key}.{ext}", read_blob(corpus, sha, ext, source)
+        yield f"{key}.{ext}", image
         yield f"{key}.json", js
         yield f"{key}.txt", txt
         if c is not None:
@@ -255,9 +270,10 @@ def _route(con, corpus: Corpus, todo: list[PlannedShard]) -> None:
     )
     con.register("shard_plan", plan)
     sql = f"""
-        SELECT p.shard, p.pos, p.rep, r.sample_id, r.ext, r.blob_sha256, r.blob_source, r.json, r.txt, r.cls,
-               r.sources
+        SELECT p.shard, p.pos, p.rep, r.sample_id, r.ext, r.blob_sha256, r.blob_source,
+               b.pack AS blob_pack, b."offset" AS blob_offset, b.length AS blob_length, r.json, r.txt, r.cls, r.sources
         FROM shard_plan p JOIN read_parquet({parquet_url(corpus, RECORDS_REL)}) r ON r."row" = p."row"
+        LEFT JOIN ({LOCATIONS_SQL}) b ON b.image_sha256 = r.blob_sha256
         ORDER BY p.shard, p.pos
     """
     write_batches(corpus, BY_SHARD_REL, ROUTED, con.sql(sql).to_arrow_reader(ROUTED_ROW_GROUP), ROUTED_ROW_GROUP)
