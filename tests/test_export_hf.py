@@ -154,3 +154,23 @@ def test_a_non_empty_target_is_refused_unless_overwrite(hf_export):
     before = sorted(p.name for p in (to / "data").iterdir())
     assert run("export", "hf", "--out", out, "--to", to, "--quiet", "--overwrite").exit_code == 0
     assert sorted(p.name for p in (to / "data").iterdir()) == before
+
+
+def test_the_transform_is_a_typed_struct_and_captions_come_from_sample_captions(hf_export, tmp_path):
+    from curator.schema import transform_dict
+
+    out, to = hf_export
+    images = {r["sample_id"]: r for r in pq.read_table(str(out / "index" / "images")).to_pylist()}
+    served = {}
+    for r in pq.read_table(str(out / "index" / "sample_captions")).to_pylist():
+        served.setdefault(r["sample_id"], set()).add(r["triplet_id"])
+    ds = datasets.load_dataset(str(to), cache_dir=str(tmp_path / "cache"))
+    transform = ds["train"].features["transform"]
+    assert transform["encode"]["bit_depth"] == datasets.Value("int8")
+    assert transform["window"]["centre"] == datasets.Value("float64")
+    for part in ds.values():
+        for row in part:
+            assert transform_dict(row["transform"]) == transform_dict(images[row["sample_id"]]["transform"])
+            assert row["transform"]["encode"]["format"] == row["image_format"]
+            # a sample's triplet is the one sample_captions names; none without a validated caption
+            assert ({row["triplet_id"]} if row["captions"] else set()) == served.get(row["sample_id"], set())

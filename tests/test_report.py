@@ -17,7 +17,8 @@ import pytest
 from helpers import run
 from PIL import Image
 
-from curator.audit.report import THUMB_PX, THUMBS_PER_SOURCE, write_report
+from curator.audit.figures import THUMB_PX, THUMBS_PER_SOURCE
+from curator.audit.report import write_report
 from curator.storage import Corpus
 
 
