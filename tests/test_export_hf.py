@@ -61,7 +61,9 @@ def test_load_dataset_reads_every_split_typed_without_features(hf_export, tmp_pa
     assert features["width"] == datasets.Value("int32")
     assert features["sources"] == datasets.List(datasets.Value("string"))
     assert features["labels"] == datasets.List(
-        {k: datasets.Value("string") for k in ("label", "value", "native", "source_id", "payload")}
+        {k: datasets.Value("string") for k in ("label", "value", "native", "source_id")}
+        | {"boxes": datasets.List({k: datasets.Value("float64") for k in ("x0", "y0", "x1", "y1")})}
+        | {"payload": datasets.Value("string")}
     )
     assert features == datasets.Features.from_arrow_schema(SCHEMA) | {"image": datasets.Image()}
     seen = set()
@@ -113,6 +115,17 @@ def test_a_label_with_mask_boxes_keeps_them_as_its_json_payload(hf_export, tmp_p
         if "boxes" in json.loads(lab["payload"])
     ]
     assert boxes and all(len(b) == 4 for bs in boxes for b in bs)
+    typed = [
+        [[b["x0"], b["y0"], b["x1"], b["y1"]] for b in lab["boxes"]]
+        for part in ds.values()
+        for row in part
+        for lab in row["labels"]
+        if lab["boxes"]
+    ]
+    assert typed == boxes  # the typed column says what the payload says, label by label
+    assert ds["train"].features["labels"].feature["boxes"] == datasets.List(
+        {k: datasets.Value("float64") for k in ("x0", "y0", "x1", "y1")}
+    )
 
 
 def test_the_card_front_matter_is_what_datasets_itself_would_write(hf_export):

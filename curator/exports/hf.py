@@ -11,9 +11,10 @@ One row per kept sample (``samples.status = 'keep'``) in its split, at its natur
 frequency (mixture weights are a sharding choice, not part of the dataset). Column
 types come from the index tables' schemas (curator.schema); captions are the
 ``sample_captions`` join (``triplet_id`` is null for a sample with no validated
-caption). Free-form annotation payloads (mask boxes, a report's section, a VQA
-answer) stay JSON strings; every other column has a fixed shape and a type, the
-image's ``transform`` a struct.
+caption). A label's mask boxes are typed (``labels.boxes``: x0, y0, x1, y1);
+free-form annotation payloads (a report's section, a VQA answer, and the boxes
+again as the index holds them) stay JSON strings; every other column has a fixed
+shape and a type, the image's ``transform`` a struct.
 """
 
 from __future__ import annotations
@@ -50,9 +51,11 @@ def _col(table: pa.Schema, name: str, as_name: str | None = None) -> tuple[str, 
     return (as_name or name, table.field(name).type)
 
 
+# A mask-derived label's boxes, typed (the payload's "boxes": output image pixels, [x0, y0, x1, y1), x right, y down).
+BOX = pa.struct([("x0", pa.float64()), ("y0", pa.float64()), ("x1", pa.float64()), ("y1", pa.float64())])
 _LABEL = pa.struct(
     [_col(ANNOTATIONS, "text", "label"), _col(ANNOTATIONS, "value"), _col(ANNOTATIONS, "native"),
-     _col(ANNOTATIONS, "source_id"), _col(ANNOTATIONS, "payload")]
+     _col(ANNOTATIONS, "source_id"), ("boxes", pa.list_(BOX)), _col(ANNOTATIONS, "payload")]
 )  # fmt: skip
 _TEXT = pa.struct(
     [_col(ANNOTATIONS, "kind"), _col(ANNOTATIONS, "text"), _col(ANNOTATIONS, "language"),
@@ -109,6 +112,9 @@ anns AS (
 ),
 labs AS (
     SELECT sample_id, list({'label': text, 'value': value, 'native': native, 'source_id': source_id,
+                            'boxes': coalesce(list_transform(CAST(json_extract(payload, '$.boxes') AS DOUBLE[][]),
+                                                             lambda b: {'x0': b[1], 'y0': b[2], 'x1': b[3],
+                                                                        'y1': b[4]}), []),
                             'payload': payload} ORDER BY source_id, text, value, native, payload) AS labels
     FROM anns WHERE kind = 'label' GROUP BY sample_id
 ),
@@ -287,7 +293,7 @@ def _feature(name: str, typ: pa.DataType) -> dict:
 def _shape(typ: pa.DataType) -> dict:
     if pa.types.is_list(typ):
         inner = _shape(typ.value_type)
-        return {"list": inner["dtype"] if "dtype" in inner else [inner] if "list" in inner else inner["struct"]}
+        return {"list": inner["dtype"] if "dtype" in inner else inner if "list" in inner else inner["struct"]}
     if pa.types.is_struct(typ):
         return {"struct": [_feature(f.name, f.type) for f in typ]}
     if typ not in _DTYPES:
