@@ -43,26 +43,33 @@ def bars(
     stacked: bool = False,
     shares: bool = False,
     label: str = "",
+    title: str = "",
 ) -> str:
-    """Horizontal bars, one row per label; ``shares`` scales each stacked row to 100%."""
+    """Horizontal bars, one row per label; ``shares`` scales each stacked row to 100%; ``title`` above them."""
     labels = [str(x) if x is not None else "(none)" for x in labels]
     names = list(series)
     if not labels or not names:
         return ""
-    left = min(280, max(60, max(len(x) for x in labels) * CHAR_PX + 12))
+    left = min(340, max(60, max(len(x) for x in labels) * CHAR_PX + 12))
+    fits = int((left - 12) / CHAR_PX)  # a longer label is cut with an ellipsis; its bar's tooltip has it whole
+    shown = [x if len(x) <= fits else x[: fits - 1] + "\u2026" for x in labels]
     right = 70
     plot = WIDTH - left - right
-    legend, top = _legend(names, 4, left) if len(names) > 1 else ([], 4)
+    head = 22 if title else 0
+    legend, top = _legend(names, 4 + head, left) if len(names) > 1 else ([], 4)
+    top += head
     band = 22 if stacked or len(names) == 1 else 8 + 13 * len(names)
     height = top + band * len(labels) + 6
     totals = [sum(series[n][i] or 0 for n in names) for i in range(len(labels))]
     peak = 1.0 if shares else max([*(totals if stacked else (v or 0 for n in names for v in series[n])), 1])
     parts = [*legend]
+    if title:
+        parts.append(f'<text x="0" y="15" font-weight="bold" {FONT}>{escape(title)}</text>')
     n_bars = 0
     for i, row in enumerate(labels):
         y0 = top + i * band
         parts.append(
-            f'<text x="{left - 6:.1f}" y="{y0 + band / 2 + 4:.1f}" text-anchor="end" {FONT}>{escape(row)}</text>'
+            f'<text x="{left - 6:.1f}" y="{y0 + band / 2 + 4:.1f}" text-anchor="end" {FONT}>{escape(shown[i])}</text>'
         )
         x = left
         for k, name in enumerate(names):

@@ -226,6 +226,7 @@ def label_section(con) -> Section:
                     {v: [t[v] for t in mine] for v in values},
                     stacked=True,
                     label=f"label balance: {source}",
+                    title=source,
                 ),
             )
         )
@@ -247,7 +248,7 @@ SIZE_BINS = (
     (0, "< 128"),
     (128, "128-255"),
     (256, "256-511"),
-    (512, "511-1023"),
+    (512, "512-1023"),
     (1024, "1024-2047"),
     (2048, ">= 2048"),
 )
