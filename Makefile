@@ -23,7 +23,28 @@ build-corpus: $(STAMP) ## Build the demo corpus into shards/demo (offline, end t
 	$(BIN)/curator demo-data $(DEMO_DATA)
 	$(BIN)/curator build --recipe recipes/demo.toml --out $(DEMO_OUT)
 
-test: $(STAMP) ## Run the test suite (what CI runs)
+# Debian's Chromium for the report's browser test (tests/test_report_browser.py). apt only,
+# never a test tool's own browser download; where apt cannot install it (no root, no
+# sudo, no package), the target says so and the test skips with that reason.
+CHROMIUM ?= /usr/bin/chromium
+APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -y -q
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+
+browser: ## Install Debian's Chromium for the report's browser test, if missing
+	@test -x $(CHROMIUM) || { echo "installing Debian chromium (report browser test)"; \
+	  $(SUDO) $(APT) install --no-install-recommends chromium >/dev/null 2>&1 || \
+	  { $(SUDO) $(APT) update >/dev/null 2>&1 && $(SUDO) $(APT) install --no-install-recommends chromium >/dev/null 2>&1; } || \
+	  echo "warning: could not install chromium with apt; tests/test_report_browser.py will skip"; }
+
+CHROMIUM_FLAGS := --headless --no-sandbox --disable-gpu --disable-quic --disable-background-networking \
+  --disable-component-update --disable-sync --no-first-run --hide-scrollbars
+
+report-png: $(STAMP) browser ## Screenshot the demo corpus card into docs/report.png (after make build-corpus)
+	$(BIN)/curator report --out $(DEMO_OUT)
+	profile=$$(mktemp -d) && $(CHROMIUM) $(CHROMIUM_FLAGS) --user-data-dir=$$profile --window-size=1280,2600 \
+	  --screenshot=docs/report.png file://$(abspath $(DEMO_OUT))/report/index.html; rc=$$?; rm -rf $$profile; exit $$rc
+
+test: $(STAMP) browser ## Run the test suite (what CI runs)
 	$(BIN)/pytest -q
 
 test-fast: $(STAMP) ## The test suite without the tests marked slow
@@ -42,7 +63,7 @@ lock: ## Re-pin constraints.txt from a fresh resolve of pyproject.toml
 clean: ## Remove the demo data and demo corpus (keeps .venv)
 	rm -rf $(DEMO_DATA) $(DEMO_OUT)
 
-.PHONY: help install build-corpus test test-fast lint lock clean
+.PHONY: help install browser report-png build-corpus test test-fast lint lock clean
 
 bench: $(STAMP) ## Print speed and memory figures (bench/bench_*.py)
 	$(BIN)/python -m bench

@@ -71,7 +71,7 @@ def _make(corpus_dir: Path, rows: int, seed: int = 0) -> None:
                 "split": split,
                 "adapter": ["class_folders"] * per,
                 "adapter_version": ["1"] * per,
-                "transform": ["{}"] * per,
+                "transform": [{}] * per,
             },
             schema=IMAGES,
         )

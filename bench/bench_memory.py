@@ -101,7 +101,7 @@ def make_corpus(root: Path, n: int, seed: int = 0) -> None:
                         "split": split,
                         "adapter": ["class_folders"] * m,
                         "adapter_version": ["1"] * m,
-                        "transform": ['{"resize": null}'] * m,
+                        "transform": [{}] * m,
                     },
                     schema=IMAGES,
                 )

@@ -6,7 +6,83 @@ Column meanings are documented in README.md ("The index").
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
+
+# images.transform: what normalisation did to one image, as a struct (DuckDB and polars
+# read it with no hand-written dtype: ``transform.window.centre``, ``transform.resize.to_size``).
+# Each step a reader or the imaging policy records has a fixed shape; a step outside this
+# list lands in ``other`` as JSON (free-form by definition). Field names are SQL-friendly
+# (``origin`` for the readers' ``from``, ``from_size``/``to_size`` for a resize's ``from``/``to``);
+# :func:`transform_dict` gives back the readers' dict, which shard ``.json`` and trace show.
+_F64, _STR = pa.float64(), pa.string()
+TRANSFORM = pa.struct(
+    [
+        # centre/width (card, header) or low/high (a percentile window); function: the header's VOI LUT function
+        ("window", pa.struct([("centre", _F64), ("width", _F64), ("low", _F64), ("high", _F64),
+                              ("function", _STR), ("origin", _STR)])),
+        # slope/intercept, or origin "Modality LUT Sequence" for a lookup table
+        ("modality_lut", pa.struct([("slope", _F64), ("intercept", _F64), ("origin", _STR)])),
+        ("inverted", _STR),  # "MONOCHROME1"
+        ("padding", _STR),  # Pixel Padding Value handling
+        ("depth", _STR),  # 16-bit input quantised to 8-bit
+        ("source_mode", _STR),  # a raster's PIL mode conversion
+        ("orientation", _STR),  # NIfTI: canonical orientation and display convention
+        ("voxel_mm", pa.list_(_F64)),
+        ("aspect", pa.struct([("pixel_spacing_mm", pa.list_(_F64))])),
+        ("resize", pa.struct([("from_size", pa.list_(pa.int32())), ("to_size", pa.list_(pa.int32())),
+                              ("filter", _STR)])),  # sizes are [width, height]
+        ("encode", pa.struct([("format", _STR), ("bit_depth", pa.int8()), ("quality", pa.int16())])),
+        ("video", pa.struct([("fps", _F64), ("every_s", _F64)])),
+        ("cine", pa.struct([("fps", _F64), ("every_s", _F64)])),
+        ("slide", pa.struct([("level", pa.int16()), ("downsample", _F64), ("level0_xy", pa.list_(pa.int64())),
+                             ("magnification", _F64), ("level_magnification", _F64)])),
+        ("other", _STR),  # JSON object of any step not above, or null
+    ]
+)  # fmt: skip
+# struct field -> the readers' key, where they differ
+_RENAMED = {"origin": "from", "from_size": "from", "to_size": "to"}
+_KEYS = {f.name: {g.name for g in f.type} if pa.types.is_struct(f.type) else None for f in TRANSFORM}
+
+
+def transform_row(transform: dict) -> dict:
+    """A reader's transform dict as a value of :data:`TRANSFORM` (a step of another shape goes to ``other``)."""
+    row: dict = {}
+    other: dict = {}
+    for key, value in transform.items():
+        fields = _KEYS.get(key, "unknown")
+        if key == "modality_lut" and isinstance(value, str):
+            value = {"from": value}
+        if fields is None and key != "other" and not isinstance(value, dict):
+            row[key] = value
+            continue
+        if isinstance(fields, set) and isinstance(value, dict):
+            renamed = {next((f for f in fields if _RENAMED.get(f) == k), k): v for k, v in value.items()}
+            if set(renamed) <= fields:
+                row[key] = renamed
+                continue
+        other[key] = value
+    if other:
+        row["other"] = json.dumps(other, sort_keys=True, ensure_ascii=False)
+    return row
+
+
+def transform_dict(value: dict | None) -> dict:
+    """Back from a :data:`TRANSFORM` value (as DuckDB or pyarrow return it) to the readers' dict."""
+    out: dict = {}
+    for key, item in (value or {}).items():
+        if item is None:
+            continue
+        if key == "other":
+            out.update(json.loads(item))
+        elif isinstance(item, dict):
+            step = {_RENAMED.get(k, k): v for k, v in item.items() if v is not None}
+            out[key] = step["from"] if key == "modality_lut" and set(step) == {"from"} else step
+        else:
+            out[key] = item
+    return dict(sorted(out.items()))
+
 
 SOURCES = pa.schema(
     [
@@ -57,7 +133,7 @@ IMAGES = pa.schema(
         ("split", pa.string()),
         ("adapter", pa.string()),
         ("adapter_version", pa.string()),
-        ("transform", pa.string()),
+        ("transform", TRANSFORM),
         # Nullable. The series or volume the image is a slice of (keyed hash of the DICOM
         # SeriesInstanceUID, or "file:<sha>" for a volume's slices): never near-duplicates of each other.
         ("series_key", pa.string()),

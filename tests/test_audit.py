@@ -193,48 +193,7 @@ def test_verify_needs_a_built_corpus(tmp_path):
     assert result.exit_code == 1 and "has no shard manifest" in result.stderr
 
 
-# -- report --------------------------------------------------------------------------------
-def test_report_writes_html_markdown_and_charts(corpus_copy):
-    result = run("report", "--out", corpus_copy)
-    assert result.exit_code == 0
-    dest = corpus_copy / "report"
-    md = (dest / "README.md").read_text()
-    html = (dest / "index.html").read_text()
-    for title in (
-        "Sources",
-        "Modality",
-        "Department",
-        "Licence and access",
-        "Split",
-        "Language",
-        "Text length",
-        "Rejects by reason",
-        "Duplicates and hold-out benchmarks",
-        "Leakage check",
-    ):
-        assert f"## {title}" in md and f"<h2>{title}</h2>" in html
-    charts = sorted(p.name for p in dest.glob("*.png"))
-    assert charts == sorted(
-        f"{c}.png"
-        for c in (
-            "sources",
-            "modality",
-            "department",
-            "licence",
-            "split",
-            "language",
-            "text_length",
-            "rejects",
-            "duplicates",
-        )
-    )
-    for png in charts:
-        assert f"]({png})" in md and f'src="{png}"' in html
-        with Image.open(dest / png) as im:
-            assert im.format == "PNG" and im.width >= 600
-    assert "| truncated | 4 |" in md  # one truncated file in each of four demo sources
-    assert "| exact, same source (merged) | 2 |" in md
-    assert "No sample matched a hold-out benchmark." in md
+# -- report: tests/test_report.py and tests/test_report_browser.py -----------------------
 
 
 # -- object storage ------------------------------------------------------------------------

@@ -61,7 +61,9 @@ def test_load_dataset_reads_every_split_typed_without_features(hf_export, tmp_pa
     assert features["width"] == datasets.Value("int32")
     assert features["sources"] == datasets.List(datasets.Value("string"))
     assert features["labels"] == datasets.List(
-        {k: datasets.Value("string") for k in ("label", "value", "native", "source_id", "payload")}
+        {k: datasets.Value("string") for k in ("label", "value", "native", "source_id")}
+        | {"boxes": datasets.List({k: datasets.Value("float64") for k in ("x0", "y0", "x1", "y1")})}
+        | {"payload": datasets.Value("string")}
     )
     assert features == datasets.Features.from_arrow_schema(SCHEMA) | {"image": datasets.Image()}
     seen = set()
@@ -113,6 +115,17 @@ def test_a_label_with_mask_boxes_keeps_them_as_its_json_payload(hf_export, tmp_p
         if "boxes" in json.loads(lab["payload"])
     ]
     assert boxes and all(len(b) == 4 for bs in boxes for b in bs)
+    typed = [
+        [[b["x0"], b["y0"], b["x1"], b["y1"]] for b in lab["boxes"]]
+        for part in ds.values()
+        for row in part
+        for lab in row["labels"]
+        if lab["boxes"]
+    ]
+    assert typed == boxes  # the typed column says what the payload says, label by label
+    assert ds["train"].features["labels"].feature["boxes"] == datasets.List(
+        {k: datasets.Value("float64") for k in ("x0", "y0", "x1", "y1")}
+    )
 
 
 def test_the_card_front_matter_is_what_datasets_itself_would_write(hf_export):
@@ -154,3 +167,23 @@ def test_a_non_empty_target_is_refused_unless_overwrite(hf_export):
     before = sorted(p.name for p in (to / "data").iterdir())
     assert run("export", "hf", "--out", out, "--to", to, "--quiet", "--overwrite").exit_code == 0
     assert sorted(p.name for p in (to / "data").iterdir()) == before
+
+
+def test_the_transform_is_a_typed_struct_and_captions_come_from_sample_captions(hf_export, tmp_path):
+    from curator.schema import transform_dict
+
+    out, to = hf_export
+    images = {r["sample_id"]: r for r in pq.read_table(str(out / "index" / "images")).to_pylist()}
+    served = {}
+    for r in pq.read_table(str(out / "index" / "sample_captions")).to_pylist():
+        served.setdefault(r["sample_id"], set()).add(r["triplet_id"])
+    ds = datasets.load_dataset(str(to), cache_dir=str(tmp_path / "cache"))
+    transform = ds["train"].features["transform"]
+    assert transform["encode"]["bit_depth"] == datasets.Value("int8")
+    assert transform["window"]["centre"] == datasets.Value("float64")
+    for part in ds.values():
+        for row in part:
+            assert transform_dict(row["transform"]) == transform_dict(images[row["sample_id"]]["transform"])
+            assert row["transform"]["encode"]["format"] == row["image_format"]
+            # a sample's triplet is the one sample_captions names; none without a validated caption
+            assert ({row["triplet_id"]} if row["captions"] else set()) == served.get(row["sample_id"], set())

@@ -32,6 +32,7 @@ from curator.errors import CardError, ReadError
 from curator.imaging import Encoded, normalise
 from curator.readers import ReadOptions
 from curator.registry import SourceCard
+from curator.schema import transform_row
 from curator.vocab import VOCABULARY_VERSION, canonical_anatomy, canonical_label, canonical_modality
 
 log = logging.getLogger(__name__)
@@ -530,7 +531,7 @@ class Adapter:
                     "split": split,
                     "adapter": self.name,
                     "adapter_version": self.version,
-                    "transform": json.dumps(enc.transform, sort_keys=True),
+                    "transform": transform_row(enc.transform),
                     "series_key": series_key,
                     "slice_position": _slice_position(item, frame, multi),
                 }

@@ -1,48 +1,53 @@
-"""report: a corpus card in HTML and Markdown with PNG charts, from the index tables alone.
+"""report: the corpus card a data team opens first, as one self-contained HTML file and as Markdown.
 
-Every figure is one DuckDB aggregate; charts are drawn with matplotlib's Agg
-backend (no display needed) at a size that reads on a laptop screen. The card
-answers what an auditor or a training team asks first: what is in the corpus,
-under which licences, how it splits, what was rejected and why, what was merged
-or dropped as a duplicate, and whether benchmark images leaked in.
+Every figure is a DuckDB aggregate over the index tables (plus ``shards/build.json``
+for the build's provenance and the blobs for thumbnails). ``index.html`` holds
+everything inline: SVG charts (:mod:`curator.audit.charts`), thumbnails as small
+base64 JPEG data URIs, the stylesheet, so it opens from a mail attachment or a
+bucket with no network. ``README.md`` holds the same tables in Markdown beside
+one ``.svg`` file per chart. The card answers what an auditor or a training team
+asks first: what is in the corpus and how it splits (source x split, modality x
+split), label balance per source, what the images look like (thumbnails, sizes,
+bit depths), which generator, model and prompt wrote the captions and what
+validation rejected, what each mixture's weights make of the sources, under
+which licences, what was rejected, merged or leaked, and which build made it.
 """
 
 from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from curator.errors import CorpusError  # noqa: E402
-from curator.layout import LEFT_OUT  # noqa: E402
-from curator.storage import Corpus  # noqa: E402
-from curator.tables import connect, rows  # noqa: E402
+from curator.audit import charts
+from curator.audit.figures import (
+    KEPT,
+    Section,
+    anchor,
+    build_section,
+    caption_provenance_section,
+    crosstab_sections,
+    image_sections,
+    label_section,
+    mixture_section,
+    thumbnail_section,
+)
+from curator.errors import CorpusError
+from curator.layout import LEFT_OUT
+from curator.storage import Corpus
+from curator.tables import connect, rows
 
 log = logging.getLogger(__name__)
-KEPT = "s.status = 'keep'"
-COLOURS = ("#3b6ea8", "#d9822b", "#5a9e5a", "#b04a4a", "#7d62a8", "#8c6d4f")
 
 
 @dataclass
 class Card:
     html: Path
     markdown: Path
-    charts: list[Path] = field(default_factory=list)
-
-
-@dataclass
-class Section:
-    title: str
-    chart: str | None
-    table: list[dict]
-    note: str = ""
+    charts: list[Path] = field(default_factory=list)  # the .svg files beside README.md
+    thumbnails: int = 0
 
 
 def _counts(con, sql: str) -> list[dict]:
@@ -208,7 +213,15 @@ def gather(corpus: Corpus) -> tuple[dict, list[Section]]:
         )
     )
     sections += caption_sections(con, corpus)
-    return head, sections
+    # what a data team reads first, then the sources table, then what the images and texts are
+    first = [build_section(corpus), thumbnail_section(corpus, con), *crosstab_sections(con)]
+    middle = [
+        label_section(con),
+        *image_sections(con),
+        caption_provenance_section(con),
+        mixture_section(con),
+    ]
+    return head, [*first, sections[0], *middle, *sections[1:]]
 
 
 def instruct_sections(corpus: Corpus, con) -> list[Section]:
@@ -303,32 +316,13 @@ def caption_sections(con, corpus: Corpus) -> list[Section]:
     ]
 
 
-def _bar(ax, labels, series: dict[str, list[float]], title: str) -> None:
-    """Horizontal bars, one colour per series, value labels at the bar ends."""
-    labels = [str(x) if x is not None else "(none)" for x in labels]
-    n = len(series)
-    height = 0.8 / max(n, 1)
-    positions = range(len(labels))
-    for k, (name, values) in enumerate(series.items()):
-        ys = [p + (k - (n - 1) / 2) * height for p in positions]
-        bars = ax.barh(ys, values, height=height, label=name, color=COLOURS[k % len(COLOURS)])
-        ax.bar_label(bars, labels=[f"{int(v):,}" for v in values], padding=3, fontsize=9)
-    ax.set_yticks(list(positions), labels)
-    ax.invert_yaxis()
-    ax.set_title(title, loc="left", fontsize=12, fontweight="bold")
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.margins(x=0.15)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if n > 1:
-        ax.legend(frameon=False, fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-
-
-def _chart(section: Section, con, path: Path) -> bool:
+def _auto_chart(section: Section, con) -> str:
+    """The generic chart of a section's table: its first column as rows, its non-zero counts as series."""
     t = section.table
     if section.chart == "text_length":
-        return _length_chart(con, path)
+        return _length_chart(con)
     if not t:
-        return False
+        return ""
     key = next(iter(t[0]))
     numeric = [k for k, v in t[0].items() if isinstance(v, int | float) and k != key and k != "version"]
     if section.chart == "sources":
@@ -339,15 +333,10 @@ def _chart(section: Section, con, path: Path) -> bool:
         labels = [f"{r['licence']} ({r['access']})" for r in t]
     else:
         labels = [r[key] for r in t]
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(labels) * max(1, len(numeric) * 0.7) + 1.2), dpi=110)
-    _bar(ax, labels, {k.replace("_", " "): [r[k] or 0 for r in t] for k in numeric}, section.title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return True
+    return charts.bars(labels, {k.replace("_", " "): [r[k] or 0 for r in t] for k in numeric}, label=section.title)
 
 
-def _length_chart(con, path: Path) -> bool:
+def _length_chart(con) -> str:
     data = rows(
         con,
         """
@@ -359,24 +348,18 @@ def _length_chart(con, path: Path) -> bool:
         """,
     )
     if not data:
-        return False
+        return ""
     series: dict[str, list[int]] = {}
     for r in data:
         series.setdefault(r["series"], []).append(r["n"])
-    fig, ax = plt.subplots(figsize=(8, 3.8), dpi=110)
     top = max(max(v) for v in series.values())
-    bins = list(range(0, top + 10, max(5, top // 30)))
-    for k, (name, values) in enumerate(sorted(series.items())):
-        ax.hist(values, bins=bins, alpha=0.6, label=f"{name} (n={len(values)})", color=COLOURS[k % len(COLOURS)])
-    ax.set_xlabel("characters")
-    ax.set_ylabel("texts")
-    ax.set_title("Text length", loc="left", fontsize=12, fontweight="bold")
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(frameon=False, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return True
+    step = max(5, -(-top // 24))
+    edges = list(range(0, top + step, step))
+    counts = {
+        f"{name} (n={len(values)})": [sum(lo <= v < lo + step for v in values) for lo in edges]
+        for name, values in sorted(series.items())
+    }
+    return charts.columns([str(lo) for lo in edges], counts, x_title="characters", label="Text length")
 
 
 def _md_table(t: list[dict]) -> str:
@@ -393,8 +376,14 @@ def _html_table(t: list[dict]) -> str:
         return "<p><em>none</em></p>"
     cols = list(t[0])
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in cols) + "</tr>" for r in t)
+    body = "".join(
+        "<tr>" + "".join(f"<td{_num(r[c])}>{html.escape(_fmt(r[c]))}</td>" for c in cols) + "</tr>" for r in t
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _num(v) -> str:
+    return ' class="n"' if isinstance(v, int | float) and not isinstance(v, bool) else ""
 
 
 def _fmt(v) -> str:
@@ -406,29 +395,55 @@ def _fmt(v) -> str:
 
 
 STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
-table { border-collapse: collapse; margin: .5rem 0 1rem; font-size: .9rem; }
-th, td { border-bottom: 1px solid #ddd; padding: .25rem .6rem; text-align: left; }
-th { background: #f3f3f3; } img { max-width: 100%; } .note { color: #555; font-size: .9rem; }
+body { font-family: system-ui, sans-serif; max-width: 64rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+table { border-collapse: collapse; margin: .5rem 0 1rem; font-size: .85rem; }
+th, td { border-bottom: 1px solid #ddd; padding: .2rem .55rem; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
+.note { color: #555; font-size: .9rem; } svg.chart { display: block; max-width: 100%; height: auto; margin: .5rem 0; }
 .head { display: flex; gap: 1.5rem; flex-wrap: wrap; } .head div { font-size: 1.4rem; }
 .head span { display: block; font-size: .8rem; color: #666; }
+nav { font-size: .85rem; columns: 3; margin: 1rem 0; } nav a { display: block; color: #3b6ea8; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(28rem, 1fr)); gap: 0 1.5rem; }
+.thumbs { margin: .25rem 0 .5rem; white-space: nowrap; overflow: hidden; }
+.thumbs h3 { margin: .4rem 0 .2rem; font-size: .95rem; }
+figure { display: inline-block; vertical-align: bottom; margin: 0 .35rem 0 0; text-align: center; font-size: .75rem;
+  color: #666; }
+figure img { display: block; height: 84px; width: auto; border: 1px solid #ccc; background: #000; }
+details summary { cursor: pointer; color: #555; font-size: .85rem; }
+"""
+
+# Once the page has loaded, record on <body> how many images decoded and how many charts
+# drew a bar, so a headless browser's DOM dump says whether the card rendered.
+CHECK = """
+window.addEventListener("load", () => {
+  const imgs = [...document.images], svgs = [...document.querySelectorAll("svg.chart")];
+  const b = document.body.dataset;
+  b.images = imgs.length;
+  b.imagesLoaded = imgs.filter((i) => i.complete && i.naturalWidth > 0).length;
+  b.charts = svgs.length;
+  b.chartsDrawn = svgs.filter((s) => s.querySelector("rect.bar") && s.getBBox().width > 0).length;
+  b.rendered = "yes";
+});
 """
 
 
-def write_report(corpus: Corpus, dest: Path) -> Card:
-    """Write ``index.html``, ``README.md`` and ``*.png`` into ``dest``."""
+def write_report(corpus: Corpus, dest: Path, fragments: Sequence[str] = ()) -> Card:
+    """Write ``index.html`` (self-contained) and ``README.md`` with one ``.svg`` per chart into ``dest``.
+
+    ``fragments`` are HTML sections other audits contribute, placed after the caption
+    sections. The LLM-scored audit joins here: the CLI passes
+    ``curator.audit.scores.report_section(con)`` (an HTML fragment, "" when no scores).
+    """
     head, sections = gather(corpus)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("*.png"):  # an earlier card's matplotlib charts
+        old.unlink()
     con = connect(corpus)
+    # The LLM-scored audit (scores per source, worst examples) joins here once curator/audit/scores.py lands:
+    #     from curator.audit import scores
+    #     fragments = [*fragments, scores.report_section(con)]  # "" when the corpus has no scores
     card = Card(dest / "index.html", dest / "README.md")
-    charts: dict[str, str] = {}
-    for s in sections:
-        if s.chart:
-            path = dest / f"{s.chart}.png"
-            if _chart(s, con, path):
-                charts[s.title] = path.name
-                card.charts.append(path)
     title = f"Corpus card: {corpus.url}"
     headline = [
         ("sources", head["sources"]),
@@ -444,22 +459,42 @@ def write_report(corpus: Corpus, dest: Path) -> Card:
     md = [f"# {title}\n", " · ".join(f"**{v:,}** {k}" for k, v in headline) + "\n"]
     body = [f"<h1>{html.escape(title)}</h1>", '<div class="head">']
     body += [f"<div>{v:,}<span>{html.escape(k)}</span></div>" for k, v in headline]
-    body.append("</div>")
+    body.append("</div><nav>")
+    body += [f'<a href="#{anchor(s.title)}">{html.escape(s.title)}</a>' for s in sections]
+    body.append("</nav>")
+    extra = [f for f in fragments if f]
     for s in sections:
+        svgs = list(s.svgs)
+        if s.chart:
+            svgs.insert(0, (s.chart, _auto_chart(s, con)))
+        svgs = [(stem, svg) for stem, svg in svgs if svg]
         md.append(f"## {s.title}\n")
-        body.append(f"<h2>{html.escape(s.title)}</h2>")
-        if s.title in charts:
-            md.append(f"![{s.title}]({charts[s.title]})\n")
-            body.append(f'<img src="{charts[s.title]}" alt="{html.escape(s.title)}">')
+        body.append(f'<section id="{anchor(s.title)}"><h2>{html.escape(s.title)}</h2>')
         if s.note:
             md.append(f"_{s.note}_\n")
             body.append(f'<p class="note">{html.escape(s.note)}</p>')
+        for stem, svg in svgs:
+            path = dest / f"{stem}.svg"
+            path.write_text(svg, encoding="utf-8")
+            card.charts.append(path)
+            md.append(f"![{s.title}]({path.name})\n")
+            body.append(svg)
+        body.append(s.html)
         md.append(_md_table(s.table))
-        body.append(_html_table(s.table))
+        long = bool(s.html) or (len(s.table) > 30 and bool(svgs))
+        table = _html_table(s.table)
+        body.append(f"<details><summary>{len(s.table)} rows</summary>{table}</details>" if long else table)
+        body.append("</section>")
+        if s.title == "Caption validation" and extra:
+            body += extra
+            extra = []
+    body += extra  # a corpus without captions has no caption section to follow
+    card.thumbnails = sum(s.html.count('class="thumb"') for s in sections)
     card.markdown.write_text("\n".join(md), encoding="utf-8")
     card.html.write_text(
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n",
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>'
+        f"<body>{''.join(body)}<script>{CHECK}</script></body></html>\n",
         encoding="utf-8",
     )
     log.info("report written to %s", dest)

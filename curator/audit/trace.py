@@ -14,7 +14,7 @@ from curator.blobs import blob_ext, blob_path, locate
 from curator.errors import CuratorError
 from curator.layout import REPEAT_KEY, sample_id_of
 from curator.llm.offline import Triplet
-from curator.schema import TEXT_KINDS
+from curator.schema import TEXT_KINDS, transform_dict
 from curator.storage import Corpus
 from curator.tables import connect, rows
 
@@ -53,7 +53,7 @@ def trace(corpus: Corpus, ident: str) -> dict:
         [sample_id],
     ):
         source = {c: r.pop(f"src_{c}") for c in CARD_FIELDS}
-        r["transform"] = json.loads(r["transform"])
+        r["transform"] = transform_dict(r["transform"])
         provenance.append({"member_id": r["sample_id"], "source": source, "image": r})
     annotations = rows(
         con,

@@ -155,7 +155,11 @@ def verify(out: str, recipe_path: Path | None, roots: tuple[str, ...], quiet: bo
     help="Where to write the card (default: DIR/report inside a local corpus).",
 )
 def report(out: str, dest: Path | None) -> None:
-    """Write a corpus card (HTML and Markdown, PNG charts): sources, modalities, splits, captions, rejects, leakage.
+    """Write a corpus card: one self-contained index.html (inline SVG charts, thumbnails) and README.md.
+
+    Source x split and modality x split, label balance per source, thumbnails per
+    source, image sizes and bit depths, caption provenance and validation, mixture
+    shares after weights, licences, rejects, duplicates, leakage, build provenance.
 
     \b
     Example:
@@ -171,4 +175,7 @@ def report(out: str, dest: Path | None) -> None:
             raise click.UsageError("--to is required for a corpus on object storage")
         dest = Path(corpus.root) / "report"
     card = write_report(corpus, dest)
-    click.echo(f"corpus card: {card.html}\n             {card.markdown}\ncharts:      {len(card.charts)} PNG in {dest}")
+    click.echo(
+        f"corpus card: {card.html} (self-contained: {len(card.charts)} charts, {card.thumbnails} thumbnails inline)\n"
+        f"             {card.markdown} (charts as SVG files beside it)"
+    )

@@ -8,9 +8,13 @@ export reads the index tables through DuckDB and the image bytes from
 ``blobs/``, one batch of rows at a time, so memory is bounded by the batch.
 
 One row per kept sample (``samples.status = 'keep'``) in its split, at its natural
-frequency (mixture weights are a sharding choice, not part of the dataset). Free-
-form annotation payloads (mask boxes, a report's section, a VQA answer) stay JSON
-strings; every other column has a fixed shape and a type.
+frequency (mixture weights are a sharding choice, not part of the dataset). Column
+types come from the index tables' schemas (curator.schema); captions are the
+``sample_captions`` join (``triplet_id`` is null for a sample with no validated
+caption). A label's mask boxes are typed (``labels.boxes``: x0, y0, x1, y1);
+free-form annotation payloads (a report's section, a VQA answer, and the boxes
+again as the index holds them) stay JSON strings; every other column has a fixed
+shape and a type, the image's ``transform`` a struct.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from curator import __version__
 from curator.blobs import blob_ext, read_blobs
 from curator.blobs import refs as blob_refs
 from curator.errors import CorpusError, CuratorError
+from curator.schema import ANNOTATIONS, CAPTIONS, IMAGES, SAMPLE_CAPTIONS, SAMPLES, SOURCES
 from curator.storage import Corpus
 
 log = logging.getLogger(__name__)
@@ -41,48 +46,61 @@ ROW_GROUP_ROWS = 100
 # Target bytes per Parquet file (the size `push_to_hub` uses).
 MAX_FILE_BYTES = 500 * 1024**2
 
+
+def _col(table: pa.Schema, name: str, as_name: str | None = None) -> tuple[str, pa.DataType]:
+    """A column of the export typed as its index table types it (curator.schema is the one definition)."""
+    return (as_name or name, table.field(name).type)
+
+
+# A mask-derived label's boxes, typed (the payload's "boxes": output image pixels, [x0, y0, x1, y1), x right, y down).
+BOX = pa.struct([("x0", pa.float64()), ("y0", pa.float64()), ("x1", pa.float64()), ("y1", pa.float64())])
 _LABEL = pa.struct(
-    [("label", pa.string()), ("value", pa.string()), ("native", pa.string()), ("source_id", pa.string()),
-     ("payload", pa.string())]
+    [_col(ANNOTATIONS, "text", "label"), _col(ANNOTATIONS, "value"), _col(ANNOTATIONS, "native"),
+     _col(ANNOTATIONS, "source_id"), ("boxes", pa.list_(BOX)), _col(ANNOTATIONS, "payload")]
 )  # fmt: skip
 _TEXT = pa.struct(
-    [("kind", pa.string()), ("text", pa.string()), ("language", pa.string()), ("source_id", pa.string()),
-     ("payload", pa.string())]
+    [_col(ANNOTATIONS, "kind"), _col(ANNOTATIONS, "text"), _col(ANNOTATIONS, "language"),
+     _col(ANNOTATIONS, "source_id"), _col(ANNOTATIONS, "payload")]
 )  # fmt: skip
 _CAPTION = pa.struct(
-    [("caption", pa.string()), ("language", pa.string()), ("generator", pa.string()), ("model", pa.string()),
-     ("prompt_id", pa.string()), ("prompt_sha256", pa.string())]
-)  # fmt: skip
+    [_col(CAPTIONS, c) for c in ("caption", "language", "generator", "model", "prompt_id", "prompt_sha256")]
+)
 IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
 # The export's columns: the image, then the canonical member's provenance, then everything annotated.
 SCHEMA = pa.schema(
     [
         ("image", IMAGE),
-        ("sample_id", pa.string()),
-        ("split", pa.string()),
-        ("source_id", pa.string()),
-        ("license", pa.string()),
-        ("access", pa.string()),
-        ("sources", pa.list_(pa.string())),
-        ("licenses", pa.list_(pa.string())),
-        ("original_uri", pa.string()),
-        ("original_sha256", pa.string()),
-        ("original_format", pa.string()),
-        ("frame_index", pa.int32()),
-        ("plane", pa.string()),
-        ("image_sha256", pa.string()),
-        ("image_format", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("bit_depth", pa.int8()),
-        ("channels", pa.int8()),
-        ("modality", pa.string()),
-        ("anatomy", pa.string()),
-        ("department", pa.string()),
+        _col(SAMPLES, "sample_id"),
+        _col(SAMPLES, "split"),
+        _col(IMAGES, "source_id"),
+        _col(SOURCES, "license"),
+        _col(SOURCES, "access"),
+        _col(SAMPLES, "source_ids", "sources"),
+        ("licenses", pa.list_(SOURCES.field("license").type)),
+        *(
+            _col(IMAGES, c)
+            for c in (
+                "original_uri",
+                "original_sha256",
+                "original_format",
+                "frame_index",
+                "plane",
+                "image_sha256",
+                "image_format",
+                "width",
+                "height",
+                "bit_depth",
+                "channels",
+            )
+        ),  # fmt: skip
+        _col(SAMPLES, "modality"),
+        _col(SAMPLES, "anatomy"),
+        _col(SAMPLES, "department"),
+        _col(IMAGES, "transform"),
         ("labels", pa.list_(_LABEL)),
         ("texts", pa.list_(_TEXT)),
-        ("triplet_id", pa.string()),
+        _col(SAMPLE_CAPTIONS, "triplet_id"),
         ("captions", pa.list_(_CAPTION)),
     ]
 )
@@ -95,6 +113,9 @@ anns AS (
 ),
 labs AS (
     SELECT sample_id, list({'label': text, 'value': value, 'native': native, 'source_id': source_id,
+                            'boxes': coalesce(list_transform(CAST(json_extract(payload, '$.boxes') AS DOUBLE[][]),
+                                                             lambda b: {'x0': b[1], 'y0': b[2], 'x1': b[3],
+                                                                        'y1': b[4]}), []),
                             'payload': payload} ORDER BY source_id, text, value, native, payload) AS labels
     FROM anns WHERE kind = 'label' GROUP BY sample_id
 ),
@@ -104,13 +125,14 @@ txts AS (
     FROM anns WHERE kind <> 'label' GROUP BY sample_id
 ),
 caps AS (
-    SELECT t.sample_id, any_value(t.triplet_id) AS triplet_id,
+    SELECT sc.sample_id, any_value(sc.triplet_id) AS triplet_id,
            list({'caption': c.caption, 'language': c.language, 'generator': c.generator, 'model': c.model,
                  'prompt_id': c.prompt_id, 'prompt_sha256': c.prompt_sha256}
-                ORDER BY c.language, c.caption_index) FILTER (WHERE c.caption IS NOT NULL) AS captions
-    FROM sample_triplet t JOIN kept USING (sample_id)
-    LEFT JOIN captions c ON c.triplet_id = t.triplet_id AND c.validation = 'ok'
-    GROUP BY t.sample_id
+                ORDER BY c.language, c.caption_index) AS captions
+    FROM sample_captions sc JOIN kept USING (sample_id)
+    JOIN captions c USING (triplet_id, language, caption_index)
+    WHERE c.validation = 'ok'
+    GROUP BY sc.sample_id
 ),
 lics AS (
     SELECT mb.sample_id, list(DISTINCT src.license ORDER BY src.license) AS licenses
@@ -120,8 +142,9 @@ lics AS (
 SELECT s.sample_id, s.split, i.source_id, src.license, src.access, list_sort(s.source_ids) AS sources,
        lics.licenses, i.original_uri, i.original_sha256, i.original_format, i.frame_index, i.plane,
        i.image_sha256, i.image_format, i.width, i.height, i.bit_depth, i.channels,
-       s.modality, s.anatomy, s.department, coalesce(labs.labels, []) AS labels, coalesce(txts.texts, []) AS texts,
-       caps.triplet_id, coalesce(caps.captions, []) AS captions
+       s.modality, s.anatomy, s.department, i.transform,
+       coalesce(labs.labels, []) AS labels, coalesce(txts.texts, []) AS texts, caps.triplet_id,
+       coalesce(caps.captions, []) AS captions
 FROM kept s
 JOIN images i ON i.sample_id = s.sample_id
 JOIN sources src ON src.source_id = i.source_id
@@ -155,8 +178,7 @@ def export_hf(
 
     out = Corpus(to)
     _prepare(out, overwrite)
-    con = connect(corpus, ["samples", "members", "images", "sources", "annotations", "captions"])
-    con.register("sample_triplet", _triplets(corpus))
+    con = connect(corpus, ["samples", "members", "images", "sources", "annotations", "captions", "sample_captions"])
     blob_con = connect(corpus, ["blob_packs"])  # its own: DuckDB holds one open result per connection
     plan = con.execute(
         "SELECT s.split, count(*), coalesce(sum(i.image_bytes), 0) FROM samples s "
@@ -206,20 +228,6 @@ def _prepare(out: Corpus, overwrite: bool) -> None:
         if path.endswith(".parquet"):
             out.fs.rm(path)
     out.remove(CARD)
-
-
-def _triplets(corpus: Corpus) -> pa.Table:
-    """sample_id -> triplet_id of label-only samples (their captions), as a table DuckDB joins.
-
-    The rule lives in ``curator.stages.caption.sample_triplets`` until the index
-    writes a ``sample_captions`` table; then this becomes a join on that table.
-    """
-    from curator.stages.caption import sample_triplets
-
-    trips = sample_triplets(corpus)
-    return pa.table(
-        {"sample_id": pa.array(list(trips), pa.string()), "triplet_id": pa.array([t.id for t in trips.values()])}
-    )
 
 
 class _Rows:
@@ -277,7 +285,7 @@ def _feature(name: str, typ: pa.DataType) -> dict:
 def _shape(typ: pa.DataType) -> dict:
     if pa.types.is_list(typ):
         inner = _shape(typ.value_type)
-        return {"list": inner["dtype"] if "dtype" in inner else [inner] if "list" in inner else inner["struct"]}
+        return {"list": inner["dtype"] if "dtype" in inner else inner if "list" in inner else inner["struct"]}
     if pa.types.is_struct(typ):
         return {"struct": [_feature(f.name, f.type) for f in typ]}
     if typ not in _DTYPES:

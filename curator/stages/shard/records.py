@@ -27,6 +27,7 @@ import pyarrow as pa
 from curator.adapters.base import short_hash
 from curator.blobs import blob_ext
 from curator.config import ShardSettings
+from curator.schema import transform_dict
 from curator.stages.caption import TRIPLETS_SQL
 from curator.stages.shard.tar import member_size
 from curator.tables import batches
@@ -237,7 +238,7 @@ def _record(r: dict, extras: Sequence[RecordExtra]) -> dict:
                 "plane": m["plane"],
                 "split": m["split"],
                 "adapter": {"name": m["adapter"], "version": m["adapter_version"]},
-                "transform": json.loads(m["transform"]),
+                "transform": transform_dict(m["transform"]),
             }
             for m in members
         ],
