@@ -19,8 +19,7 @@ import numpy as np
 from PIL import Image
 
 from curator.audit import charts
-from curator.blobs import blob_ext, blob_path
-from curator.errors import CorpusError
+from curator.blobs import blob_ext, read_blobs, refs
 from curator.storage import Corpus
 from curator.tables import rows
 
@@ -116,8 +115,9 @@ def thumbnail_section(corpus: Corpus, con, per_source: int = THUMBS_PER_SOURCE) 
     )
     grid: dict[str, list[str]] = {}
     table = []
-    for p in picks:
-        uri = _thumbnail(corpus, p["image_sha256"], p["image_format"])
+    wanted = refs(con, [(p["image_sha256"], blob_ext(p["image_format"]), p["source"]) for p in picks])
+    for p, data in zip(picks, read_blobs(corpus, wanted), strict=True):
+        uri = _thumbnail(data)
         title = html.escape(f"{p['sample_id']} · {p['split']} · {p['modality']}")
         grid.setdefault(p["source"], []).append(
             f'<figure><img class="thumb" data-source="{html.escape(p["source"])}" src="{uri}" '
@@ -143,13 +143,8 @@ def thumbnail_section(corpus: Corpus, con, per_source: int = THUMBS_PER_SOURCE) 
     )
 
 
-def _thumbnail(corpus: Corpus, sha256: str, image_format: str | None) -> str:
-    """A blob as a small JPEG data URI (16-bit grey scaled by its own range, as a viewer shows it)."""
-    rel = blob_path(sha256, blob_ext(image_format))
-    try:
-        data = corpus.read_bytes(rel)
-    except FileNotFoundError:
-        raise CorpusError(f"{corpus.url}: blob {rel} is missing: run `curator verify`") from None
+def _thumbnail(data: bytes) -> str:
+    """An image's bytes as a small JPEG data URI (16-bit grey scaled by its own range, as a viewer shows it)."""
     with Image.open(io.BytesIO(data)) as im:
         if im.mode.startswith("I"):
             a = np.asarray(im, dtype=np.float64)
