@@ -118,6 +118,7 @@ def make_corpus(root: Path, n: int, seed: int = 0) -> None:
                         "native": np.array(LABELS)[label],
                         "language": ["en"] * m,
                         "payload": pa.nulls(m, pa.string()),
+                        "boxes": pa.nulls(m, ANNOTATIONS.field("boxes").type),
                     },
                     schema=ANNOTATIONS,
                 )

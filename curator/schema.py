@@ -142,6 +142,9 @@ IMAGES = pa.schema(
     ]
 )
 
+# A label's regions (mask components, box tables): output image pixels, [x0, y0, x1, y1), x right, y down.
+BOX = pa.struct([("x0", pa.float64()), ("y0", pa.float64()), ("x1", pa.float64()), ("y1", pa.float64())])
+
 ANNOTATIONS = pa.schema(
     [
         ("annotation_id", pa.string()),
@@ -152,7 +155,8 @@ ANNOTATIONS = pa.schema(
         ("value", pa.string()),
         ("native", pa.string()),
         ("language", pa.string()),
-        ("payload", pa.string()),
+        ("payload", pa.string()),  # JSON, free-form: a report's section, a VQA answer, a label's state
+        ("boxes", pa.list_(BOX)),  # typed: a label's regions (null when it has none)
     ]
 )
 

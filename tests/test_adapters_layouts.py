@@ -46,13 +46,14 @@ def test_msd_boxes_are_in_output_pixels_after_resize(tmp_path):
     _, indexed, _ = _run(card, tmp_path)
     case = indexed[0]
     by_id = {r["sample_id"]: r for r in case.images}
-    boxes = [a for a in case.annotations if a["kind"] == "label" and "boxes" in json.loads(a["payload"])]
+    boxes = [a for a in case.annotations if a["kind"] == "label" and a["boxes"]]
     assert {b["native"] for b in boxes} == {"liver", "cancer"}
     liver = next(b for b in boxes if b["native"] == "liver")
     img = by_id[liver["sample_id"]]
     # slice is 32 rows (y, 0.8 mm) x 40 columns (x, 0.8 mm): longest side 40 -> 16, scale 0.4
     assert (img["width"], img["height"]) == (16, 13)
-    [[x0, y0, x1, y1]] = json.loads(liver["payload"])["boxes"]
+    [box] = liver["boxes"]
+    x0, y0, x1, y1 = box["x0"], box["y0"], box["x1"], box["y1"]
     sx, sy = 16 / 40, 13 / 32
     assert [x0, y0, x1, y1] == [round(10 * sx, 2), round(16 * sy, 2), round(20 * sx, 2), round(24 * sy, 2)]
     # slices without the mask have neither labels nor boxes; labels follow the mask per slice

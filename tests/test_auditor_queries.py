@@ -46,6 +46,7 @@ def test_a_readme_query_gives_the_same_rows_in_duckdb_and_polars(demo_build, sql
 def test_the_readme_queries_use_the_typed_and_joinable_tables():
     joined = " ".join(QUERIES)
     assert "sample_captions" in joined and "transform.window.origin" in joined and "transform.resize" in joined
+    assert "array_length(boxes)" in joined  # a label's regions are a typed list, not JSON
 
 
 # -- images.transform is a struct -------------------------------------------------------------

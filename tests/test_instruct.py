@@ -54,7 +54,7 @@ def test_grounding_boxes_are_the_mask_boxes_on_the_0_1000_grid(demo_build):
         note = notes.filter(pl.col("annotation_id") == annotation_id).row(0, named=True)
         img = images.filter(pl.col("sample_id") == note["sample_id"]).row(0, named=True)
         expected = sorted(
-            tuple(normalise(b, img["width"], img["height"])) for b in json.loads(note["payload"])["boxes"]
+            tuple(normalise([b["x0"], b["y0"], b["x1"], b["y1"]], img["width"], img["height"])) for b in note["boxes"]
         )
         answer = row["turns"][1]["value"]
         found = sorted(tuple(int(v) for v in m.split(", ")) for m in re.findall(r"\[([\d, ]+)\]", answer))
@@ -135,9 +135,10 @@ def ctx() -> Context:
     )
 
 
-def _note(kind, text, value=None, payload=None, language=None, n=[0]):  # noqa: B006 (a counter for ids)
+def _note(kind, text, value=None, payload=None, language=None, boxes=None, n=[0]):  # noqa: B006 (a counter)
     n[0] += 1
     return {
+        "boxes": [dict(zip(("x0", "y0", "x1", "y1"), b, strict=True)) for b in boxes] if boxes else None,
         "annotation_id": f"a{n[0]}",
         "source_id": "src",
         "kind": kind,
@@ -157,7 +158,7 @@ def _build(ctx, notes, **kw):
 
 def test_bad_input_is_dropped_with_a_reason(ctx):
     notes = [
-        _note("label", "pleural effusion", "positive", {"boxes": [[10, 10, 50, 50], [150, 20, 260, 90]]}),
+        _note("label", "pleural effusion", "positive", boxes=[[10, 10, 50, 50], [150, 20, 260, 90]]),
         _note("label", "xyzzy", "positive"),
         _note("vqa", "Is the heart enlarged?", payload={"answer": " "}, language="en"),
     ]

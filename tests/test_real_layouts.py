@@ -36,7 +36,7 @@ def _run(source_id, tmp_path, root=None):
 
 
 def _boxes(annotation) -> list:
-    return json.loads(annotation["payload"]).get("boxes", [])
+    return [[b["x0"], b["y0"], b["x1"], b["y1"]] for b in annotation["boxes"] or []]
 
 
 def test_busi_masks_are_regions_never_images(tmp_path):

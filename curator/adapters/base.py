@@ -587,20 +587,19 @@ class Adapter:
         return rows
 
     def _label_row(self, sample_id: str, label: Label, domain: tuple, boxes: list | None = None) -> dict:
-        """A label in the shared vocabulary; a mask-derived label carries its boxes in the payload."""
+        """A label in the shared vocabulary; a mask- or box-table-derived label carries its boxes (``schema.BOX``)."""
         payload: dict = {"vocabulary": VOCABULARY_VERSION}
         if label.normal:
             payload["state"] = "normal"
-        if boxes:
-            payload.update({"boxes": boxes, "box_coords": "output image pixels, [x0, y0, x1, y1), x right, y down"})
         native = label.native
         text = NORMAL if label.normal else canonical_label(native, *domain)
-        return self._annotation(sample_id, "label", text, label.value, native, None, payload)
+        return self._annotation(sample_id, "label", text, label.value, native, None, payload, boxes)
 
-    def _annotation(self, sample_id, kind, text, value, native, language, payload) -> dict:
+    def _annotation(self, sample_id, kind, text, value, native, language, payload, boxes=None) -> dict:
+        typed = [dict(zip(("x0", "y0", "x1", "y1"), map(float, b), strict=True)) for b in boxes] if boxes else None
         return {
             "annotation_id": short_hash(
-                sample_id, kind, text, value, native, language, json.dumps(payload, sort_keys=True)
+                sample_id, kind, text, value, native, language, json.dumps(payload, sort_keys=True), json.dumps(typed)
             ),
             "sample_id": sample_id,
             "source_id": self.card.id,
@@ -610,6 +609,7 @@ class Adapter:
             "native": native,
             "language": language,
             "payload": json.dumps(payload, sort_keys=True, ensure_ascii=False),
+            "boxes": typed,
         }
 
 

@@ -11,9 +11,9 @@ One row per kept sample (``samples.status = 'keep'``) in its split, at its natur
 frequency (mixture weights are a sharding choice, not part of the dataset). Column
 types come from the index tables' schemas (curator.schema); captions are the
 ``sample_captions`` join (``triplet_id`` is null for a sample with no validated
-caption). A label's mask boxes are typed (``labels.boxes``: x0, y0, x1, y1);
-free-form annotation payloads (a report's section, a VQA answer, and the boxes
-again as the index holds them) stay JSON strings; every other column has a fixed
+caption). A label's boxes are typed as the index types them (``labels.boxes``:
+x0, y0, x1, y1); free-form annotation payloads (a report's section, a VQA answer)
+stay JSON strings; every other column has a fixed
 shape and a type, the image's ``transform`` a struct.
 """
 
@@ -52,11 +52,9 @@ def _col(table: pa.Schema, name: str, as_name: str | None = None) -> tuple[str, 
     return (as_name or name, table.field(name).type)
 
 
-# A mask-derived label's boxes, typed (the payload's "boxes": output image pixels, [x0, y0, x1, y1), x right, y down).
-BOX = pa.struct([("x0", pa.float64()), ("y0", pa.float64()), ("x1", pa.float64()), ("y1", pa.float64())])
 _LABEL = pa.struct(
     [_col(ANNOTATIONS, "text", "label"), _col(ANNOTATIONS, "value"), _col(ANNOTATIONS, "native"),
-     _col(ANNOTATIONS, "source_id"), ("boxes", pa.list_(BOX)), _col(ANNOTATIONS, "payload")]
+     _col(ANNOTATIONS, "source_id"), _col(ANNOTATIONS, "boxes"), _col(ANNOTATIONS, "payload")]
 )  # fmt: skip
 _TEXT = pa.struct(
     [_col(ANNOTATIONS, "kind"), _col(ANNOTATIONS, "text"), _col(ANNOTATIONS, "language"),
@@ -108,14 +106,12 @@ SCHEMA = pa.schema(
 _ROWS = """
 WITH kept AS (SELECT * FROM samples WHERE status = 'keep' AND split = $split),
 anns AS (
-    SELECT DISTINCT mb.sample_id, a.source_id, a.kind, a.text, a.value, a.native, a.language, a.payload
+    SELECT DISTINCT mb.sample_id, a.source_id, a.kind, a.text, a.value, a.native, a.language, a.payload, a.boxes
     FROM members mb JOIN kept USING (sample_id) JOIN annotations a ON a.sample_id = mb.member_id
 ),
 labs AS (
     SELECT sample_id, list({'label': text, 'value': value, 'native': native, 'source_id': source_id,
-                            'boxes': coalesce(list_transform(CAST(json_extract(payload, '$.boxes') AS DOUBLE[][]),
-                                                             lambda b: {'x0': b[1], 'y0': b[2], 'x1': b[3],
-                                                                        'y1': b[4]}), []),
+                            'boxes': coalesce(boxes, []),
                             'payload': payload} ORDER BY source_id, text, value, native, payload) AS labels
     FROM anns WHERE kind = 'label' GROUP BY sample_id
 ),
@@ -376,8 +372,9 @@ def dataset_card(corpus: Corpus, result: HFExportResult) -> str:
         "",
         "Columns: `image` (the normalised image), the canonical member's provenance (`source_id`, `license`,",
         "`access`, `original_uri`, `original_sha256`, ...), `sources` and `licenses` of every source holding",
-        "the image, `labels` and `texts` (each with its `source_id`; `payload` is JSON: mask boxes, a report's",
-        "section, a VQA answer), and the validated generated `captions` with generator, model and prompt.",
+        "the image, `labels` and `texts` (each with its `source_id`; `boxes` typed x0, y0, x1, y1;",
+        "`payload` is JSON: a report's section, a VQA answer), and the validated generated `captions` with",
+        "generator, model and prompt.",
         "",
         "## Sources and licences",
         "",

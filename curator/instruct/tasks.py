@@ -121,7 +121,7 @@ def _labels(view: SampleView, ctx: Context) -> dict:
         out["sources"].add(n["source_id"])
         value = n["value"] if n["value"] in ("positive", "negative", "uncertain") else "positive"
         out[value].add(text)
-        boxes = json.loads(n["payload"] or "{}").get("boxes") if value == "positive" else None
+        boxes = [[b["x0"], b["y0"], b["x1"], b["y1"]] for b in n.get("boxes") or []] if value == "positive" else None
         if boxes:
             out["boxes"].setdefault(text, (n["source_id"], n["annotation_id"], []))[2].extend(boxes)
     pos = out["positive"]

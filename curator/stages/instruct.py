@@ -42,14 +42,15 @@ DROP_EXAMPLES = 20  # kept in the marker, so an auditor sees what a reason looks
 
 SAMPLES_SQL = """
 WITH notes AS (
-    SELECT mb.sample_id, a.source_id, a.kind, a.text, a.value, a.native, a.language, a.payload,
+    SELECT mb.sample_id, a.source_id, a.kind, a.text, a.value, a.native, a.language, a.payload, a.boxes,
            min(a.annotation_id) AS annotation_id
     FROM members mb JOIN annotations a ON a.sample_id = mb.member_id
     GROUP BY ALL
 )
 SELECT s.sample_id, i.source_id, s.split, s.modality, s.anatomy, i.plane, i.width, i.height,
        list(struct_pack(annotation_id := n.annotation_id, source_id := n.source_id, kind := n.kind, text := n.text,
-                        value := n.value, native := n.native, language := n.language, payload := n.payload)
+                        value := n.value, native := n.native, language := n.language, payload := n.payload,
+                        boxes := n.boxes)
             ORDER BY n.kind, n.source_id, n.text, n.annotation_id) FILTER (WHERE n.kind IS NOT NULL) AS notes
 FROM samples s
 JOIN members c ON c.sample_id = s.sample_id AND c.canonical

@@ -140,10 +140,10 @@ def _records_sql(extras: Sequence[RecordExtra]) -> str:
         GROUP BY mb.sample_id
     ),
     notes AS (
-        SELECT sid, list(struct_pack(source_id, kind, text, value, native, language, payload)
-                         ORDER BY source_id, kind, text, value, native, language, payload) AS notes
+        SELECT sid, list(struct_pack(source_id, kind, text, value, native, language, payload, boxes)
+                         ORDER BY source_id, kind, text, value, native, language, payload, boxes) AS notes
         FROM (SELECT DISTINCT mb.sample_id AS sid, a.source_id, a.kind, a.text, a.value, a.native, a.language,
-                     a.payload
+                     a.payload, a.boxes
               FROM members mb JOIN keep s ON s.sample_id = mb.sample_id
               JOIN annotations a ON a.sample_id = mb.member_id)
         GROUP BY sid
@@ -242,8 +242,8 @@ def _record(r: dict, extras: Sequence[RecordExtra]) -> dict:
             }
             for m in members
         ],
-        # payload carries what a label or text needs beyond its words: mask boxes,
-        # a report's section name, a VQA pair's answer
+        # payload carries what a label or text needs beyond its words: a report's
+        # section name, a VQA pair's answer; a label's regions are its "boxes"
         "labels": [
             {"label": a["text"], "value": a["value"], "native": a["native"], "source_id": a["source_id"], **_payload(a)}
             for a in notes
@@ -277,7 +277,10 @@ def _record(r: dict, extras: Sequence[RecordExtra]) -> dict:
 
 def _payload(annotation: dict) -> dict:
     payload = json.loads(annotation["payload"] or "{}")
-    return {"payload": payload} if payload else {}
+    out = {"payload": payload} if payload else {}
+    if annotation.get("boxes"):  # output image pixels, [x0, y0, x1, y1), x right, y down
+        out["boxes"] = [[b["x0"], b["y0"], b["x1"], b["y1"]] for b in annotation["boxes"]]
+    return out
 
 
 def choose_text(record: dict, settings: ShardSettings) -> str:
