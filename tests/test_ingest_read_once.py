@@ -14,13 +14,14 @@ import nibabel as nib
 import numpy as np
 import polars as pl
 import pydicom
+import pytest
 from dicom_fixtures import make_dicom
 
 from curator.adapters import base
 from curator.config import IngestSettings
 from curator.executors import make_executor
 from curator.registry import adhoc_card
-from curator.stages.ingest import ingest_sources
+from curator.stages.ingest import ingest_sources, plan
 from curator.storage import Corpus
 
 
@@ -114,3 +115,37 @@ def test_a_nifti_volume_is_read_once_and_hashed_from_those_bytes(tmp_path, monke
 
     sha = hashlib.sha256((root / "case.nii.gz").read_bytes()).hexdigest()
     assert set(images.filter(pl.col("original_uri") == "case.nii.gz")["original_sha256"]) == {sha}
+
+
+@pytest.mark.slow
+def test_the_header_pass_on_a_pool_gives_the_serial_corpus(tmp_path):
+    """Enough files for the header pass to run on the pool's workers, in batches finishing in any order."""
+    root = tmp_path / "src"
+    for patient in range(4):
+        for k in range(10):
+            make_dicom(
+                root / f"PID{patient:04d}-Doe" / f"IM{k:03d}",
+                np.arange(64, dtype=np.int16).reshape(8, 8) * (k + 1) + patient,
+                patient_id=f"PID{patient:04d}",
+                patient_name=f"Doe^Patient{patient}",
+                SeriesInstanceUID=f"1.2.826.0.1.{patient}",
+                ImagePositionPatient=[0.0, 0.0, 2.0 * k],
+            )
+    assert len(list(root.rglob("IM*"))) > 2 * plan.HEADER_MIN_PARALLEL
+    corpora = {}
+    for name in ("serial", "local"):
+        card = adhoc_card("dicom_folder", root, source_id="pool", modality="CT", license="CC0-1.0", access="open")
+        card_path = tmp_path / f"{name}-card.json"
+        card_path.write_text(card.model_dump_json())
+        with make_executor(name, workers=2) as executor:
+            settings = IngestSettings(unit_items=7)
+            out = tmp_path / name
+            (result,) = ingest_sources(Corpus(str(out)), [(card, card_path, root)], settings, executor, False)
+        assert result.ok and result.stats.images == 40
+        corpora[name] = {
+            p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and "index" in p.parts
+        }
+    assert corpora["local"] == corpora["serial"]
+    uris = pl.read_parquet(str(tmp_path / "serial/index/images/*.parquet"))["original_uri"].to_list()
+    # the folders' patient IDs and names were learned from headers before any unit ran
+    assert not any("PID" in u or "Doe" in u for u in uris)

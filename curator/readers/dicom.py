@@ -77,7 +77,7 @@ SAFE_ATTRIBUTES = (
 )
 
 
-# Everything below the Pixel Data element that the read uses: the pixel module, LUTs, windows,
+# Everything of a header (before its Pixel Data) that the read uses: the pixel module, LUTs, windows,
 # functional groups, spacing, cine timing. Identifiers are not among them (PS3.15 Annex E), so
 # a header digest is safe to ship to any worker. tests/test_readers_dicom_header.py checks that a
 # read through the digest equals a read of the whole file for every file pydicom ships.
