@@ -167,6 +167,7 @@ def run(workdir: Path) -> list[tuple[str, float, str]]:
         figures.append((f"  of which driver CPU, {name} x{workers}", 1000 * cpu / SLICES, "ms/slice"))
     figures += [
         (f"1 -> {n} workers (local pool)", walls[("local", 1)] / walls[("local", n)], "x faster"),
+        ("serial / local pool x1", ser_wall / walls[("local", 1)], "x faster"),
         (f"serial / local pool x{n}", ser_wall / walls[("local", n)], "x faster"),
         (f"serial / Ray x{n}", ser_wall / walls[("ray", n)], "x faster"),
         ("identical images on serial, pool and Ray", float(all(h == ser_hashes for h in hashes.values())), "1 = yes"),

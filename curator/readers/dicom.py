@@ -40,9 +40,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_dataset
 from pydicom.misc import is_dicom
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 
@@ -78,9 +76,11 @@ SAFE_ATTRIBUTES = (
 
 
 # Everything of a header (before its Pixel Data) that the read uses: the pixel module, LUTs, windows,
-# functional groups, spacing, cine timing. Identifiers are not among them (PS3.15 Annex E), so
-# a header digest is safe to ship to any worker. tests/test_readers_dicom_header.py checks that a
-# read through the digest equals a read of the whole file for every file pydicom ships.
+# functional groups, spacing, cine timing. No identifier is among them (PS3.15 Annex E) but what
+# an enhanced object's functional groups hold besides (frame acquisition times): the digest lives
+# in memory only, as the learned identifiers a unit carries do, and never reaches a table.
+# tests/test_readers_dicom_header.py checks that a read through the digest equals a read of the
+# whole file for every file pydicom ships.
 DISPLAY_ATTRIBUTES = (
     *SAFE_ATTRIBUTES,
     "SOPClassUID",
@@ -112,6 +112,8 @@ DISPLAY_ATTRIBUTES = (
     *(f"{c}PaletteColorLookupTable{p}" for c in ("Red", "Green", "Blue", "Alpha") for p in ("Descriptor", "Data")),
     *(f"Segmented{c}PaletteColorLookupTableData" for c in ("Red", "Green", "Blue")),
 )
+
+_DISPLAY_TAGS = frozenset(pydicom.datadict.tag_for_keyword(k) for k in DISPLAY_ATTRIBUTES)
 
 # Functional group macros holding what a frame needs for display.
 _GROUP_ATTRIBUTES = {
@@ -484,11 +486,11 @@ class DicomHeader:
     The plan's header pass (:func:`scan_header`, on the executor) learns the file's
     identifiers (``identity``, for redaction), its series and slice position; for a
     file with pixel data it also keeps a *digest*: the display attributes
-    (:data:`DISPLAY_ATTRIBUTES`, no identifiers) encoded as a few hundred bytes of
-    Explicit VR Little Endian, the offset of the Pixel Data element, and a hash of
-    every byte before it. The unit's read then parses only the digest and the
-    elements from that offset on (:meth:`dataset`), never the header again, and a
-    file changed since the plan (its prefix hash differs) is parsed whole instead.
+    (:data:`DISPLAY_ATTRIBUTES`, no identifiers) as stored in the file, a few hundred
+    bytes, the offset of the Pixel Data element, and a hash of every byte before it.
+    The unit's read then parses only the digest and the elements from that offset on
+    (:meth:`dataset`), never the header again, and a file changed since the plan (its
+    prefix hash differs) is parsed whole instead.
     """
 
     identity: dict
@@ -510,7 +512,7 @@ class DicomHeader:
             return None
         try:
             ts = pydicom.uid.UID(self.transfer_syntax)
-            ds = read_dataset(io.BytesIO(self.digest), False, True)
+            ds = read_dataset(io.BytesIO(self.digest), ts.is_implicit_VR, ts.is_little_endian)
             fp = io.BytesIO(data)
             fp.seek(self.pixel_offset)
             tail = read_dataset(fp, ts.is_implicit_VR, ts.is_little_endian)
@@ -534,36 +536,55 @@ def scan_header(path: Path) -> DicomHeader:
             if ds.preamble is None:
                 return DicomHeader(identity)  # not a DICOM file the read accepts: nothing more to keep
             series, position = _series(ds)
-            digest = ts = None
-            file_ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-            fp.seek(offset)
-            at_pixels = fp.read(4)
-            if file_ts is not None and len(at_pixels) == 4 and _is_pixel_tag(at_pixels, file_ts):
-                digest, ts = _digest(ds), str(file_ts)
-                fp.seek(0)
-                prefix = hashlib.sha256(fp.read(offset)).hexdigest()
-            else:
-                prefix = ""
-        return DicomHeader(identity, series, position, digest, ts, offset, prefix)
+            fp.seek(0)
+            prefix = fp.read(offset + 4)  # the header's bytes, and the tag that stopped the parse
+        ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+        digest = _digest(ds, prefix[:offset], ts) if _is_pixel_tag(prefix[offset:], ts) else None
+        if digest is None:
+            return DicomHeader(identity, series, position)
+        sha = hashlib.sha256(prefix[:offset]).hexdigest()
+        return DicomHeader(identity, series, position, digest, str(ts), offset, sha)
     except Exception:  # noqa: BLE001 - any unreadable file simply teaches us nothing
         return DicomHeader({})
 
 
 def _is_pixel_tag(raw: bytes, ts) -> bool:
+    if ts is None or len(raw) != 4 or not ts.is_transfer_syntax or ts.is_deflated:
+        return False  # a deflated dataset's bytes are not its elements: such files are parsed whole
     group, element = struct.unpack("<HH" if ts.is_little_endian else ">HH", raw)
     return group == 0x7FE0 and element in (0x0008, 0x0009, 0x0010)
 
 
-def _digest(ds: Dataset) -> bytes:
-    """The display attributes of a header as Explicit VR Little Endian bytes (a few hundred for a CT slice)."""
-    keep = Dataset()
-    for keyword in DISPLAY_ATTRIBUTES:
-        if keyword in ds:
-            keep[keyword] = ds[keyword]
-    buf = DicomBytesIO()
-    buf.is_little_endian, buf.is_implicit_VR = True, False
-    write_dataset(buf, keep)
-    return buf.getvalue()
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+def _digest(ds: Dataset, prefix: bytes, ts) -> bytes | None:
+    """The display attributes' own bytes, cut from the header as stored (a few hundred for a CT slice).
+
+    A top-level element runs from its tag to the next one's (so sequences of undefined
+    length need no walking); its value's position is known from the parse, and the
+    tag is found 8 or 12 bytes before it. Parsed with the file's own encoding. None
+    when anything does not line up: the read then parses the whole file.
+    """
+    tags = sorted(ds.keys())
+    fmt = "<HH" if ts.is_little_endian else ">HH"
+    starts = []
+    for tag in tags:
+        elem = ds.get_item(tag)
+        tell = elem.value_tell if isinstance(elem, pydicom.dataelem.RawDataElement) else elem.file_tell
+        if tell is None:
+            return None
+        mark = struct.pack(fmt, tag >> 16, tag & 0xFFFF)
+        if not ts.is_implicit_VR and prefix[tell - 12 : tell - 8] == mark and prefix[tell - 8 : tell - 6] in _LONG_VRS:
+            starts.append(tell - 12)
+        elif prefix[tell - 8 : tell - 4] == mark:
+            starts.append(tell - 8)
+        else:
+            return None
+    starts.append(len(prefix))
+    if starts != sorted(starts):
+        return None
+    return b"".join(prefix[starts[i] : starts[i + 1]] for i, tag in enumerate(tags) if tag in _DISPLAY_TAGS)
 
 
 def _series(ds: Dataset) -> tuple[str | None, float | None]:
