@@ -149,3 +149,26 @@ def test_the_header_pass_on_a_pool_gives_the_serial_corpus(tmp_path):
     uris = pl.read_parquet(str(tmp_path / "serial/index/images/*.parquet"))["original_uri"].to_list()
     # the folders' patient IDs and names were learned from headers before any unit ran
     assert not any("PID" in u or "Doe" in u for u in uris)
+
+
+def test_learning_each_identifier_value_once_learns_what_every_header_teaches(tmp_path):
+    from dicom_fixtures import PYDICOM_FILES
+
+    from curator import phi
+    from curator.readers.dicom import scan_header
+
+    series = _series(tmp_path / "s", n=5)
+    other = make_dicom(tmp_path / "o" / "IM1", np.ones((8, 8), np.int16), patient_id="PAT2", patient_name="Doe^Jane")
+    paths = [*series, other, *sorted(p for p in PYDICOM_FILES.iterdir() if p.is_file())]
+    identities = [scan_header(p).identity for p in paths]
+    assert sum(bool(i) for i in identities) > 40
+    for order in (identities, identities[::-1], identities[1::2] + identities[::2]):
+        every, once = phi.Redactor(b"key", "src"), phi.Redactor(b"key", "src")
+        for identity in order:
+            every.learn(identity)
+        for identity in plan.new_values(order):
+            once.learn(identity)
+        assert once.state() == every.state()
+        assert (once._embedded, once._longest) == (every._embedded, every._longest)
+        for text in ("PAT1/IM000/Doe^Jane_20190321.dcm", "Secret General Hospital/PAT2", "CompressedSamples^CT1"):
+            assert once.redact(text) == every.redact(text)

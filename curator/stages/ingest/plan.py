@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def plan_source(
         return plan
     adapter.headers_seen(items, headers)
     key = settings.patient_key()
-    adapter.learn((h.identity for h in headers.values()), key)
+    adapter.learn(new_values(h.identity for h in headers.values()), key)
     identifiers = adapter.identifiers
     if card.identifiers_in_paths:
         # keyed layouts: the way back from a sample to its file stays on this machine, outside the corpus
@@ -135,6 +136,38 @@ def plan_source(
             )
         )
     return plan
+
+
+# identifier kinds whose tag is the patient's (phi.Redactor.learn); every other kind's tag is its own
+_PATIENT_KINDS = frozenset({"names", "patient_id", "patient_name"})
+
+
+def new_values(identities: Iterable[dict]) -> Iterator[dict]:
+    """Each identity with only the identifier values no earlier one had, for learning in the driver.
+
+    The slices of a series repeat their patient, study, dates and institution in every
+    header, and learning a value a second time with the same tag changes nothing
+    (``phi.Redactor`` keeps a form's first non-date tag), so learning each value once
+    is the same redactor at a fraction of the driver's time (it was most of it).
+    tests/test_ingest_read_once.py checks that both learn the same state.
+    """
+    seen: set[tuple] = set()
+    for identity in identities:
+        patient = identity.get("patient")
+        out = {k: v for k, v in identity.items() if k not in ("identifiers", "names")}
+        groups = {**identity.get("identifiers", {}), **({"names": identity["names"]} if "names" in identity else {})}
+        fresh: dict[str, list] = {}
+        for kind, values in groups.items():
+            owner = patient if kind in _PATIENT_KINDS else None
+            for value in values:
+                if (owner, kind, value) not in seen:
+                    seen.add((owner, kind, value))
+                    fresh.setdefault(kind, []).append(value)
+        names = fresh.pop("names", None)
+        out["identifiers"] = fresh
+        if names:
+            out["names"] = names
+        yield out
 
 
 def cut(items: list[Item], per_unit: int, rows_repeat: bool) -> list[list[Item]]:
