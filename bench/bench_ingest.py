@@ -113,17 +113,25 @@ def _ingest(root: Path, out: Path, executor) -> tuple[float, float, int, list[st
     return wall, cpu, sum(images["image_bytes"].to_pylist()), sorted(images["image_sha256"].to_pylist())
 
 
-def _preload(name: str) -> None:
-    """Import the ingest worker's modules (pydicom, its decoder plugins, imagecodecs: ~1.3 s) in a worker."""
-    import importlib
+def _preload(path: Path) -> None:
+    """Read and encode one slice in a worker: imports what a unit uses, including what only a first read imports.
 
-    importlib.import_module(name)
+    Importing the ingest worker's module is not enough: pydicom and its decoder plugins
+    (gdcm, pylibjpeg, openjpeg, charls: ~1.3 s on a quiet machine) load on the first read,
+    which would otherwise land in every pool's timed ingest, once per worker.
+    """
+    from curator.imaging import normalise
+    from curator.readers import ReadOptions, read
+    from curator.registry import ImagePolicy
+    from curator.stages.ingest import work  # noqa: F401 - the unit's own imports
+
+    normalise(read(path, ReadOptions(ct_window=(40.0, 400.0)), data=path.read_bytes())[0], ImagePolicy())
 
 
-def _warm(executor) -> float:
+def _warm(executor, sample: Path) -> float:
     """Start the workers and import what a unit needs, so the figures time ingest, not interpreter start-up."""
     t = time.perf_counter()
-    list(executor.map(_preload, ["curator.stages.ingest.work"] * (executor.workers * 2), progress=False))
+    list(executor.map(_preload, [sample] * (executor.workers * 2), progress=False))
     return time.perf_counter() - t
 
 
@@ -158,7 +166,7 @@ def run(workdir: Path) -> list[tuple[str, float, str]]:
     walls = {}
     for name, workers in (("local", 1), ("local", n), ("ray", n)):
         with make_executor(name, workers=workers) as executor:
-            start = _warm(executor)
+            start = _warm(executor, paths[0])
             wall, cpu, _, hashes[(name, workers)] = _ingest(root, workdir / f"{name}-{workers}", executor)
         walls[(name, workers)] = wall
         figures.append((f"{name} executor start-up, {workers} worker(s)", start, "s"))
