@@ -210,7 +210,7 @@ def short_hash(*parts: object, n: int = 16) -> str:
 
 
 # Formats whose readers decode the bytes ingest already read (see curator.readers.read).
-IN_MEMORY_FORMATS = frozenset({"dicom", "raster"})
+IN_MEMORY_FORMATS = frozenset({"dicom", "nifti", "raster"})
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -248,6 +248,8 @@ class Adapter:
         # to the source's Stats once by ``_account``, never per unit.
         self.skipped: Counter = Counter()
         self.split_conflicts = 0
+        # DICOM headers the plan's header pass parsed (path -> readers.dicom.DicomHeader): reads reuse them
+        self.known_headers: dict = {}
 
     @property
     def root_used(self) -> str:
@@ -314,10 +316,13 @@ class Adapter:
     # on which file was read first or on how units are spread over workers.
     def run(self, settings: IngestSettings, stats: Stats) -> Iterator[Indexed | Rejected]:
         """A whole source in this process (both halves in a row): for tests and small tools."""
-        from curator.readers.dicom import header_identity
+        from curator.readers.dicom import scan_header
 
         items = list(self._items())
-        self.learn((header_identity(p) for p in self.identity_paths(items)), settings.patient_key())
+        headers = {p: scan_header(p) for p in self.identity_paths(items)}
+        self.headers_seen(items, headers)
+        self.learn((h.identity for h in headers.values()), settings.patient_key())
+        self.known_headers = {p: h.for_read() for p, h in headers.items()}
         yield from self.index_items(items, settings, stats)
         self._account(stats)
 
@@ -337,6 +342,9 @@ class Adapter:
             except OSError:
                 continue  # a link loop: the read rejects it, and it names nothing
         return paths
+
+    def headers_seen(self, items: list[Item], headers: dict) -> None:
+        """What a layout takes from the header pass (path -> readers.dicom.DicomHeader); dicom_folder: series."""
 
     def learn(self, identities: Iterable[dict], key: bytes) -> None:
         """Learn the identifiers of the header pass (the plan's job, before any unit runs)."""
@@ -364,6 +372,7 @@ class Adapter:
         # the card's video/cine/slide policy reaches the readers whatever read_options a layout sets
         options = dataclasses.replace(self.read_options(), **self.card.image.stream_options())
         options.limits = self.card.image.limits()  # the card's bounds on what one input may cost
+        options.known_headers = self.known_headers
         # An image that several rows annotate is one sample with several annotations
         # (kept only for layouts whose rows can repeat an image: it costs memory per image).
         self._samples: dict[str, tuple[list[tuple], set[str]]] = {}
@@ -439,8 +448,8 @@ class Adapter:
             if not target.is_file():
                 raise ReadError("missing_file", f"'{item.uri}' is a link to nothing")
         fmt = item.fmt or readers.format_of(item.path)
-        # Read once: hash the bytes the decoder gets. NIfTI (which nibabel opens itself),
-        # videos and slides (read lazily, never whole) are hashed from the path, streaming.
+        # Read once: hash the bytes the decoder gets. Videos and slides (read lazily,
+        # never whole) are hashed from the path, streaming.
         if item.member is not None:
             fmt, data = "raster", self._embedded_bytes(item)
         else:

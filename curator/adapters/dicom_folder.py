@@ -7,15 +7,15 @@ Multi-frame files yield one image per kept frame (``frame_step``, ``frame_range`
 the same rule as NIfTI slicing). Each file's series (SeriesInstanceUID, stored only
 as a keyed hash) and slice position (ImagePositionPatient along the slice normal,
 in mm) go on its image row, so slices of one series are never near-duplicates of
-each other. ``include`` / ``exclude`` globs choose files; ``._*`` and OS files are
-skipped and counted (curator.adapters.walk).
+each other; both come from the plan's one parse of each header (``headers_seen``).
+``include`` / ``exclude`` globs choose files; ``._*`` and OS files are skipped and
+counted (curator.adapters.walk).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
 from pydantic import Field
 
 from curator.adapters.base import Adapter, Item
@@ -48,33 +48,17 @@ class DicomFolder(Adapter):
             # DICOM files often have no extension: only junk and the card's globs are skipped.
             self._found, skipped = classify(self.files(base), base, self.params, sidecars=False)
             self.skipped.update(skipped)
-            self._series: dict = {}
         return self._found
 
-    def _series_of(self, path) -> tuple[str | None, float | None]:
-        if path not in self._series:
-            self._series[path] = _series(path) if path.is_file() else (None, None)
-        return self._series[path]
-
     def items(self) -> Iterator[Item]:
+        # no header read here: the plan's header pass reads each one once (headers_seen)
         for item in self._walk():
             item.uri, item.fmt = self.rel(item.path), "dicom"
-            item.series_id, item.slice_position = self._series_of(item.path)
             yield item
 
-
-def _series(path) -> tuple[str | None, float | None]:
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-        uid = str(ds.get("SeriesInstanceUID") or "") or None
-        position, orientation = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
-        if position is None or len(position) != 3:
-            return uid, None
-        if orientation is not None and len(orientation) == 6:
-            normal = np.cross(np.array(orientation[:3], float), np.array(orientation[3:], float))
-            return uid, round(float(np.dot(normal, np.array(position, float))), 4)
-        return uid, round(float(position[2]), 4)
-    except Exception:  # noqa: BLE001 - an unreadable header only means no series; the reader rejects the file
-        return None, None
+    def headers_seen(self, items: list[Item], headers: dict) -> None:
+        """Each file's series and slice position, from the one parse of its header."""
+        for item in items:
+            header = headers.get(item.path)
+            if header is not None:
+                item.series_id, item.slice_position = header.series_uid, header.slice_position

@@ -1,9 +1,9 @@
 """Readers: one module per file format, ``read(path, options) -> Iterable[Frame]``.
 
 ``read(..., data=...)`` takes the file's bytes when the caller has already read
-them (ingest reads each file once, hashes those bytes and decodes them); DICOM and
-raster readers decode from memory, NIfTI (whose gzip and memory-mapping nibabel
-handles from the path) reads the path.
+them (ingest reads each file once, hashes those bytes and decodes them): DICOM,
+NIfTI and raster readers decode from memory; videos and slides, read lazily and
+never whole, read the path.
 
 Readers know formats and nothing of dataset layouts. A reader either returns
 display-ready frames or raises :class:`~curator.errors.ReadError` with a reason
@@ -63,6 +63,9 @@ class ReadOptions:
     background_fraction: float = 0.8
     max_slide_pixels: int = 200_000 * 200_000
     limits: Limits = field(default_factory=Limits)
+    # DICOM headers the ingest plan already parsed (path -> readers.dicom.DicomHeader): the read
+    # parses only their digest and the pixel data, never the header again
+    known_headers: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -158,11 +161,11 @@ def read(
     if fmt == "dicom":
         from curator.readers.dicom import read_dicom
 
-        return read_dicom(path, options, data)
+        return read_dicom(path, options, data, options.known_headers.get(path))
     if fmt == "nifti":
         from curator.readers.nifti import read_nifti
 
-        return read_nifti(path, options)
+        return read_nifti(path, options, data)
     raise ReadError("unsupported_format", f"no reader for '{path.name}'")
 
 

@@ -28,16 +28,19 @@ dates, IDs, institutions, physicians) only to redact them from paths (:mod:`cura
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import struct
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
 from pydicom.misc import is_dicom
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 
@@ -72,6 +75,46 @@ SAFE_ATTRIBUTES = (
 )
 
 
+# Everything of a header (before its Pixel Data) that the read uses: the pixel module, LUTs, windows,
+# functional groups, spacing, cine timing. No identifier is among them (PS3.15 Annex E) but what
+# an enhanced object's functional groups hold besides (frame acquisition times): the digest lives
+# in memory only, as the learned identifiers a unit carries do, and never reaches a table.
+# tests/test_readers_dicom_header.py checks that a read through the digest equals a read of the
+# whole file for every file pydicom ships.
+DISPLAY_ATTRIBUTES = (
+    *SAFE_ATTRIBUTES,
+    "SOPClassUID",
+    "BitsAllocated",
+    "HighBit",
+    "PixelRepresentation",
+    "PlanarConfiguration",
+    "BurnedInAnnotation",
+    "ExtendedOffsetTable",
+    "ExtendedOffsetTableLengths",
+    "ModalityLUTSequence",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "RescaleType",
+    "VOILUTSequence",
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
+    "PixelPaddingValue",
+    "PixelPaddingRangeLimit",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "PixelAspectRatio",
+    "PerFrameFunctionalGroupsSequence",
+    "SharedFunctionalGroupsSequence",
+    "FrameTimeVector",
+    "FrameTime",
+    "CineRate",
+    *(f"{c}PaletteColorLookupTable{p}" for c in ("Red", "Green", "Blue", "Alpha") for p in ("Descriptor", "Data")),
+    *(f"Segmented{c}PaletteColorLookupTableData" for c in ("Red", "Green", "Blue")),
+)
+
+_DISPLAY_TAGS = frozenset(pydicom.datadict.tag_for_keyword(k) for k in DISPLAY_ATTRIBUTES)
+
 # Functional group macros holding what a frame needs for display.
 _GROUP_ATTRIBUTES = {
     "PixelValueTransformationSequence": ("RescaleSlope", "RescaleIntercept", "RescaleType"),
@@ -103,22 +146,44 @@ def _decoder_available(ts) -> bool:
         return False
 
 
-def read_dicom(path: Path, options: ReadOptions, data: bytes | None = None) -> list[Frame] | FrameStream:
+def read_dicom(
+    path: Path, options: ReadOptions, data: bytes | None = None, header: DicomHeader | None = None
+) -> list[Frame] | FrameStream:
+    """A file's display-ready frames; ``header`` (:func:`scan_header`, with ``data``) spares the header parse."""
     # one quiet context for the whole read: entering one costs ~0.5 ms (warning filters, logger caches)
     with _quiet_pydicom():
-        return _read_dicom(path, options, data)
+        return _read_dicom(path, options, data, header)
 
 
-def _read_dicom(path: Path, options: ReadOptions, data: bytes | None) -> list[Frame] | FrameStream:
+def _read_dicom(
+    path: Path, options: ReadOptions, data: bytes | None, header: DicomHeader | None
+) -> list[Frame] | FrameStream:
+    known = header.dataset(data) if header is not None and data is not None else None
+    if known is not None:
+        ds, identity = known, header.identity
+    else:
+        ds, identity = _parse(path, data, header)
+    return _frames(ds, identity, options)
+
+
+def _parse(path: Path, data: bytes | None, header: DicomHeader | None = None) -> tuple[Dataset, dict]:
+    """The whole file through pydicom (no header from the plan, or one that no longer matches the file)."""
     # force=True would turn any file into a garbage dataset: check the preamble first.
     if not (is_dicom(path) if data is None else data[128:132] == b"DICM"):
-        raise ReadError("not_dicom", "no DICM preamble", header_identity(path if data is None else io.BytesIO(data)))
+        # the plan's header pass already read what such a file names; else read it now
+        source = path if data is None else io.BytesIO(data)
+        identity = header.identity if header is not None else header_identity(source)
+        raise ReadError("not_dicom", "no DICM preamble", identity)
     try:
         with _quiet_pydicom():
             ds = pydicom.dcmread(path if data is None else io.BytesIO(data))
     except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError, struct.error) as exc:
         raise ReadError("corrupt", f"cannot parse DICOM: {exc}") from None
-    identity = _identity(ds)
+    return ds, _identity(ds)
+
+
+def _frames(ds: Dataset, identity: dict, options: ReadOptions) -> list[Frame] | FrameStream:
+    """From a parsed dataset to frames: the checks, then the volume path or the cine path."""
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         sop = getattr(ds.get("SOPClassUID"), "name", ds.get("SOPClassUID", "unknown"))
         raise ReadError("no_pixels", f"no Pixel Data (SOP class {sop})", identity)
@@ -152,26 +217,37 @@ def _read_dicom(path: Path, options: ReadOptions, data: bytes | None) -> list[Fr
     # rule as NIfTI slicing.
     keep = set(slice_indices(nframes, options)) if nframes > 1 else {0}
 
-    out = []
-    for i, frame in enumerate(frames):
-        if i not in keep:
-            continue
-        attrs = frame_attributes(ds, i)
+    look = _Look(ds, photometric, spp, meta, identity, options)
+    return [look.frame(frame, i, i if nframes > 1 else None) for i, frame in enumerate(frames) if i in keep]
+
+
+@dataclass(frozen=True)
+class _Look:
+    """What every frame of one file shares on its way to display; ``frame`` is the one per-frame step."""
+
+    ds: Dataset
+    photometric: str
+    spp: int
+    meta: dict
+    identity: dict
+    options: ReadOptions
+
+    def frame(self, pixels: np.ndarray, i: int, index: int | None, **extra) -> Frame:
+        """Frame ``i``'s LUTs and window (its functional groups first), as a Frame named ``index``."""
+        attrs = frame_attributes(self.ds, i)
         try:
-            pixels, transform = _display(frame, ds, attrs, photometric, spp, options)
+            unit, transform = _display(pixels, self.ds, attrs, self.photometric, self.spp, self.options)
         except (ValueError, IndexError, KeyError, TypeError) as exc:
-            raise ReadError("corrupt", f"frame {i}: cannot apply LUTs: {exc}", identity) from None
-        out.append(
-            Frame(
-                pixels=pixels,
-                index=i if nframes > 1 else None,
-                meta=meta,
-                transform=transform,
-                identity=identity,
-                pixel_spacing=_spacing(ds, attrs),
-            )
+            raise ReadError("corrupt", f"frame {i}: cannot apply LUTs: {exc}", self.identity) from None
+        return Frame(
+            pixels=unit,
+            index=index,
+            meta=self.meta,
+            transform=transform,
+            identity=self.identity,
+            pixel_spacing=_spacing(self.ds, attrs),
+            **extra,
         )
-    return out
 
 
 def _decode_error(exc: Exception, ts, identity: dict) -> ReadError:
@@ -210,8 +286,10 @@ def _cine(ds, times, photometric, spp, meta, identity, options) -> FrameStream:
     sampler = TimeSampler(options, times[-1] + period, frame_period=period)
     picked = [i for i, t in enumerate(times) if sampler.due(t)]
     ts = ds.file_meta.get("TransferSyntaxUID")
+    look = _Look(ds, photometric, spp, meta, identity, options)
 
     def frames(stream: FrameStream):
+        cine = {"fps": options.video_fps, "every_s": round(sampler.interval, 4)}
         done = 0
         try:
             with _quiet_pydicom():
@@ -220,24 +298,12 @@ def _cine(ds, times, photometric, spp, meta, identity, options) -> FrameStream:
                     if sampler.full:
                         stream.skipped["frame_limit"] += len(picked) - done + 1
                         break
-                    attrs = frame_attributes(ds, i)
-                    try:
-                        pixels, transform = _display(frame, ds, attrs, photometric, spp, options)
-                    except (ValueError, IndexError, KeyError, TypeError) as exc:
-                        raise ReadError("corrupt", f"frame {i}: cannot apply LUTs: {exc}", identity) from None
-                    if sampler.repeats(pixels):
+                    out = look.frame(frame, i, i, time_s=round(float(times[i]), 3))
+                    if sampler.repeats(out.pixels):
                         stream.skipped["near_duplicate"] += 1
                         continue
-                    transform = {**transform, "cine": {"fps": options.video_fps, "every_s": round(sampler.interval, 4)}}
-                    yield Frame(
-                        pixels=pixels,
-                        index=i,
-                        meta=meta,
-                        transform=transform,
-                        identity=identity,
-                        pixel_spacing=_spacing(ds, attrs),
-                        time_s=round(float(times[i]), 3),
-                    )
+                    out.transform = {**out.transform, "cine": cine}
+                    yield out
         except _DECODE_ERRORS as exc:
             if not sampler.kept:
                 raise _decode_error(exc, ts, identity) from None
@@ -413,6 +479,138 @@ def _identity(ds: Dataset) -> dict:
     return dicom_identity(ds)
 
 
+@dataclass(frozen=True)
+class DicomHeader:
+    """What one parse of a file's header gives the ingest plan, and the read that follows.
+
+    The plan's header pass (:func:`scan_header`, on the executor) learns the file's
+    identifiers (``identity``, for redaction), its series and slice position; for a
+    file with pixel data it also keeps a *digest*: the display attributes
+    (:data:`DISPLAY_ATTRIBUTES`, no identifiers) as stored in the file, a few hundred
+    bytes, the offset of the Pixel Data element, and a hash of every byte before it.
+    The unit's read then parses only the digest and the elements from that offset on
+    (:meth:`dataset`), never the header again, and a file changed since the plan (its
+    prefix hash differs) is parsed whole instead.
+    """
+
+    identity: dict
+    series_uid: str | None = None
+    slice_position: float | None = None  # mm along the slice normal (ImagePositionPatient)
+    digest: bytes | None = None  # None: no pixel data, or nothing a read could reuse
+    transfer_syntax: str | None = None
+    pixel_offset: int = 0
+    prefix_sha256: str = ""
+
+    def for_read(self) -> DicomHeader:
+        """What a unit's read needs: the digest and the keyed fields, none of the other identifiers."""
+        keep = {k: self.identity[k] for k in ("patient", "study") if k in self.identity}
+        return DicomHeader(keep, None, None, self.digest, self.transfer_syntax, self.pixel_offset, self.prefix_sha256)
+
+    def dataset(self, data: bytes) -> Dataset | None:
+        """The file's dataset from the digest and ``data[pixel_offset:]``; None when the file is not the one scanned."""
+        if self.digest is None or hashlib.sha256(data[: self.pixel_offset]).hexdigest() != self.prefix_sha256:
+            return None
+        try:
+            ts = pydicom.uid.UID(self.transfer_syntax)
+            ds = read_dataset(io.BytesIO(self.digest), ts.is_implicit_VR, ts.is_little_endian)
+            fp = io.BytesIO(data)
+            fp.seek(self.pixel_offset)
+            tail = read_dataset(fp, ts.is_implicit_VR, ts.is_little_endian)
+        except Exception:  # noqa: BLE001 - anything odd: the whole-file parse decides, with its own message
+            return None
+        for tag in tail.keys():
+            ds[tag] = tail.get_item(tag)
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ts
+        ds.set_original_encoding(ts.is_implicit_VR, ts.is_little_endian)
+        return ds
+
+
+def scan_header(path: Path) -> DicomHeader:
+    """One parse of a file's header (no pixels): identifiers, series, slice position and the read's digest."""
+    try:
+        with open(path, "rb") as fp, _quiet_pydicom():
+            ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
+            offset = fp.tell()
+            identity = _trusted_identity(ds)
+            if ds.preamble is None:
+                return DicomHeader(identity)  # not a DICOM file the read accepts: nothing more to keep
+            series, position = _series(ds)
+            fp.seek(0)
+            prefix = fp.read(offset + 4)  # the header's bytes, and the tag that stopped the parse
+        ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+        digest = _digest(ds, prefix[:offset], ts) if _is_pixel_tag(prefix[offset:], ts) else None
+        if digest is None:
+            return DicomHeader(identity, series, position)
+        sha = hashlib.sha256(prefix[:offset]).hexdigest()
+        return DicomHeader(identity, series, position, digest, str(ts), offset, sha)
+    except Exception:  # noqa: BLE001 - any unreadable file simply teaches us nothing
+        return DicomHeader({})
+
+
+def _is_pixel_tag(raw: bytes, ts) -> bool:
+    if ts is None or len(raw) != 4 or not ts.is_transfer_syntax or ts.is_deflated:
+        return False  # a deflated dataset's bytes are not its elements: such files are parsed whole
+    group, element = struct.unpack("<HH" if ts.is_little_endian else ">HH", raw)
+    return group == 0x7FE0 and element in (0x0008, 0x0009, 0x0010)
+
+
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+def _digest(ds: Dataset, prefix: bytes, ts) -> bytes | None:
+    """The display attributes' own bytes, cut from the header as stored (a few hundred for a CT slice).
+
+    A top-level element runs from its tag to the next one's (so sequences of undefined
+    length need no walking); its value's position is known from the parse, and the
+    tag is found 8 or 12 bytes before it. Parsed with the file's own encoding. None
+    when anything does not line up: the read then parses the whole file.
+    """
+    tags = sorted(ds.keys())
+    fmt = "<HH" if ts.is_little_endian else ">HH"
+    starts = []
+    for tag in tags:
+        elem = ds.get_item(tag)
+        tell = elem.value_tell if isinstance(elem, pydicom.dataelem.RawDataElement) else elem.file_tell
+        if tell is None:
+            return None
+        mark = struct.pack(fmt, tag >> 16, tag & 0xFFFF)
+        if not ts.is_implicit_VR and prefix[tell - 12 : tell - 8] == mark and prefix[tell - 8 : tell - 6] in _LONG_VRS:
+            starts.append(tell - 12)
+        elif prefix[tell - 8 : tell - 4] == mark:
+            starts.append(tell - 8)
+        else:
+            return None
+    starts.append(len(prefix))
+    if starts != sorted(starts):
+        return None
+    return b"".join(prefix[starts[i] : starts[i + 1]] for i, tag in enumerate(tags) if tag in _DISPLAY_TAGS)
+
+
+def _series(ds: Dataset) -> tuple[str | None, float | None]:
+    """SeriesInstanceUID and the slice's position along its normal in mm (None where the header lacks them)."""
+    try:
+        uid = str(ds.get("SeriesInstanceUID") or "") or None
+    except Exception:  # noqa: BLE001 - a malformed UID only means no series
+        return None, None
+    try:
+        position, orientation = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
+        if position is None or len(position) != 3:
+            return uid, None
+        if orientation is not None and len(orientation) == 6:
+            normal = np.cross(np.array(orientation[:3], float), np.array(orientation[3:], float))
+            return uid, round(float(np.dot(normal, np.array(position, float))), 4)
+        return uid, round(float(position[2]), 4)
+    except Exception:  # noqa: BLE001 - an unreadable position only means none
+        return uid, None
+
+
+def _trusted_identity(ds: Dataset) -> dict:
+    if ds.preamble is None and not (ds.get("PatientID") or ds.get("PatientName")):
+        return {}  # a forced read of a non-DICOM file: nothing trustworthy to learn
+    return _identity(ds)
+
+
 def header_identity(source) -> dict:
     """Identifiers from a file's header only (a path or a file object), for redaction; {} when nothing can be read.
 
@@ -427,9 +625,7 @@ def header_identity(source) -> dict:
     try:
         with _quiet_pydicom():
             ds = pydicom.dcmread(source, stop_before_pixels=True, force=True)
-        if ds.preamble is None and not (ds.get("PatientID") or ds.get("PatientName")):
-            return {}  # a forced read of a non-DICOM file: nothing trustworthy to learn
-        return _identity(ds)
+        return _trusted_identity(ds)
     except Exception:  # noqa: BLE001 - any unreadable file simply teaches us nothing
         return {}
 

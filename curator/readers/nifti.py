@@ -8,6 +8,8 @@ Free-text header fields (descrip, aux_file, intent_name, db_name) are never read
 
 from __future__ import annotations
 
+import gzip
+import io
 import struct
 import zlib
 from pathlib import Path
@@ -32,11 +34,33 @@ _HEADER_ERRORS = (
 )
 
 
-def _open(path: Path):
+def _open(path: Path, data: bytes | None = None):
+    """The image, its voxels still unread: from ``data`` (the file's bytes, read once by ingest) or the path."""
+    if data is not None:
+        img = _from_bytes(data)
+        if img is not None:
+            return img
     try:
         return nib.load(str(path))
     except _HEADER_ERRORS as exc:
         raise ReadError("corrupt", f"cannot parse NIfTI header: {exc}") from None
+
+
+def _from_bytes(data: bytes):
+    """A NIfTI-1/2 image over the bytes in memory (gzip or not); None for anything else, which ``nib.load`` judges.
+
+    The voxels stay behind nibabel's array proxy, so the declared size is checked before
+    they are decompressed, as when nibabel opens the file itself.
+    """
+    stream = gzip.GzipFile(fileobj=io.BytesIO(data)) if data[:2] == b"\x1f\x8b" else io.BytesIO(data)
+    try:
+        head = stream.read(4)
+        stream.seek(0)
+        sizes = {struct.unpack("<i", head)[0], struct.unpack(">i", head)[0]} if len(head) == 4 else set()
+        klass = nib.Nifti1Image if 348 in sizes else nib.Nifti2Image if 540 in sizes else None
+        return klass.from_stream(stream) if klass is not None else None
+    except _HEADER_ERRORS:
+        return None  # nib.load on the path gives the canonical error
 
 
 def volume_shape(path: Path) -> tuple[int, ...]:
@@ -67,14 +91,17 @@ def check_declared(img, limits: Limits) -> None:
         )
 
 
-def load_volume(path: Path, limits: Limits | None = None) -> tuple[np.ndarray, tuple[float, float, float]]:
+def load_volume(
+    path: Path, limits: Limits | None = None, data: bytes | None = None
+) -> tuple[np.ndarray, tuple[float, float, float]]:
     """Canonical float32 volume (scl_slope/inter applied by nibabel) and voxel sizes.
 
     2D images become one-slice volumes; 4D volumes keep their first volume (t=0 or
     the first channel), a stated rule so a build never silently mixes timepoints;
     more dimensions are rejected. Nothing from the free-text header fields is read.
+    ``data``: the file's bytes, when the caller read them already (the file is not read again).
     """
-    img = _open(path)
+    img = _open(path, data)
     if len(img.shape) < 2 or len(img.shape) > 4:
         raise ReadError("unsupported_format", f"volume has shape {img.shape}, need 2 to 4 dimensions")
     check_declared(img, limits or Limits())
@@ -130,10 +157,10 @@ def slice_spacing(zooms: tuple[float, float, float], plane: str) -> tuple[float,
     return {"axial": (y, x), "coronal": (z, x), "sagittal": (z, y)}[plane]
 
 
-def read_nifti(path: Path, options: ReadOptions) -> list[Frame]:
+def read_nifti(path: Path, options: ReadOptions, data: bytes | None = None) -> list[Frame]:
     if options.plane not in PLANES:
         raise ReadError("bad_row", f"unknown plane '{options.plane}'")
-    volume, zooms = load_volume(path, options.limits)
+    volume, zooms = load_volume(path, options.limits, data)
     axis = PLANES[options.plane]
     frames = []
     spacing = slice_spacing(zooms, options.plane)

@@ -111,9 +111,10 @@ def load_benchmarks(settings: HoldoutSettings) -> list[BenchmarkImage]:
 
 
 def _dhash_of(path: Path) -> str | None:
+    """The perceptual hash of a hold-out's first frame; videos and slides are read lazily, so only it is decoded."""
     try:
-        frames = readers.read(path)
-        return normalise(frames[0], ImagePolicy()).phash if frames else None
+        first = next(iter(readers.read(path)), None)
+        return normalise(first, ImagePolicy()).phash if first is not None else None
     except (ReadError, ValueError, OSError) as exc:
         log.info("hold-out %s: no perceptual hash (%s); matched by sha256 only", path, exc)
         return None

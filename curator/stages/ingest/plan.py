@@ -1,8 +1,10 @@
 """Ingest plan: walk a source's layout, learn every identifier, cut the items into units.
 
-The plan runs in the driver. It walks ``adapter.items()`` once, reads the header
-of every file a DICOM reader would open (a header pass through the executor, in
-batches, results applied in item order), and cuts the items into units of
+The plan runs in the driver. It walks ``adapter.items()`` once (reading no file),
+parses the header of every file a DICOM reader would open once (a header pass on
+the executor's workers, in batches, results applied in item order: identifiers,
+series, slice position and the digest the unit's read reuses, see
+:class:`curator.readers.dicom.DicomHeader`), and cuts the items into units of
 ``settings.unit_items``. Boundaries depend only on the items and that setting,
 never on the worker count; items naming one image (``rows_repeat`` layouts) fall
 in one unit, so the image is one sample with all its rows' annotations.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,12 +28,15 @@ from curator.config import IngestSettings
 from curator.errors import CuratorError
 from curator.executors import Executor, UnitFailure
 from curator.registry import SourceCard, adapter_class, card_sha256
-from curator.stages.ingest.work import UNIT_TABLES, UnitWork, header_identities
+from curator.stages.ingest.work import UNIT_TABLES, UnitWork, scan_headers
 from curator.storage import Corpus
 from curator.units import Unit
 
-# Files per header-pass task: a header read is ~0.3 ms, so a task is a few tenths of a second.
+# Files per header-pass task: a header parse is ~0.5 ms, so a task is at most a few tenths of a
+# second, and a source's pass is cut into at least 4 tasks a worker so every worker shares it.
 HEADER_BATCH = 512
+# Fewer files than this are parsed in the driver: a pool round trip costs more than they do.
+HEADER_MIN_PARALLEL = 16
 
 
 @dataclass
@@ -102,12 +108,13 @@ def plan_source(
 
     items = list(adapter._items())
     adapter._account(plan.walk)
-    identities, failure = _header_pass(adapter, items, executor, progress)
+    headers, failure = _header_pass(adapter, items, executor, progress)
     if failure is not None:
         plan.failed[f"{card.id}-headers"] = failure
         return plan
+    adapter.headers_seen(items, headers)
     key = settings.patient_key()
-    adapter.learn(identities, key)
+    adapter.learn(new_values(h.identity for h in headers.values()), key)
     identifiers = adapter.identifiers
     if card.identifiers_in_paths:
         # keyed layouts: the way back from a sample to its file stays on this machine, outside the corpus
@@ -117,16 +124,50 @@ def plan_source(
     learned = hmac.new(key, repr(sorted(identifiers.items())).encode(), hashlib.sha256).hexdigest()[:32]
     for n, batch in enumerate(cut(items, settings.unit_items, adapter.rows_repeat)):
         uid = unit_id(card.id, n)
+        # only what the unit's reads need: digests and keyed fields, not every identifier of the header
+        known = {i.path: h.for_read() for i in batch if (h := headers.get(i.path)) is not None}
         plan.units.append(
             Unit(
                 stage=plan.stage,
                 id=uid,
                 fingerprint=short_hash(plan.fingerprint, learned, repr(batch), n=32),
-                payload=UnitWork(corpus.url, card, str(root), settings, identifiers, batch, key),
+                payload=UnitWork(corpus.url, card, str(root), settings, identifiers, batch, key, known),
                 weight=len(batch),
             )
         )
     return plan
+
+
+# identifier kinds whose tag is the patient's (phi.Redactor.learn); every other kind's tag is its own
+_PATIENT_KINDS = frozenset({"names", "patient_id", "patient_name"})
+
+
+def new_values(identities: Iterable[dict]) -> Iterator[dict]:
+    """Each identity with only the identifier values no earlier one had, for learning in the driver.
+
+    The slices of a series repeat their patient, study, dates and institution in every
+    header, and learning a value a second time with the same tag changes nothing
+    (``phi.Redactor`` keeps a form's first non-date tag), so learning each value once
+    is the same redactor at a fraction of the driver's time (it was most of it).
+    tests/test_ingest_read_once.py checks that both learn the same state.
+    """
+    seen: set[tuple] = set()
+    for identity in identities:
+        patient = identity.get("patient")
+        out = {k: v for k, v in identity.items() if k not in ("identifiers", "names")}
+        groups = {**identity.get("identifiers", {}), **({"names": identity["names"]} if "names" in identity else {})}
+        fresh: dict[str, list] = {}
+        for kind, values in groups.items():
+            owner = patient if kind in _PATIENT_KINDS else None
+            for value in values:
+                if (owner, kind, value) not in seen:
+                    seen.add((owner, kind, value))
+                    fresh.setdefault(kind, []).append(value)
+        names = fresh.pop("names", None)
+        out["identifiers"] = fresh
+        if names:
+            out["names"] = names
+        yield out
 
 
 def cut(items: list[Item], per_unit: int, rows_repeat: bool) -> list[list[Item]]:
@@ -147,20 +188,20 @@ def cut(items: list[Item], per_unit: int, rows_repeat: bool) -> list[list[Item]]
     return batches
 
 
-def _header_pass(
-    adapter: Adapter, items: list[Item], executor: Executor, progress: bool
-) -> tuple[list[dict], str | None]:
-    """Every DICOM header's identity, in item order; a small source's pass runs here, a large one on the executor."""
-    paths = adapter.identity_paths(items)
-    if len(paths) <= HEADER_BATCH:
-        return header_identities(paths), None
-    batches = [paths[i : i + HEADER_BATCH] for i in range(0, len(paths), HEADER_BATCH)]
-    results: list[list[dict] | None] = [None] * len(batches)
+def _header_pass(adapter: Adapter, items: list[Item], executor: Executor, progress: bool) -> tuple[dict, str | None]:
+    """Every DICOM file's header, parsed once (path -> DicomHeader), on the executor's workers."""
+    paths = list(dict.fromkeys(adapter.identity_paths(items)))  # a table may name one file in several rows
+    if len(paths) < HEADER_MIN_PARALLEL or executor.name == "serial":
+        return dict(zip(paths, scan_headers(paths), strict=True)), None
+    size = max(HEADER_MIN_PARALLEL, min(HEADER_BATCH, -(-len(paths) // (4 * executor.workers))))
+    batches = [paths[i : i + size] for i in range(0, len(paths), size)]
+    results: list[list | None] = [None] * len(batches)
     for i, result in executor.map(
-        header_identities, batches, desc=f"headers {adapter.card.id}", progress=progress, weight=len
+        scan_headers, batches, desc=f"headers {adapter.card.id}", progress=progress, weight=len
     ):
         if isinstance(result, UnitFailure):
             # no path in the message: until the pass is complete nothing can be redacted from one
-            return [], f"header pass, batch {i + 1} of {len(batches)}: {result.error}"
+            return {}, f"header pass, batch {i + 1} of {len(batches)}: {result.error}"
         results[i] = result
-    return [identity for batch in results for identity in batch], None
+    pairs = (pair for batch, found in zip(batches, results, strict=True) for pair in zip(batch, found, strict=True))
+    return dict(pairs), None

@@ -1,7 +1,7 @@
 """Ingest work: what runs on an executor's worker (this process, a pool worker, a Ray node).
 
-Two picklable functions, nothing else: ``header_identities`` (the plan's header
-pass over a batch of DICOM files) and ``ingest_unit`` (read, normalise, encode,
+Two picklable functions, nothing else: ``scan_headers`` (the plan's header pass
+over a batch of DICOM files: each header parsed once) and ``ingest_unit`` (read, normalise, encode,
 write blobs and one part per table for one unit). A worker learns nothing: every
 identifier arrives in the unit's payload, learned by the plan from every file of
 the source, so a unit's rows never depend on which worker ran it or when.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from curator.adapters.base import Item, Rejected, Stats
@@ -40,13 +40,16 @@ class UnitWork:
     # The driver's patient key, in memory only: every worker must hash with the same key, and a
     # cluster node without CURATOR_PATIENT_KEY would otherwise fall back to the demo key silently.
     patient_key: bytes
+    # The plan's parse of each DICOM item's header (path -> DicomHeader.for_read()): the unit's
+    # reads parse only its digest and the pixel data
+    headers: dict = field(default_factory=dict)
 
 
-def header_identities(paths: list[Path]) -> list[dict]:
-    """The header pass for a batch of files: identifiers only, no pixels, in the batch's order."""
-    from curator.readers.dicom import header_identity
+def scan_headers(paths: list[Path]) -> list:
+    """The header pass for a batch of files (readers.dicom.DicomHeader each, no pixels), in the batch's order."""
+    from curator.readers.dicom import scan_header
 
-    return [header_identity(p) for p in paths]
+    return [scan_header(p) for p in paths]
 
 
 def keep_freed_memory() -> None:
@@ -82,6 +85,7 @@ def ingest_unit(unit: Unit) -> dict:
     corpus = Corpus(work.corpus_url)
     adapter = adapter_class(work.card.adapter.name)(work.card, Path(work.root))
     adapter.use_identifiers(work.identifiers, work.patient_key)
+    adapter.known_headers = work.headers
     stats = Stats()
     with (
         corpus.table_writer("images", unit.id) as images,
