@@ -42,6 +42,12 @@ BATCH = 100_000
 POLL_S = 0.05
 
 
+def _table(columns: dict, schema: pa.Schema, m: int) -> pa.Table:
+    """The columns given, every other column of ``schema`` null (the schema grows; the bench need not)."""
+    full = {f.name: columns.get(f.name, pa.nulls(m, f.type)) for f in schema}
+    return pa.table(full, schema=schema)
+
+
 def make_corpus(root: Path, n: int, seed: int = 0) -> None:
     """Index tables (sources, images, annotations) and one blob per image, written in batches."""
     rng = np.random.default_rng(seed)
@@ -76,7 +82,7 @@ def make_corpus(root: Path, n: int, seed: int = 0) -> None:
             anatomy = np.array(ANATOMIES)[label % len(ANATOMIES)]
             split = np.where(rng.random(m) < 0.9, "train", np.where(rng.random(m) < 0.5, "val", "test"))
             images.write_table(
-                pa.table(
+                _table(
                     {
                         "sample_id": ids,
                         "source_id": [sid] * m,
@@ -103,11 +109,12 @@ def make_corpus(root: Path, n: int, seed: int = 0) -> None:
                         "adapter_version": ["1"] * m,
                         "transform": ['{"resize": null}'] * m,
                     },
-                    schema=IMAGES,
+                    IMAGES,
+                    m,
                 )
             )
             notes.write_table(
-                pa.table(
+                _table(
                     {
                         "annotation_id": [f"{i}-0" for i in ids],
                         "sample_id": ids,
@@ -119,7 +126,8 @@ def make_corpus(root: Path, n: int, seed: int = 0) -> None:
                         "language": ["en"] * m,
                         "payload": pa.nulls(m, pa.string()),
                     },
-                    schema=ANNOTATIONS,
+                    ANNOTATIONS,
+                    m,
                 )
             )
         images.close()

@@ -93,42 +93,64 @@ class TarJob:
 
 
 def write_shard(unit: Unit) -> dict:
-    """Work of one unit, anywhere: read its routed rows, copy its blobs, write its tar, then its ``_stats.json``."""
+    """Work of one unit, anywhere: read its routed rows, copy its blobs, write its tar, then its ``_stats.json``.
+
+    The rows arrive a row group at a time (the routed file is sorted by shard and
+    position), so a worker holds one group's records and one blob, not its shard.
+    """
     job: TarJob = unit.payload
     corpus = Corpus(job.corpus)
-    table = pq.read_table(
-        corpus.path(job.routed), filesystem=corpus.fs, filters=[("shard", "=", job.number)], schema=ROUTED
-    ).sort_by("pos")
-    counts = Counter()
-    size, sha, md5 = write_tar(corpus, job.rel, _members(corpus, table, counts))
-    sources = Counter(src for srcs in table["sources"].to_pylist() for src in srcs)
+    counts, sources = Counter(), Counter()
+    with corpus.fs.open(corpus.path(job.routed), "rb") as fh:
+        routed = pq.ParquetFile(fh)
+        groups = _groups_of(routed.metadata, job.number)
+        size, sha, md5 = write_tar(corpus, job.rel, _members(corpus, routed, groups, job.number, counts, sources))
+    samples = counts["json"]
     corpus.write_json(
         stats_path(job.rel),
         {
             "kind": STATS_KIND,
             "shard": job.rel.rsplit("/", 1)[-1],
-            "samples": table.num_rows,
+            "samples": samples,
             "members": dict(sorted(counts.items())),
             "bytes": size,
             "sha256": sha,
             "sources": dict(sorted(sources.items())),
         },
     )
-    return {"bytes": size, "sha256": sha, "md5": md5, "nsamples": table.num_rows}
+    return {"bytes": size, "sha256": sha, "md5": md5, "nsamples": samples}
 
 
-def _members(corpus: Corpus, table: pa.Table, counts: Counter):
-    """A shard's (name, data) members in tar order; ``counts`` tallies them by extension."""
-    cols = [table[c].to_pylist() for c in ("sample_id", "rep", "ext", "blob_sha256", "blob_source", "json", "txt")]
-    cls = table["cls"].to_pylist()
-    for (sid, rep, ext, sha, source, js, txt), c in zip(zip(*cols, strict=True), cls, strict=True):
-        key = repeat_key(sid, rep)
-        counts.update([ext, "json", "txt", *(["cls"] if c is not None else [])])
-        yield f"{key}.{ext}", read_blob(corpus, sha, ext, source)
-        yield f"{key}.json", js
-        yield f"{key}.txt", txt
-        if c is not None:
-            yield f"{key}.cls", c
+def _groups_of(meta: pq.FileMetaData, number: int) -> list[int]:
+    """Row groups of the routed file that may hold rows of shard ``number`` (by the shard column's statistics)."""
+    col = meta.schema.names.index("shard")
+    out = []
+    for g in range(meta.num_row_groups):
+        st = meta.row_group(g).column(col).statistics
+        if st is None or not st.has_min_max or st.min <= number <= st.max:
+            out.append(g)
+    return out
+
+
+def _members(corpus: Corpus, routed: pq.ParquetFile, groups: list[int], number: int, counts: Counter, sources):
+    """A shard's (name, data) members in tar order; ``counts`` tallies them by extension, ``sources`` by source."""
+    names = ["shard", "pos", "sample_id", "rep", "ext", "blob_sha256", "blob_source", "json", "txt", "cls", "sources"]
+    for g in groups:
+        t = routed.read_row_group(g, columns=names)
+        t = t.filter(pc.equal(t["shard"], number))  # rows are sorted by (shard, pos): in tar order already
+        cols = [t[c].to_pylist() for c in ("sample_id", "rep", "ext", "blob_sha256", "blob_source", "json", "txt")]
+        cls = t["cls"].to_pylist()
+        for srcs in t["sources"].to_pylist():
+            sources.update(srcs)
+        del t
+        for (sid, rep, ext, sha, source, js, txt), c in zip(zip(*cols, strict=True), cls, strict=True):
+            key = repeat_key(sid, rep)
+            counts.update([ext, "json", "txt", *(["cls"] if c is not None else [])])
+            yield f"{key}.{ext}", read_blob(corpus, sha, ext, source)
+            yield f"{key}.json", js
+            yield f"{key}.txt", txt
+            if c is not None:
+                yield f"{key}.cls", c
 
 
 def run_shard(
@@ -182,6 +204,7 @@ def run_shard(
         and not indexes.missing_outputs(corpus, mixtures, plan)
         and all(kept(u) for u in units)
     ):
+        con.close()
         _clear_staging(corpus)
         shards = [ShardInfo(**{**s, "kept": True}) for s in marker["shards"]]
         return ShardResult(shards, len(samples), skipped=True, classes=classes)
@@ -191,6 +214,7 @@ def run_shard(
     todo = [p for p, u in zip(plan, units, strict=True) if not kept(u)]
     if todo:
         _route(con, corpus, todo)
+    con.close()  # DuckDB's buffers go back before the workers start, not after
     own = executor is None
     if own:
         executor = _default_executor(todo, samples)
