@@ -31,15 +31,23 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curator.blobs import read_blob
-from curator.config import ShardSettings
+from curator.config import InstructSettings, ShardSettings
 from curator.errors import CuratorError
 from curator.executors import Executor, default_workers, make_executor
+from curator.instruct.mixtures import family_counts, family_weights
 from curator.layout import STATS_KIND, mixture_root, repeat_key, stats_path
 from curator.stages.index import require_current_index
 from curator.stages.shard import indexes
 from curator.stages.shard.indexes import SampleExtras, ShardInfo, unit_id
 from curator.stages.shard.plan import PlannedShard, Samples, plan_shards
-from curator.stages.shard.records import CONVERSATIONS, RECORDS, RecordExtra, class_vocabulary, record_batches
+from curator.stages.shard.records import (
+    CONVERSATIONS,
+    FamilyVariant,
+    RecordExtra,
+    class_vocabulary,
+    record_batches,
+    records_schema,
+)
 from curator.stages.shard.tar import write_tar
 from curator.storage import Corpus
 from curator.tables import connect, parquet_url, write_batches
@@ -161,6 +169,7 @@ def run_shard(
     verify: bool = True,
     executor: Executor | None = None,
     extras: Sequence[RecordExtra] = (CONVERSATIONS,),
+    instruct: InstructSettings | None = None,
 ) -> ShardResult:
     """Write every planned shard, then the manifest table and indexes; skip it all if nothing changed.
 
@@ -169,15 +178,23 @@ def run_shard(
     does not depend on it. ``verify`` re-hashes each shard an earlier run left
     before keeping it; without it a shard is kept when its marker matches and its
     size is right. ``extras`` join optional per-sample tables into each ``.json``.
+    ``instruct`` (the recipe's ``[instruct]``) brings the task-family shares of named
+    mixtures: each such mixture's samples carry only the conversations its weights select.
     """
     require_current_index(corpus)
     con = connect(corpus, TABLES + [e.table for e in extras if corpus.table_parts(e.table)])
     classes = class_vocabulary(con)
-    write_batches(corpus, RECORDS_REL, RECORDS, record_batches(con, settings, classes, extras))
-    staged = pq.read_table(
-        corpus.path(RECORDS_REL), filesystem=corpus.fs, columns=["sample_id", "split", "size", "digest", "sources"]
+    variants = family_variants(con, settings, instruct, extras)
+    write_batches(
+        corpus,
+        RECORDS_REL,
+        records_schema(len(variants)),
+        record_batches(con, settings, classes, extras, variants=variants),
     )
-    samples = Samples.from_table(staged)
+    columns = ["sample_id", "split", "size", "digest", "sources"]
+    columns += [f"{c}_{k}" for k in range(len(variants)) for c in ("size", "digest")]
+    staged = pq.read_table(corpus.path(RECORDS_REL), filesystem=corpus.fs, columns=columns)
+    samples = Samples.from_table(staged, [v.mixture for v in variants])
     del staged
     plan = plan_shards(samples, settings, name)
     units = [
@@ -185,6 +202,8 @@ def run_shard(
         for p in plan
     ]
     digest = hashlib.sha256("\0".join([settings.model_dump_json(), name, *classes]).encode())
+    for v in variants:
+        digest.update(f"\0{v.mixture}:{sorted(v.weights.items())}".encode())
     for u in units:
         digest.update(f"\0{u.id}={u.fingerprint}".encode())
     fingerprint = digest.hexdigest()[:32]
@@ -213,7 +232,7 @@ def run_shard(
 
     todo = [p for p, u in zip(plan, units, strict=True) if not kept(u)]
     if todo:
-        _route(con, corpus, todo)
+        _route(con, corpus, todo, [v.mixture for v in variants])
     con.close()  # DuckDB's buffers go back before the workers start, not after
     own = executor is None
     if own:
@@ -266,11 +285,40 @@ def _default_executor(todo: list[PlannedShard], samples: Samples) -> Executor:
     return make_executor("serial")
 
 
-def _route(con, corpus: Corpus, todo: list[PlannedShard]) -> None:
-    """Each row of the shards to write, with its records, sorted by (shard, position in the tar)."""
+def family_variants(
+    con, settings: ShardSettings, instruct: InstructSettings | None, extras: Sequence[RecordExtra]
+) -> list[FamilyVariant]:
+    """The task-family weights of each named mixture the recipe gives shares, computed once per mixture.
+
+    Counted over the splits the shard weights apply to, each sample counting its
+    source's weight in that mixture, so the written entries hit the shares.
+    """
+    if not instruct or not instruct.mixtures or CONVERSATIONS not in extras:
+        return []
+    present = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    if CONVERSATIONS.table not in present:
+        return []
+    splits = tuple(settings.weighted_splits)
+    out = []
+    for name in sorted(instruct.mixtures):
+        mixture = settings.mixtures[name]
+        counts = family_counts(con, splits, mixture.weights, mixture.default_weight)
+        weights = family_weights(counts, instruct.mixtures[name].shares)
+        log.info("shard mixture '%s': task-family weights %s", name, {f: round(w, 3) for f, w in weights.items()})
+        out.append(FamilyVariant(name, weights, splits, settings.seed))
+    return out
+
+
+def _route(con, corpus: Corpus, todo: list[PlannedShard], variants: Sequence[str] = ()) -> None:
+    """Each row of the shards to write, with its records, sorted by (shard, position in the tar).
+
+    A shard of a mixture with task-family weights takes that mixture's ``.json`` (``json_<k>``).
+    """
     lengths = np.array([len(p.rows) for p in todo], dtype=np.int64)
+    which = {m: k for k, m in enumerate(variants)}
     plan = pa.table(
         {
+            "v": np.repeat(np.array([which.get(p.mixture, -1) for p in todo], dtype=np.int32), lengths),
             "shard": np.repeat(np.array([p.number for p in todo], dtype=np.int32), lengths),
             "pos": np.concatenate([np.arange(n) for n in lengths]) if len(todo) else np.array([], np.int64),
             "rep": np.concatenate([p.repeats for p in todo]).astype(np.int32),
@@ -278,9 +326,11 @@ def _route(con, corpus: Corpus, todo: list[PlannedShard]) -> None:
         }
     )
     con.register("shard_plan", plan)
+    cases = "".join(f" WHEN {k} THEN coalesce(r.json_{k}, r.json)" for k in range(len(variants)))
+    json = f"CASE p.v{cases} ELSE r.json END" if variants else "r.json"
     sql = f"""
-        SELECT p.shard, p.pos, p.rep, r.sample_id, r.ext, r.blob_sha256, r.blob_source, r.json, r.txt, r.cls,
-               r.sources
+        SELECT p.shard, p.pos, p.rep, r.sample_id, r.ext, r.blob_sha256, r.blob_source, {json} AS json, r.txt,
+               r.cls, r.sources
         FROM shard_plan p JOIN read_parquet({parquet_url(corpus, RECORDS_REL)}) r ON r."row" = p."row"
         ORDER BY p.shard, p.pos
     """
