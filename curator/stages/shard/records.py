@@ -28,7 +28,6 @@ from curator.adapters.base import short_hash
 from curator.blobs import blob_ext
 from curator.config import ShardSettings
 from curator.instruct.mixtures import select_entries
-from curator.stages.caption import TRIPLETS_SQL
 from curator.stages.shard.tar import member_size
 from curator.tables import batches
 
@@ -214,6 +213,9 @@ def record_batches(
 
     ``con`` holds the index views and ``shard_classes`` (see :func:`class_vocabulary`).
     """
+    # imported here: the caption stage brings the LLM client, which a tar worker importing this package never needs
+    from curator.stages.caption import TRIPLETS_SQL
+
     con.execute(TRIPLETS_SQL)
     present = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     extras = [e for e in extras if e.table in present]

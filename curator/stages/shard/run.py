@@ -36,7 +36,6 @@ from curator.errors import CuratorError
 from curator.executors import Executor, default_workers, make_executor
 from curator.instruct.mixtures import family_counts, family_weights
 from curator.layout import STATS_KIND, mixture_root, repeat_key, stats_path
-from curator.stages.index import require_current_index
 from curator.stages.shard import indexes
 from curator.stages.shard.indexes import SampleExtras, ShardInfo, unit_id
 from curator.stages.shard.plan import PlannedShard, Samples, plan_shards
@@ -181,6 +180,9 @@ def run_shard(
     ``instruct`` (the recipe's ``[instruct]``) brings the task-family shares of named
     mixtures: each such mixture's samples carry only the conversations its weights select.
     """
+    # imported here: the index step brings the image readers, which a tar worker never needs
+    from curator.stages.index import require_current_index
+
     require_current_index(corpus)
     con = connect(corpus, TABLES + [e.table for e in extras if corpus.table_parts(e.table)])
     classes = class_vocabulary(con)
