@@ -6,8 +6,14 @@ transform), the annotations of all its sources (each tagged with its source;
 annotations identical within one source appear once), its caption triplet and
 the triplet's validated captions, and its class. Python turns one batch of those
 rows at a time into the members a tar needs, so memory is bounded by the batch,
-never by the corpus. Records are written, in sample_id order, to a staging Parquet
-file that the plan and the tar writers read.
+never by the corpus; the query itself runs once per range of ``CHUNK_ROWS`` kept
+sample_ids, so DuckDB's joins and list aggregates are bounded by the range. Records
+are written, in sample_id order, to a staging Parquet file that the plan and the
+tar writers read.
+
+A named mixture with task-family shares (:class:`FamilyVariant`) gets its own
+``.json`` per sample beside the main one: the conversations its family weights
+select (``curator.instruct.mixtures.select_entries``, seeded per sample).
 
 Optional tables join cleanly: a :class:`RecordExtra` names a table and a SQL
 aggregate per sample; when the table has parts its list lands in the ``.json``
