@@ -54,7 +54,7 @@ from curator.blobs import PACKS, blob_ext, blob_path
 from curator.errors import CorpusError
 from curator.layout import CLASSNAMES_FILE, LEFT_OUT, SIZES_FILE, mixture_root, stats_path
 from curator.storage import SEAL, Corpus, damaged_parts, read_seal, sealed_files
-from curator.tables import connect
+from curator.tables import batches, connect
 
 IMAGE_EXTS = ("png", "jpg", "jpeg")
 
@@ -157,14 +157,17 @@ def _check_contents(corpus: Corpus, roots: dict[str, Path] | None, progress: boo
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             result.add("json_unreadable", rel, f"not the JSON a training reader expects ({type(exc).__name__}: {exc})")
 
-    by_shard: dict[str, list[tuple[str, list[str]]]] = defaultdict(list)
+    # Per shard, never per sample: counts and the table's hash here; each shard's rows are
+    # streamed beside its tar below, so verify holds one shard's keys at a time.
+    by_shard: dict[str, int] = {}  # shard URL -> rows in the shards table
     recorded: dict[str, str] = {}
     placed: dict[str, str] = {}  # shard URL -> the wids index that must list it
     splits: dict[str, str] = {}
-    for url, sha, sid, members, mixture, split in con.execute(
-        "SELECT shard_url, shard_sha256, sample_id, members, mixture, split FROM shards ORDER BY shard_url, sample_id"
+    for url, sha, n, mixture, split in con.execute(
+        "SELECT shard_url, arg_max(shard_sha256, sample_id), count(*), arg_max(mixture, sample_id), "
+        "arg_max(split, sample_id) FROM shards GROUP BY shard_url ORDER BY shard_url"
     ).fetchall():
-        by_shard[url].append((sid, members))
+        by_shard[url] = n
         recorded[url] = sha
         placed[url] = f"{mixture_root(mixture)}/{split}.wids.json"
         splits[url] = split
@@ -174,14 +177,14 @@ def _check_contents(corpus: Corpus, roots: dict[str, Path] | None, progress: boo
         result.add("shard_unexpected", url, "a .tar in a shard folder with no rows in the shards table")
     _check_listings(by_shard, placed, wids_files, classes, result)
     _check_reader_files(corpus, by_shard, recorded, sizes, classnames, stats, classes, result)
-    image_sha = dict(con.execute("SELECT sample_id, image_sha256 FROM samples").fetchall())
 
-    for url in tqdm(sorted(by_shard), desc="verify shards", unit="shard", disable=None if progress else True):
+    bar = tqdm(total=len(by_shard), desc="verify shards", unit="shard", disable=None if progress else True)
+    for url, samples, image_sha in _shard_rows(con):
         result.shards += 1
         _check_shard(
             corpus,
             url,
-            by_shard[url],
+            samples,
             recorded[url],
             manifest.get(url),
             wids.get(url),
@@ -190,6 +193,8 @@ def _check_contents(corpus: Corpus, roots: dict[str, Path] | None, progress: boo
             classes.get(url.rpartition("/")[0].rpartition("/")[0]),
             splits[url],
         )
+        bar.update()
+    bar.close()
 
     try:
         left_out = {e["sample_id"] for e in corpus.read_json(LEFT_OUT)["samples"]} if corpus.exists(LEFT_OUT) else set()
@@ -232,24 +237,46 @@ def _check_seal(corpus: Corpus, result: VerifyResult, progress: bool) -> None:
         result.add("sealed_missing", rel, "sealed by the build, now missing")
 
 
+def _shard_rows(con):
+    """(shard URL, [(sample_id, members)], {sample_id: image_sha256}) per shard, in URL order, streamed."""
+    sql = """
+        SELECT s.shard_url, s.sample_id, s.members, i.image_sha256
+        FROM shards s LEFT JOIN samples i ON i.sample_id = s.sample_id
+        ORDER BY s.shard_url, s.sample_id
+    """
+    current, samples, image_sha = None, [], {}
+    for batch in batches(con, sql):
+        urls, sids, members, shas = (batch.column(c).to_pylist() for c in range(4))
+        for url, sid, mem, sha in zip(urls, sids, members, shas, strict=True):
+            if url != current and current is not None:
+                yield current, samples, image_sha
+                samples, image_sha = [], {}
+            current = url
+            samples.append((sid, mem))
+            if sha is not None:
+                image_sha[sid] = sha
+    if current is not None:
+        yield current, samples, image_sha
+
+
 def _check_reader_files(corpus, by_shard, recorded, sizes, classnames, stats, classes, result: VerifyResult) -> None:
     """sizes.json per split folder, a _stats.json per shard, classnames.txt beside each classes.json: all agree."""
     for folder in sorted({url.rpartition("/")[0] for url in by_shard} - set(sizes)):
         result.add("sizes_missing", f"{folder}/{SIZES_FILE}", "open_clip's per-split sample counts are missing")
-    for url, samples in sorted(by_shard.items()):
+    for url, n in sorted(by_shard.items()):
         folder, _, name = url.rpartition("/")
-        if folder in sizes and sizes[folder].get(name) != len(samples):
+        if folder in sizes and sizes[folder].get(name) != n:
             result.add(
                 "sizes_entry",
                 f"{folder}/{SIZES_FILE}",
-                f"{name}: {sizes[folder].get(name)} samples listed, {len(samples)} in the shards table",
+                f"{name}: {sizes[folder].get(name)} samples listed, {n} in the shards table",
             )
         rel = stats_path(url)
         if rel not in stats:
             result.add("stats_missing", rel, "the shard's _stats.json is missing")
             continue
         got = corpus.read_json(rel)
-        if got.get("samples") != len(samples) or got.get("sha256") != recorded[url]:
+        if got.get("samples") != n or got.get("sha256") != recorded[url]:
             result.add("stats_mismatch", rel, "sample count or sha256 differs from the shards table")
     for root, names in sorted(classes.items()):
         if root not in classnames:

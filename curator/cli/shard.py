@@ -76,5 +76,13 @@ def shard(
             raise CuratorError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
     name = name or (recipe.name if recipe else "corpus")
     with writer_lock(corpus, "shard"), open_executor(executor_name, workers, ray_address) as executor:
-        result = run_shard(corpus, settings, name, progress=not quiet, verify=not no_verify, executor=executor)
+        result = run_shard(
+            corpus,
+            settings,
+            name,
+            progress=not quiet,
+            verify=not no_verify,
+            executor=executor,
+            instruct=recipe.instruct if recipe else None,
+        )
     summaries.print_shards(result, out)

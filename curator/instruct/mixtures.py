@@ -26,8 +26,14 @@ from curator.adapters.base import short_hash
 from curator.config import TASK_FAMILIES, InstructMixture
 
 
-def family_counts(con, splits: tuple[str, ...] = ("train",), source_weights: Mapping[str, float] | None = None):
-    """Entries per family in ``splits``; with ``source_weights``, each sample counts its source's weight."""
+def family_counts(
+    con,
+    splits: tuple[str, ...] = ("train",),
+    source_weights: Mapping[str, float] | None = None,
+    default_weight: float = 1.0,
+):
+    """Entries per family in ``splits``; with ``source_weights``, each sample counts its source's weight
+    (``default_weight`` for a source not listed)."""
     rows = con.execute(
         """
         SELECT i.family, c.source_id, count(*) FROM instructions i
@@ -39,7 +45,7 @@ def family_counts(con, splits: tuple[str, ...] = ("train",), source_weights: Map
     counts = dict.fromkeys(TASK_FAMILIES, 0.0)
     for family, source, n in rows:
         counts[family] = counts.get(family, 0.0) + n * (
-            1.0 if source_weights is None else source_weights.get(source, 1.0)
+            1.0 if source_weights is None else source_weights.get(source, default_weight)
         )
     return counts
 

@@ -101,6 +101,6 @@ def _build(
     instruct = run_instruct(corpus, recipe.instruct, progress) if recipe.instruct else None
     if instruct is None:
         drop_instructions(corpus)  # a table an earlier recipe asked for must not reach this build's shards
-    shard = run_shard(corpus, recipe.shard, recipe.name, progress, executor=executor)
+    shard = run_shard(corpus, recipe.shard, recipe.name, progress, executor=executor, instruct=recipe.instruct)
     write_build_record(corpus, recipe, started_at)  # shards/build.json: outside the tars, which stay reproducible
     return BuildReport(results, caption, shard, index, excluded, instruct)

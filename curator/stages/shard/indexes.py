@@ -80,7 +80,7 @@ def write_manifest_table(
                     "split": [shard.split] * n,
                     "shard_url": [shard.rel] * n,
                     "members": members,
-                    "bytes": extras.samples.size[shard.rows],
+                    "bytes": extras.samples.size_of(mixture)[shard.rows],
                     "shard_sha256": [infos[shard.rel].sha256] * n,
                     "key": [key for key, _ in keys],
                     "mixture": pa.array([mixture] * n, pa.string()),

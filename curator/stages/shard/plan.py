@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -41,20 +42,40 @@ class Samples:
     size: np.ndarray  # int64 tar bytes
     digest: np.ndarray  # (n, 16) uint8
     sources: pa.ListArray
+    # per named mixture that weights task families: its own (size, digest) columns (records.FamilyVariant)
+    variants: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @classmethod
-    def from_table(cls, table: pa.Table) -> Samples:
+    def from_table(cls, table: pa.Table, variants: Sequence[str] = ()) -> Samples:
+        """From the staging columns; ``variants`` names the mixtures with ``size_<k>``/``digest_<k>`` columns."""
         split = pc.dictionary_encode(table["split"].combine_chunks())
-        digest = table["digest"].combine_chunks()
-        raw = np.frombuffer(digest.buffers()[1], dtype=np.uint8)
+        size = table["size"].to_numpy().astype(np.int64)
+        digest = _digests(table["digest"])
+        own = {}
+        for k, mixture in enumerate(variants):
+            vsize = table[f"size_{k}"]
+            valid = pc.is_valid(vsize).to_numpy(zero_copy_only=False)
+            vdigest = _digests(pc.fill_null(table[f"digest_{k}"], pa.scalar(bytes(16), pa.binary(16))))
+            own[mixture] = (
+                np.where(valid, vsize.fill_null(0).to_numpy().astype(np.int64), size),
+                np.where(valid[:, None], vdigest, digest),
+            )
         return cls(
             sample_id=table["sample_id"].combine_chunks(),
             split=split.indices.to_numpy(zero_copy_only=False).astype(np.int32),
             splits=split.dictionary.to_pylist(),
-            size=table["size"].to_numpy().astype(np.int64),
-            digest=raw[digest.offset * 16 : (digest.offset + len(digest)) * 16].reshape(-1, 16),
+            size=size,
+            digest=digest,
             sources=table["sources"].combine_chunks(),
+            variants=own,
         )
+
+    def size_of(self, mixture: str | None) -> np.ndarray:
+        """Tar bytes of every sample as ``mixture`` writes it."""
+        return self.variants[mixture][0] if mixture in self.variants else self.size
+
+    def digest_of(self, mixture: str | None) -> np.ndarray:
+        return self.variants[mixture][1] if mixture in self.variants else self.digest
 
     def __len__(self) -> int:
         return len(self.size)
@@ -80,9 +101,16 @@ class PlannedShard:
     def fingerprint(self, samples: Samples) -> str:
         """Changes with the shard's name and with any byte any of its samples puts in it."""
         h = hashlib.sha256(self.rel.encode())
-        h.update(np.ascontiguousarray(samples.digest[self.rows]).tobytes())
+        h.update(np.ascontiguousarray(samples.digest_of(self.mixture)[self.rows]).tobytes())
         h.update(self.repeats.astype(np.int32).tobytes())
         return h.hexdigest()[:32]
+
+
+def _digests(column) -> np.ndarray:
+    """A fixed_size_binary(16) column as an (n, 16) uint8 array, without a Python object per value."""
+    digest = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    raw = np.frombuffer(digest.buffers()[1], dtype=np.uint8)
+    return raw[digest.offset * 16 : (digest.offset + len(digest)) * 16].reshape(-1, 16)
 
 
 def ordered_splits(splits) -> list[str]:
@@ -208,7 +236,7 @@ def plan_shards(samples: Samples, settings: ShardSettings, name: str) -> list[Pl
             rng = _rng(settings.seed, split) if mixture_name is None else _rng(settings.seed, mixture_name, split)
             order = rng.permutation(len(rows))
             rows, reps = rows[order], reps[order]
-            counts = shard_counts(samples.size[rows], settings, split)
+            counts = shard_counts(samples.size_of(mixture_name)[rows], settings, split)
             start = 0
             for i, count in enumerate(counts):
                 rel = f"{root}/{split}/{stem}-{split}-{i:06d}.tar"

@@ -6,8 +6,14 @@ transform), the annotations of all its sources (each tagged with its source;
 annotations identical within one source appear once), its caption triplet and
 the triplet's validated captions, and its class. Python turns one batch of those
 rows at a time into the members a tar needs, so memory is bounded by the batch,
-never by the corpus. Records are written, in sample_id order, to a staging Parquet
-file that the plan and the tar writers read.
+never by the corpus; the query itself runs once per range of ``CHUNK_ROWS`` kept
+sample_ids, so DuckDB's joins and list aggregates are bounded by the range. Records
+are written, in sample_id order, to a staging Parquet file that the plan and the
+tar writers read.
+
+A named mixture with task-family shares (:class:`FamilyVariant`) gets its own
+``.json`` per sample beside the main one: the conversations its family weights
+select (``curator.instruct.mixtures.select_entries``, seeded per sample).
 
 Optional tables join cleanly: a :class:`RecordExtra` names a table and a SQL
 aggregate per sample; when the table has parts its list lands in the ``.json``
@@ -27,12 +33,15 @@ import pyarrow as pa
 from curator.adapters.base import short_hash
 from curator.blobs import blob_ext
 from curator.config import ShardSettings
+from curator.instruct.mixtures import select_entries
 from curator.schema import transform_dict
-from curator.stages.caption import TRIPLETS_SQL
 from curator.stages.shard.tar import member_size
 from curator.tables import batches
 
 BATCH_ROWS = 8192
+# Kept samples per records query (see _chunked): ~100 MiB of DuckDB working memory, and few
+# enough queries (336 at 5.5M samples) that re-scanning the images and annotations parts stays cheap.
+CHUNK_ROWS = 16_384
 
 # The staging file: one row per kept sample, in sample_id order ("row" is its position).
 RECORDS = pa.schema(
@@ -51,6 +60,30 @@ RECORDS = pa.schema(
         ("sources", pa.list_(pa.string())),
     ]
 )
+
+
+def records_schema(variants: int = 0) -> pa.Schema:
+    """``RECORDS`` plus, per task-family variant ``k``, the sample's ``json_k``, ``size_k`` and ``digest_k``.
+
+    A variant is a named mixture whose recipe weights task families
+    (``[instruct.mixtures.<name>]``): its samples carry only the entries the weights
+    select, so their ``.json`` differs from the main set's. Null where the variant
+    leaves the sample as it is (a split the weights do not apply to).
+    """
+    fields = list(RECORDS)
+    for k in range(variants):
+        fields += [(f"json_{k}", pa.binary()), (f"size_{k}", pa.int64()), (f"digest_{k}", pa.binary(16))]
+    return pa.schema(fields)
+
+
+@dataclass(frozen=True)
+class FamilyVariant:
+    """One named mixture's task-family weights (``curator.instruct.mixtures.family_weights``), applied per sample."""
+
+    mixture: str
+    weights: dict[str, float]
+    splits: tuple[str, ...]  # where the weights apply (the shard settings' weighted_splits)
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -117,11 +150,20 @@ def class_vocabulary(con) -> list[str]:
     return [r[0] for r in con.execute("SELECT DISTINCT label FROM shard_classes ORDER BY label").fetchall()]
 
 
-def _records_sql(extras: Sequence[RecordExtra]) -> str:
+def _records_sql(extras: Sequence[RecordExtra], lo: str | None, hi: str | None) -> str:
+    """The records of the kept samples with ``lo <= sample_id < hi`` (``None``: unbounded)."""
+
+    def within(col: str) -> str:
+        bounds = [f"{col} >= {_quote(lo)}" if lo is not None else "", f"{col} < {_quote(hi)}" if hi is not None else ""]
+        return " AND ".join(b for b in bounds if b) or "true"
+
     extra_cols = "".join(f", x{i}.value AS {e.field}" for i, e in enumerate(extras))
-    extra_joins = "".join(f" LEFT JOIN ({e.sql}) x{i} ON x{i}.sample_id = s.sample_id" for i, e in enumerate(extras))
+    extra_joins = "".join(
+        f" LEFT JOIN (SELECT * FROM ({e.sql}) WHERE {within('sample_id')}) x{i} ON x{i}.sample_id = s.sample_id"
+        for i, e in enumerate(extras)
+    )
     return f"""
-    WITH keep AS (SELECT * FROM samples WHERE status = 'keep'),
+    WITH keep AS (SELECT * FROM samples WHERE status = 'keep' AND {within("sample_id")}),
     prov AS (
         SELECT mb.sample_id AS sid, list(struct_pack(
                    member_id := i.sample_id, source_id := i.source_id, source_name := src.name,
@@ -133,7 +175,7 @@ def _records_sql(extras: Sequence[RecordExtra]) -> str:
                    image_sha256 := i.image_sha256, image_format := i.image_format, image_bytes := i.image_bytes,
                    width := i.width, height := i.height, bit_depth := i.bit_depth, channels := i.channels
                ) ORDER BY mb.member_id) AS members
-        FROM members mb
+        FROM (SELECT * FROM members WHERE {within("sample_id")}) mb
         JOIN keep s ON s.sample_id = mb.sample_id
         JOIN images i ON i.sample_id = mb.member_id
         JOIN sources src ON src.source_id = i.source_id
@@ -144,7 +186,7 @@ def _records_sql(extras: Sequence[RecordExtra]) -> str:
                          ORDER BY source_id, kind, text, value, native, language, payload, boxes) AS notes
         FROM (SELECT DISTINCT mb.sample_id AS sid, a.source_id, a.kind, a.text, a.value, a.native, a.language,
                      a.payload, a.boxes
-              FROM members mb JOIN keep s ON s.sample_id = mb.sample_id
+              FROM (SELECT * FROM members WHERE {within("sample_id")}) mb JOIN keep s ON s.sample_id = mb.sample_id
               JOIN annotations a ON a.sample_id = mb.member_id)
         GROUP BY sid
     ),
@@ -159,35 +201,55 @@ def _records_sql(extras: Sequence[RecordExtra]) -> str:
     FROM keep s
     JOIN prov ON prov.sid = s.sample_id
     LEFT JOIN notes ON notes.sid = s.sample_id
-    LEFT JOIN sample_triplets st ON st.sample_id = s.sample_id
+    LEFT JOIN (SELECT * FROM sample_triplets WHERE {within("sample_id")}) st ON st.sample_id = s.sample_id
     LEFT JOIN caps ON caps.triplet_id = st.triplet_id
-    LEFT JOIN shard_classes cls ON cls.sample_id = s.sample_id{extra_joins}
+    LEFT JOIN (SELECT * FROM shard_classes WHERE {within("sample_id")}) cls ON cls.sample_id = s.sample_id{extra_joins}
     ORDER BY s.sample_id
     """
 
 
 def record_batches(
-    con, settings: ShardSettings, classes: list[str], extras: Sequence[RecordExtra] = (), batch_rows: int = BATCH_ROWS
+    con,
+    settings: ShardSettings,
+    classes: list[str],
+    extras: Sequence[RecordExtra] = (),
+    batch_rows: int = BATCH_ROWS,
+    variants: Sequence[FamilyVariant] = (),
 ) -> Iterator[pa.RecordBatch]:
-    """Staging rows (schema ``RECORDS``), one batch at a time, in sample_id order.
+    """Staging rows (schema ``records_schema(len(variants))``), one batch at a time, in sample_id order.
 
     ``con`` holds the index views and ``shard_classes`` (see :func:`class_vocabulary`).
     """
+    # imported here: the caption stage brings the LLM client, which a tar worker importing this package never needs
+    from curator.stages.caption import TRIPLETS_SQL
+
     con.execute(TRIPLETS_SQL)
     present = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     extras = [e for e in extras if e.table in present]
+    schema = records_schema(len(variants))
     index = {label: i for i, label in enumerate(classes)}
     row = 0
-    for batch in batches(con, _records_sql(extras), batch_rows):
-        out = {name: [] for name in RECORDS.names}
+    for batch in _chunked(con, extras, batch_rows):
+        out = {name: [] for name in schema.names}
         for r in batch.to_pylist():
             record = _record(r, extras)
             img = r["members"][0]  # the canonical member: its id is the sample's
             js = json.dumps(record, sort_keys=True, ensure_ascii=False).encode()
             txt = choose_text(record, settings).encode()
             cls = None if r["class_label"] is None else str(index[r["class_label"]]).encode()
-            size = member_size(img["image_bytes"]) + member_size(len(js)) + member_size(len(txt))
-            digest = hashlib.sha256(img["image_sha256"].encode() + b"\0" + js + b"\0" + txt + b"\0" + (cls or b"-"))
+            fixed = member_size(img["image_bytes"]) + member_size(len(txt))
+            if cls is not None:
+                fixed += member_size(len(cls))
+            size = fixed + member_size(len(js))
+            digest = _digest(img["image_sha256"], js, txt, cls)
+            for k, v in enumerate(variants):
+                vjs = None
+                if "conversations" in record and r["split"] in v.splits:
+                    chosen = select_entries(record["conversations"], v.weights, v.seed, v.mixture, r["sample_id"])
+                    vjs = json.dumps({**record, "conversations": chosen}, sort_keys=True, ensure_ascii=False).encode()
+                out[f"json_{k}"].append(vjs)
+                out[f"size_{k}"].append(None if vjs is None else fixed + member_size(len(vjs)))
+                out[f"digest_{k}"].append(None if vjs is None else _digest(img["image_sha256"], vjs, txt, cls))
             out["row"].append(row)
             out["sample_id"].append(record["sample_id"])
             out["split"].append(r["split"])
@@ -197,11 +259,49 @@ def record_batches(
             out["json"].append(js)
             out["txt"].append(txt)
             out["cls"].append(cls)
-            out["size"].append(size + (member_size(len(cls)) if cls is not None else 0))
-            out["digest"].append(digest.digest()[:16])
+            out["size"].append(size)
+            out["digest"].append(digest)
             out["sources"].append(record["sources"])
             row += 1
-        yield pa.RecordBatch.from_pydict(out, schema=RECORDS)
+        yield pa.RecordBatch.from_pydict(out, schema=schema)
+
+
+def _digest(image_sha256: str, js: bytes, txt: bytes, cls: bytes | None) -> bytes:
+    """Of everything a sample puts in a tar (16 bytes): unit fingerprints change with any of it."""
+    return hashlib.sha256(image_sha256.encode() + b"\0" + js + b"\0" + txt + b"\0" + (cls or b"-")).digest()[:16]
+
+
+def chunk_bounds(con, chunk_rows: int = CHUNK_ROWS) -> list[str]:
+    """Every ``chunk_rows``-th kept sample_id: where each records query starts (a few strings per million)."""
+    return [
+        r[0]
+        for r in con.execute(
+            """
+            SELECT sample_id FROM (
+                SELECT sample_id, row_number() OVER (ORDER BY sample_id) - 1 AS n FROM samples WHERE status = 'keep'
+            ) WHERE n % ? = 0 ORDER BY sample_id
+            """,
+            [chunk_rows],
+        ).fetchall()
+    ]
+
+
+def _chunked(con, extras: Sequence[RecordExtra], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The records query once per sample_id range: DuckDB's joins, aggregates and sort stay chunk-sized.
+
+    One query over the whole corpus builds hash tables of every sample's provenance
+    and annotations at once (about 5 KiB a sample, and list aggregates do not spill:
+    100k samples ran out of a 256 MB limit). Ranges of ``CHUNK_ROWS`` kept samples
+    bound it; the concatenation is the same sample_id-ordered stream.
+    """
+    starts = chunk_bounds(con)
+    for i, lo in enumerate(starts):
+        hi = starts[i + 1] if i + 1 < len(starts) else None
+        yield from batches(con, _records_sql(extras, lo, hi), batch_rows)
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
 
 
 def _record(r: dict, extras: Sequence[RecordExtra]) -> dict:

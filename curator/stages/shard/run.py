@@ -31,15 +31,22 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curator.blobs import LOCATIONS_SQL, BlobRef, read_blobs
-from curator.config import ShardSettings
+from curator.config import InstructSettings, ShardSettings
 from curator.errors import CuratorError
 from curator.executors import Executor, default_workers, make_executor
+from curator.instruct.mixtures import family_counts, family_weights
 from curator.layout import STATS_KIND, mixture_root, repeat_key, stats_path
-from curator.stages.index import require_current_index
 from curator.stages.shard import indexes
 from curator.stages.shard.indexes import SampleExtras, ShardInfo, unit_id
 from curator.stages.shard.plan import PlannedShard, Samples, plan_shards
-from curator.stages.shard.records import CONVERSATIONS, RECORDS, RecordExtra, class_vocabulary, record_batches
+from curator.stages.shard.records import (
+    CONVERSATIONS,
+    FamilyVariant,
+    RecordExtra,
+    class_vocabulary,
+    record_batches,
+    records_schema,
+)
 from curator.stages.shard.tar import write_tar
 from curator.storage import Corpus
 from curator.tables import connect, parquet_url, write_batches
@@ -99,37 +106,61 @@ class TarJob:
 
 
 def write_shard(unit: Unit) -> dict:
-    """Work of one unit, anywhere: read its routed rows, copy its blobs, write its tar, then its ``_stats.json``."""
+    """Work of one unit, anywhere: read its routed rows, copy its blobs, write its tar, then its ``_stats.json``.
+
+    The rows arrive a row group at a time (the routed file is sorted by shard and
+    position), so a worker holds one group's records and one blob, not its shard.
+    """
     job: TarJob = unit.payload
     corpus = Corpus(job.corpus)
-    table = pq.read_table(
-        corpus.path(job.routed), filesystem=corpus.fs, filters=[("shard", "=", job.number)], schema=ROUTED
-    ).sort_by("pos")
-    counts = Counter()
-    size, sha, md5 = write_tar(corpus, job.rel, _members(corpus, table, counts))
-    sources = Counter(src for srcs in table["sources"].to_pylist() for src in srcs)
+    counts, sources = Counter(), Counter()
+    with corpus.fs.open(corpus.path(job.routed), "rb") as fh:
+        routed = pq.ParquetFile(fh)
+        groups = _groups_of(routed.metadata, job.number)
+        size, sha, md5 = write_tar(corpus, job.rel, _members(corpus, routed, groups, job.number, counts, sources))
+    samples = counts["json"]
     corpus.write_json(
         stats_path(job.rel),
         {
             "kind": STATS_KIND,
             "shard": job.rel.rsplit("/", 1)[-1],
-            "samples": table.num_rows,
+            "samples": samples,
             "members": dict(sorted(counts.items())),
             "bytes": size,
             "sha256": sha,
             "sources": dict(sorted(sources.items())),
         },
     )
-    return {"bytes": size, "sha256": sha, "md5": md5, "nsamples": table.num_rows}
+    return {"bytes": size, "sha256": sha, "md5": md5, "nsamples": samples}
 
 
-def _members(corpus: Corpus, table: pa.Table, counts: Counter):
-    """A shard's (name, data) members in tar order; ``counts`` tallies them by extension."""
-    for start in range(0, table.num_rows, READ_BATCH):
-        yield from _batch_members(corpus, table.slice(start, READ_BATCH), counts)
+def _groups_of(meta: pq.FileMetaData, number: int) -> list[int]:
+    """Row groups of the routed file that may hold rows of shard ``number`` (by the shard column's statistics)."""
+    col = meta.schema.names.index("shard")
+    out = []
+    for g in range(meta.num_row_groups):
+        st = meta.row_group(g).column(col).statistics
+        if st is None or not st.has_min_max or st.min <= number <= st.max:
+            out.append(g)
+    return out
+
+
+def _members(corpus: Corpus, routed: pq.ParquetFile, groups: list[int], number: int, counts: Counter, sources):
+    """A shard's (name, data) members in tar order; ``counts`` tallies them by extension, ``sources`` by source."""
+    names = ["shard", "pos", "sample_id", "rep", "ext", "blob_sha256", "blob_source", "blob_pack", "blob_offset",
+             "blob_length", "json", "txt", "cls", "sources"]  # fmt: skip
+    for g in groups:
+        t = routed.read_row_group(g, columns=names)
+        t = t.filter(pc.equal(t["shard"], number))  # rows are sorted by (shard, pos): in tar order already
+        for srcs in t["sources"].to_pylist():
+            sources.update(srcs)
+        for start in range(0, t.num_rows, READ_BATCH):
+            yield from _batch_members(corpus, t.slice(start, READ_BATCH), counts)
+        del t
 
 
 def _batch_members(corpus: Corpus, table: pa.Table, counts: Counter):
+    """One read batch's members: its images fetched together, grouped by pack (curator.blobs)."""
     names = ("sample_id", "rep", "ext", "blob_sha256", "blob_source", "blob_pack", "blob_offset", "blob_length")
     cols = [table[c].to_pylist() for c in names]
     rows = list(zip(*cols, strict=True))
@@ -154,6 +185,7 @@ def run_shard(
     verify: bool = True,
     executor: Executor | None = None,
     extras: Sequence[RecordExtra] = (CONVERSATIONS,),
+    instruct: InstructSettings | None = None,
 ) -> ShardResult:
     """Write every planned shard, then the manifest table and indexes; skip it all if nothing changed.
 
@@ -162,15 +194,26 @@ def run_shard(
     does not depend on it. ``verify`` re-hashes each shard an earlier run left
     before keeping it; without it a shard is kept when its marker matches and its
     size is right. ``extras`` join optional per-sample tables into each ``.json``.
+    ``instruct`` (the recipe's ``[instruct]``) brings the task-family shares of named
+    mixtures: each such mixture's samples carry only the conversations its weights select.
     """
+    # imported here: the index step brings the image readers, which a tar worker never needs
+    from curator.stages.index import require_current_index
+
     require_current_index(corpus)
     con = connect(corpus, TABLES + [e.table for e in extras if corpus.table_parts(e.table)])
     classes = class_vocabulary(con)
-    write_batches(corpus, RECORDS_REL, RECORDS, record_batches(con, settings, classes, extras))
-    staged = pq.read_table(
-        corpus.path(RECORDS_REL), filesystem=corpus.fs, columns=["sample_id", "split", "size", "digest", "sources"]
+    variants = family_variants(con, settings, instruct, extras)
+    write_batches(
+        corpus,
+        RECORDS_REL,
+        records_schema(len(variants)),
+        record_batches(con, settings, classes, extras, variants=variants),
     )
-    samples = Samples.from_table(staged)
+    columns = ["sample_id", "split", "size", "digest", "sources"]
+    columns += [f"{c}_{k}" for k in range(len(variants)) for c in ("size", "digest")]
+    staged = pq.read_table(corpus.path(RECORDS_REL), filesystem=corpus.fs, columns=columns)
+    samples = Samples.from_table(staged, [v.mixture for v in variants])
     del staged
     plan = plan_shards(samples, settings, name)
     units = [
@@ -178,6 +221,8 @@ def run_shard(
         for p in plan
     ]
     digest = hashlib.sha256("\0".join([settings.model_dump_json(), name, *classes]).encode())
+    for v in variants:
+        digest.update(f"\0{v.mixture}:{sorted(v.weights.items())}".encode())
     for u in units:
         digest.update(f"\0{u.id}={u.fingerprint}".encode())
     fingerprint = digest.hexdigest()[:32]
@@ -197,6 +242,7 @@ def run_shard(
         and not indexes.missing_outputs(corpus, mixtures, plan)
         and all(kept(u) for u in units)
     ):
+        con.close()
         _clear_staging(corpus)
         shards = [ShardInfo(**{**s, "kept": True}) for s in marker["shards"]]
         return ShardResult(shards, len(samples), skipped=True, classes=classes)
@@ -205,7 +251,8 @@ def run_shard(
 
     todo = [p for p, u in zip(plan, units, strict=True) if not kept(u)]
     if todo:
-        _route(con, corpus, todo)
+        _route(con, corpus, todo, [v.mixture for v in variants])
+    con.close()  # DuckDB's buffers go back before the workers start, not after
     own = executor is None
     if own:
         executor = _default_executor(todo, samples)
@@ -257,11 +304,40 @@ def _default_executor(todo: list[PlannedShard], samples: Samples) -> Executor:
     return make_executor("serial")
 
 
-def _route(con, corpus: Corpus, todo: list[PlannedShard]) -> None:
-    """Each row of the shards to write, with its records, sorted by (shard, position in the tar)."""
+def family_variants(
+    con, settings: ShardSettings, instruct: InstructSettings | None, extras: Sequence[RecordExtra]
+) -> list[FamilyVariant]:
+    """The task-family weights of each named mixture the recipe gives shares, computed once per mixture.
+
+    Counted over the splits the shard weights apply to, each sample counting its
+    source's weight in that mixture, so the written entries hit the shares.
+    """
+    if not instruct or not instruct.mixtures or CONVERSATIONS not in extras:
+        return []
+    present = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    if CONVERSATIONS.table not in present:
+        return []
+    splits = tuple(settings.weighted_splits)
+    out = []
+    for name in sorted(instruct.mixtures):
+        mixture = settings.mixtures[name]
+        counts = family_counts(con, splits, mixture.weights, mixture.default_weight)
+        weights = family_weights(counts, instruct.mixtures[name].shares)
+        log.info("shard mixture '%s': task-family weights %s", name, {f: round(w, 3) for f, w in weights.items()})
+        out.append(FamilyVariant(name, weights, splits, settings.seed))
+    return out
+
+
+def _route(con, corpus: Corpus, todo: list[PlannedShard], variants: Sequence[str] = ()) -> None:
+    """Each row of the shards to write, with its records, sorted by (shard, position in the tar).
+
+    A shard of a mixture with task-family weights takes that mixture's ``.json`` (``json_<k>``).
+    """
     lengths = np.array([len(p.rows) for p in todo], dtype=np.int64)
+    which = {m: k for k, m in enumerate(variants)}
     plan = pa.table(
         {
+            "v": np.repeat(np.array([which.get(p.mixture, -1) for p in todo], dtype=np.int32), lengths),
             "shard": np.repeat(np.array([p.number for p in todo], dtype=np.int32), lengths),
             "pos": np.concatenate([np.arange(n) for n in lengths]) if len(todo) else np.array([], np.int64),
             "rep": np.concatenate([p.repeats for p in todo]).astype(np.int32),
@@ -269,9 +345,12 @@ def _route(con, corpus: Corpus, todo: list[PlannedShard]) -> None:
         }
     )
     con.register("shard_plan", plan)
+    cases = "".join(f" WHEN {k} THEN coalesce(r.json_{k}, r.json)" for k in range(len(variants)))
+    json = f"CASE p.v{cases} ELSE r.json END" if variants else "r.json"
     sql = f"""
         SELECT p.shard, p.pos, p.rep, r.sample_id, r.ext, r.blob_sha256, r.blob_source,
-               b.pack AS blob_pack, b."offset" AS blob_offset, b.length AS blob_length, r.json, r.txt, r.cls, r.sources
+               b.pack AS blob_pack, b."offset" AS blob_offset, b.length AS blob_length, {json} AS json, r.txt,
+               r.cls, r.sources
         FROM shard_plan p JOIN read_parquet({parquet_url(corpus, RECORDS_REL)}) r ON r."row" = p."row"
         LEFT JOIN ({LOCATIONS_SQL}) b ON b.image_sha256 = r.blob_sha256
         ORDER BY p.shard, p.pos
