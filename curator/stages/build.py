@@ -10,14 +10,14 @@ from pathlib import Path
 from curator.config import Recipe, SelectSettings
 from curator.errors import RecipeError
 from curator.executors import Executor, make_executor
-from curator.provenance import save_recipe, utc_now, write_build_record
+from curator.provenance import claim_for_recipe, save_recipe, utc_now, write_build_record
 from curator.registry import SourceCard, find_card, override_card
 from curator.stages.caption import CaptionResult, run_caption
 from curator.stages.index import IndexResult, run_index
 from curator.stages.ingest import SourceResult, drop_source, ingest_sources, ingested_sources
 from curator.stages.instruct import InstructResult, drop_instructions, run_instruct
 from curator.stages.shard import ShardResult, run_shard
-from curator.storage import Corpus, check_parts, claim_for_recipe, writer_lock
+from curator.storage import Corpus, check_parts, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def run_build(
     started_at = utc_now()
     corpus = Corpus(out)
     with writer_lock(corpus, f"build {recipe.name}"):
-        claim_for_recipe(corpus, recipe.name, replace)
+        claim_for_recipe(corpus, recipe, replace)
         check_parts(corpus)
         return _build(corpus, recipe, out, progress, executor, started_at)  # releasing the lock writes the seal
 
