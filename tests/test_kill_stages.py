@@ -14,6 +14,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -70,12 +72,16 @@ class Child:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.cache.mkdir(parents=True, exist_ok=True)
 
-    def run(self, cmd: list[str], kill_at: str | None = None) -> subprocess.CompletedProcess:
-        env = {**os.environ, "TMPDIR": str(self.tmp), "XDG_CACHE_HOME": str(self.cache)}
+    def run(self, cmd: list[str], kill_at: str | None = None, **extra: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "TMPDIR": str(self.tmp), "XDG_CACHE_HOME": str(self.cache), **extra}
         env.pop(KILL_ENV, None)
         if kill_at:
             env[KILL_ENV] = kill_at
-        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        # output to files, not pipes: a process the command leaves running must not keep this call waiting
+        with open(self.tmp.parent / "child.out", "w+") as out, open(self.tmp.parent / "child.err", "w+") as err:
+            proc = subprocess.run(cmd, env=env, stdout=out, stderr=err, text=True, timeout=600)
+            out.seek(0), err.seek(0)
+            return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
 
     def left_behind(self) -> list[str]:
         """Anything in the temp dir; in the cache, any file or corpus scratch folder (curator/scratch/<corpus>)."""
@@ -141,3 +147,34 @@ def test_a_stage_killed_at_a_point_resumes_to_identical_bytes(staged, demo_data,
     assert not list(out.rglob(".tmp-*")) and not (out / "_lock.json").exists()
     assert not (out / ".scratch").exists(), "the killed run's DuckDB spill folder is still there"
     assert child.left_behind() == [], "a run left files in the system temp dir or the user cache"
+
+
+def _processes_with(token: str) -> list[int]:
+    """Pids of live processes whose environment holds ``token``: one test's children, whoever their parent now is."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and token.encode() in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue  # gone meanwhile, or not ours
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+def test_a_killed_build_leaves_no_pool_worker_running(demo_recipe_path, tmp_path):
+    """The build's process pool outlives ingest (the shard stage uses it again): SIGKILL the build in
+    between, and its idle workers must exit by themselves instead of waiting on their queue forever."""
+    token = uuid.uuid4().hex
+    child = Child(tmp_path)
+    cmd = [sys.executable, "-m", "curator", "build", "--recipe", str(demo_recipe_path), "--out", str(tmp_path / "c")]
+    killed = child.run([*cmd, "-q", "--workers", "2"], kill_at="commit:index/samples/*:1", CURATOR_TEST_TOKEN=token)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-1500:]
+    deadline = time.monotonic() + 30
+    while _processes_with(token) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = _processes_with(token)
+    for pid in left:  # ours: started by this test's child, found by its token
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "pool workers of the killed build are still running"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -136,3 +137,21 @@ def test_build_json_and_recipe_json_are_sealed(sealed):
     for rel in ("shards/build.json", "recipe.json"):
         assert seal[rel] == hashlib.sha256((sealed / rel).read_bytes()).hexdigest(), rel
     assert "_recipe.json" not in seal and not (sealed / "_recipe.json").exists()
+
+
+def test_a_source_the_recipe_drops_leaves_no_blob_behind(demo_build, demo_recipe_path, tmp_path):
+    out, _ = demo_build
+    copy = tmp_path / "corpus"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("report"))
+    text = demo_recipe_path.read_text()
+    fewer = tmp_path / "fewer.toml"
+    fewer.write_text(re.sub(r'\[\[sources\]\]\nid = "demo_rocov2"\nroot = "[^"]*"\n', "", text))
+    assert fewer.read_text() != text
+    images = pq.read_table(copy / "index" / "images").to_pylist()
+    dropped = {r["image_sha256"] for r in images if r["source_id"] == "demo_rocov2"}
+    assert dropped and all(list((copy / "blobs").rglob(f"{sha}.*")) for sha in dropped)
+    assert run("build", "--recipe", fewer, "--out", copy, "-q").exit_code == 0
+    kept = {r["image_sha256"] for r in pq.read_table(copy / "index" / "images").to_pylist()}
+    assert {p.stem for p in (copy / "blobs").rglob("*.*")} == kept and not dropped & kept
+    result = run("verify", "--out", copy, "-q")
+    assert result.exit_code == 0 and result.output.startswith("ok: "), result.output
