@@ -12,6 +12,10 @@ power cut or the OOM killer could, in a real child process, every time:
 
 Every write of a corpus goes through :mod:`curator.storage`, which calls :func:`reached`;
 no stage needs a hook of its own. Without the variable a call costs one dict lookup.
+The point kills the process that reaches it: with a process pool, a write done in a
+worker kills that worker (a crash the executor isolates), not the command; kill a
+whole command at a point its main process reaches (``--executor serial``, or a stage
+that writes in-process: index, caption, instruct).
 """
 
 from __future__ import annotations
