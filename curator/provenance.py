@@ -3,7 +3,9 @@
 ``recipe.json`` (the corpus root) holds the resolved recipe ``curator build`` ran,
 written before any stage, so ``curator caption`` and ``curator shard`` without
 ``--recipe`` use the build's settings instead of defaults. It names the source
-roots as this machine resolved them: it is for re-running stages here.
+roots as this machine resolved them: it is for re-running stages here. Its recipe
+name is also the corpus's owner: a build of another recipe into the corpus is
+refused unless asked to replace it (:func:`claim_for_recipe`).
 
 ``shards/build.json`` says what built the shards a training team receives: the
 curator version, the recipe's sha256, every source card's version and sha256,
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
 from datetime import UTC, datetime
 from importlib import metadata
@@ -26,10 +29,12 @@ from pydantic import ValidationError
 from curator import __version__
 from curator.config import Recipe
 from curator.errors import CorpusError
-from curator.storage import Corpus
+from curator.storage import LOCK, SCRATCH, Corpus
 
 RECIPE_FILE = "recipe.json"
 RECIPE_KIND = "curator-recipe-v1"
+# Where corpora before recipe.json named their owner: read as the owner, removed on the next save.
+LEGACY_CLAIM = "_recipe.json"
 BUILD_FILE = "shards/build.json"
 BUILD_KIND = "curator-build-v1"
 # Distributions whose versions decide a corpus's bytes (decoders, encoders, table writers).
@@ -50,8 +55,49 @@ def recipe_sha256(recipe: Recipe) -> str:
 
 def save_recipe(corpus: Corpus, recipe: Recipe) -> None:
     record = {"kind": RECIPE_KIND, "recipe": recipe.model_dump(mode="json")}
-    if not corpus.exists(RECIPE_FILE) or corpus.read_json(RECIPE_FILE) != record:  # a re-run changes nothing
+    if not corpus.exists(RECIPE_FILE) or _read(corpus, RECIPE_FILE) != record:  # a re-run changes nothing
         corpus.write_json(RECIPE_FILE, record)
+    corpus.remove(LEGACY_CLAIM)
+
+
+def _read(corpus: Corpus, rel: str):
+    try:
+        return corpus.read_json(rel)
+    except ValueError:  # UnicodeDecodeError is one
+        return None
+
+
+def recipe_owner(corpus: Corpus) -> tuple[bool, str | None]:
+    """(whether the corpus names an owner, the recipe name it names: None when unreadable)."""
+    for rel, name_of in ((RECIPE_FILE, lambda d: d["recipe"]["name"]), (LEGACY_CLAIM, lambda d: d["recipe"])):
+        if corpus.exists(rel):
+            try:
+                name = name_of(_read(corpus, rel))
+            except (KeyError, TypeError):
+                name = None
+            return True, name if isinstance(name, str) else None
+    return False, None
+
+
+def claim_for_recipe(corpus: Corpus, recipe: Recipe, replace: bool = False) -> None:
+    """One corpus is one recipe's: a build of another recipe into it is refused unless ``replace``.
+
+    The owner is the recipe ``recipe.json`` names (:func:`save_recipe` writes it when the
+    build starts its stages). With ``replace`` the other recipe's corpus is discarded
+    first: everything but the writer lock (ours) and the scratch space (this process's).
+    """
+    claimed, owner = recipe_owner(corpus)
+    if not claimed or owner == recipe.name:
+        return
+    held = f"recipe '{owner}'" if owner else f"a recipe its {RECIPE_FILE} does not name (unreadable)"
+    if not replace:
+        raise CorpusError(
+            f"{corpus.url} holds a build of {held}, not '{recipe.name}': give another --out, or --replace to discard it"
+        )
+    logging.getLogger(__name__).warning("replacing %s's build of %s with '%s'", corpus.url, held, recipe.name)
+    for path in corpus.ls(""):
+        if path.rsplit("/", 1)[-1] not in (LOCK, SCRATCH):
+            corpus.fs.rm(path, recursive=True)
 
 
 def stored_recipe(corpus: Corpus) -> Recipe | None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -28,6 +30,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curator import testhooks
 from curator.errors import CorpusError
 from curator.schema import TABLES
 
@@ -39,6 +42,11 @@ ROW_GROUP_ROWS = 4096
 # multipart/resumable upload committed on close): written in place, no rename.
 ATOMIC_UPLOAD_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
 HASH_CHUNK = 8 * 1024**2
+# A local corpus's scratch space (DuckDB spill folders): inside it, so a corpus on a big disk
+# spills there, never into a small system /tmp, and the corpus's next writer cleans it.
+SCRATCH = ".scratch"
+# Where an object-store corpus's scratch lives on this machine: <base>/<hash of the corpus URL>.
+SCRATCH_ENV = "CURATOR_SCRATCH"
 
 
 class Corpus:
@@ -78,6 +86,28 @@ class Corpus:
     def exists(self, *parts: str) -> bool:
         return self.fs.exists(self.path(*parts))
 
+    def scratch(self) -> str:
+        """This corpus's local scratch folder (not created here): ``<out>/.scratch`` for a local corpus.
+
+        An object-store corpus, or a local one this user may not write (an auditor's
+        read-only copy), gets a folder keyed by the corpus URL under ``$CURATOR_SCRATCH``
+        (default ``~/.cache/curator/scratch``): never the system temp dir, and the same
+        folder on every run, so the next run on this machine finds what a killed one left.
+        """
+        if self.protocol in ("file", "local") and os.access(self._existing_parent(self.root), os.W_OK):
+            return os.path.join(self.root, SCRATCH)
+        base = os.environ.get(SCRATCH_ENV) or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "curator", "scratch"
+        )
+        key = hashlib.sha256(f"{self.protocol}://{self.root}".encode()).hexdigest()[:16]
+        return os.path.join(base, key)
+
+    @staticmethod
+    def _existing_parent(path: str) -> str:
+        while path and not os.path.exists(path) and os.path.dirname(path) != path:
+            path = os.path.dirname(path)
+        return path
+
     # -- atomic writes -----------------------------------------------------
     def _tmp(self, path: str) -> str:
         head, _, tail = path.rpartition("/")
@@ -86,13 +116,16 @@ class Corpus:
     def write_bytes(self, rel: str, data: bytes) -> None:
         if self.atomic_upload:
             self.fs.pipe_file(self.path(rel), data)  # one PUT: visible only when complete
+            testhooks.reached("commit", rel)
             return
         path = self.path(rel)
         self.fs.makedirs(path.rpartition("/")[0], exist_ok=True)
         tmp = self._tmp(path)
         with self.fs.open(tmp, "wb") as fh:
             fh.write(data)
+        testhooks.reached("write", rel, len(data))
         self.fs.mv(tmp, path)
+        testhooks.reached("commit", rel)
 
     def size(self, rel: str) -> int:
         return int(self.fs.size(self.path(rel)))
@@ -208,6 +241,7 @@ class AtomicFile:
 
     def __init__(self, corpus: Corpus, rel: str):
         self.corpus = corpus
+        self.rel = rel
         self.path = corpus.path(rel)
         self.tmp = corpus._tmp(self.path)
         self._fh = None
@@ -215,15 +249,18 @@ class AtomicFile:
     def __enter__(self):
         if self.corpus.atomic_upload:
             self._fh = self.corpus.fs.open(self.path, "wb")
-            return self._fh
-        self.corpus.fs.makedirs(self.path.rpartition("/")[0], exist_ok=True)
-        self._fh = self.corpus.fs.open(self.tmp, "wb")
+        else:
+            self.corpus.fs.makedirs(self.path.rpartition("/")[0], exist_ok=True)
+            self._fh = self.corpus.fs.open(self.tmp, "wb")
+        if os.environ.get(testhooks.KILL_ENV):
+            return _CountedFile(self._fh, self.rel)
         return self._fh
 
     def __exit__(self, exc_type, exc, tb):
         if self.corpus.atomic_upload:
             if exc_type is None:
                 self._fh.close()  # completes the upload: the object appears now, whole
+                testhooks.reached("commit", self.rel)
             else:
                 # close() would commit what was written so far: abort the upload instead
                 self._fh.discard()
@@ -232,12 +269,28 @@ class AtomicFile:
         self._fh.close()
         if exc_type is None:
             self.corpus.fs.mv(self.tmp, self.path)
+            testhooks.reached("commit", self.rel)
         else:
             try:
                 self.corpus.fs.rm(self.tmp)
             except OSError:
                 pass
         return False
+
+
+class _CountedFile:
+    """A file being written, counting its bytes for a kill test's ``write:`` point (testhooks)."""
+
+    def __init__(self, fh, rel: str):
+        self._fh, self._rel = fh, rel
+
+    def write(self, data) -> int:
+        written = self._fh.write(data)
+        testhooks.reached("write", self._rel, len(data))
+        return written
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
 
 
 class TableWriter:
@@ -467,56 +520,114 @@ class writer_lock:  # noqa: N801 - used as a context manager, reads like one
 
 
 def clean_leftovers(corpus: Corpus) -> list[str]:
-    """Remove ``.tmp-*`` files a killed writer left (call only while holding the writer lock)."""
-    if corpus.atomic_upload or not corpus.fs.exists(corpus.root):
-        return []  # object stores write in place: no temporary objects to leave
-    removed = []
-    for path in corpus.fs.find(corpus.root):
-        if path.rsplit("/", 1)[-1].startswith(".tmp-"):
-            corpus.fs.rm(path)
-            removed.append(corpus.rel(path))
+    """Remove what killed writers left (call only while holding the writer lock); return what went.
+
+    ``.tmp-*`` files of a local corpus; on an object store, multipart uploads under the
+    corpus that were never completed (invisible, but each holds its parts' storage); and
+    scratch folders (DuckDB spill) of processes of this machine that are gone.
+    """
+    removed = clean_scratch(corpus)
+    if corpus.atomic_upload:
+        removed += _abort_uploads(corpus)
+    elif corpus.fs.exists(corpus.root):
+        for path in corpus.fs.find(corpus.root):
+            if path.rsplit("/", 1)[-1].startswith(".tmp-"):
+                corpus.fs.rm(path)
+                removed.append(corpus.rel(path))
     if removed:
-        logging.getLogger(__name__).info("removed %d leftover temporary file(s) of a killed run", len(removed))
+        logging.getLogger(__name__).info("removed %d leftover(s) of a killed run", len(removed))
     return removed
 
 
-# -- recipe ownership ----------------------------------------------------------------------
-RECIPE_CLAIM = "_recipe.json"
+def scratch_folder(corpus: Corpus, kind: str) -> str:
+    """This process's own scratch folder of ``kind`` (e.g. duckdb) for ``corpus``, created; the name says whose."""
+    path = os.path.join(corpus.scratch(), f"{kind}-{socket.gethostname()}-{os.getpid()}")
+    os.makedirs(path, exist_ok=True)
+    return path
 
 
-def claim_for_recipe(corpus: Corpus, recipe_name: str, replace: bool = False) -> None:
-    """One corpus is one recipe's: a build of another recipe into it is refused unless ``replace``.
+class scratch_dir:  # noqa: N801 - a context manager, reads like one
+    """``with scratch_dir(corpus, "card") as path:`` this process's scratch folder, removed on exit.
 
-    With ``replace`` the other recipe's corpus is discarded first (the lock stays ours).
+    For files a command needs beside the corpus for its run only (instead of the system
+    temp dir, where a killed run's files would stay for good): a killed run's folder is
+    removed by the corpus's next writer (:func:`clean_leftovers`).
     """
-    if corpus.exists(RECIPE_CLAIM):
+
+    def __init__(self, corpus: Corpus, kind: str):
+        self.corpus, self.kind = corpus, kind
+
+    def __enter__(self) -> str:
+        self.path = scratch_folder(self.corpus, self.kind)
+        return self.path
+
+    def __exit__(self, *exc) -> bool:
+        import shutil
+
+        shutil.rmtree(self.path, ignore_errors=True)
         try:
-            owner = corpus.read_json(RECIPE_CLAIM).get("recipe")
-        except (ValueError, AttributeError):
-            owner = None
-        if owner == recipe_name:
-            return
-        if not replace:
-            raise CorpusError(
-                f"{corpus.url} holds a build of recipe '{owner}', not '{recipe_name}': "
-                "give another --out, or --replace to discard it"
-            )
-        logging.getLogger(__name__).warning("replacing %s's build of '%s' with '%s'", corpus.url, owner, recipe_name)
-        for path in corpus.ls(""):
-            if path.rsplit("/", 1)[-1] != LOCK:
-                corpus.fs.rm(path, recursive=True)
-    corpus.write_json(RECIPE_CLAIM, {"recipe": recipe_name})
+            os.rmdir(os.path.dirname(self.path))
+        except OSError:
+            pass  # another process's scratch is in it
+        return False
+
+
+def clean_scratch(corpus: Corpus) -> list[str]:
+    """Remove scratch folders whose process (on this host) is gone, and the scratch folder once empty."""
+    import shutil
+
+    base = corpus.scratch()
+    if not os.path.isdir(base):
+        return []
+    removed = []
+    for name in sorted(os.listdir(base)):
+        _, _, owner = name.partition("-")
+        host, _, pid = owner.rpartition("-")
+        alive = host != socket.gethostname() or not pid.isdigit() or _pid_alive(int(pid))
+        if not alive:
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+            removed.append(f"{SCRATCH}/{name}")
+    try:
+        os.rmdir(base)
+    except OSError:
+        pass  # still in use (another process's, e.g. a `curator verify` now running)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        pass
+    return True
+
+
+def _abort_uploads(corpus: Corpus) -> list[str]:
+    bucket, _, prefix = corpus.root.partition("/")
+    if corpus.protocol not in ("s3", "s3a"):
+        return []  # gcs/azure resumable uploads expire by themselves
+    removed = []
+    for upload in corpus.fs.list_multipart_uploads(bucket):
+        key = upload.get("Key", "")
+        if prefix and not key.startswith(prefix.rstrip("/") + "/"):
+            continue
+        corpus.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+        removed.append(f"{key} (unfinished upload)")
+    return removed
 
 
 # -- the seal --------------------------------------------------------------------------------
 SEAL = "_seal.json"
-# Written beside a sealed corpus but not part of it: the lock of a running writer, the seal
-# itself, and the corpus card `curator report` writes into a local corpus.
 SEAL_STAMPS = "_markers/seal-stamps.json"
-# shards/build.json records when the build ran: its times differ between identical builds, so
-# sealing it would make the seal itself differ (it is provenance beside the corpus, not its content).
-UNSEALED = (LOCK, SEAL, SEAL_STAMPS, "shards/build.json")
-UNSEALED_DIRS = ("report/",)
+# Written beside a sealed corpus but not part of it: the lock of a running writer, the seal
+# itself and its stamp cache, the corpus card `curator report` writes into a local corpus, and
+# the scratch space. shards/build.json is sealed (the build writes it before the seal): its
+# start and end times make two identical builds' seals differ in that one entry, while every
+# table part, blob and shard stays byte-identical.
+UNSEALED = (LOCK, SEAL, SEAL_STAMPS)
+UNSEALED_DIRS = ("report/", f"{SCRATCH}/")
 
 
 def sealed_files(corpus: Corpus) -> list[str]:

@@ -8,9 +8,9 @@ schema, so a query naming it still runs.
 
 from __future__ import annotations
 
-import functools
+import atexit
 import os
-import tempfile
+import shutil
 
 import duckdb
 import pyarrow as pa
@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from curator.errors import CuratorError
 from curator.schema import TABLES
-from curator.storage import ROW_GROUP_ROWS, Corpus
+from curator.storage import ROW_GROUP_ROWS, Corpus, scratch_folder
 
 # DuckDB takes 80% of RAM by default. A bound makes the index step's joins and
 # window functions spill to disk instead, so a corpus of millions of images runs on
@@ -27,11 +27,28 @@ MEMORY_ENV = "CURATOR_DUCKDB_MEMORY"
 DEFAULT_MEMORY = "1GB"
 
 
-@functools.cache
-def _spill() -> tempfile.TemporaryDirectory:
-    # DuckDB's default for an in-memory database is ./.tmp in the working directory;
-    # one private folder per process instead, removed when the process exits
-    return tempfile.TemporaryDirectory(prefix="curator-duckdb-")
+_spills: dict[tuple[str, int], str] = {}  # (scratch folder, pid) -> this process's spill folder in it
+
+
+def _spill(corpus: Corpus) -> str:
+    # DuckDB's default for an in-memory database is ./.tmp in the working directory. One
+    # folder per process in the corpus's scratch space instead (storage.Corpus.scratch: the
+    # corpus's disk, not the system temp dir), removed when the process exits; a killed
+    # process's folder is removed by the corpus's next writer (storage.clean_leftovers).
+    key = (corpus.scratch(), os.getpid())  # a forked worker gets a folder of its own
+    if key not in _spills:
+        _spills[key] = scratch_folder(corpus, "duckdb")
+        atexit.register(_remove_spill, _spills[key])
+    os.makedirs(_spills[key], exist_ok=True)  # again, should the corpus have been emptied meanwhile
+    return _spills[key]
+
+
+def _remove_spill(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    try:
+        os.rmdir(os.path.dirname(path))  # the scratch folder too, once no other process uses it
+    except OSError:
+        pass
 
 
 def _quote(s: str) -> str:
@@ -46,7 +63,7 @@ def connect(corpus: Corpus, tables: list[str] | None = None) -> duckdb.DuckDBPyC
         con.execute(f"SET memory_limit = '{limit.replace(chr(39), '')}'")
     except duckdb.Error:
         raise CuratorError(f"{MEMORY_ENV}={limit!r} is not a memory size DuckDB understands (e.g. 2GB)") from None
-    con.execute(f"SET temp_directory = '{_spill().name}'")
+    con.execute(f"SET temp_directory = {_quote(_spill(corpus))}")
     if corpus.protocol not in ("file", "local"):
         con.register_filesystem(corpus.fs)
     for name in tables or TABLES:

@@ -39,9 +39,15 @@ def copy_corpus(src: Path, dest: Path, done: tuple[str, ...] = ("ingest", "index
 
 
 def timeless(rel: str, data: bytes) -> bytes:
-    """A file's bytes for comparing two builds: ``shards/build.json`` without its start and end times."""
-    if str(rel).replace("\\", "/").endswith("shards/build.json"):
+    """A file's bytes for comparing two builds: ``shards/build.json`` without its start and end times,
+    and the seal without build.json's hash (which those times change)."""
+    rel = str(rel).replace("\\", "/")
+    if rel.endswith("shards/build.json"):
         from curator.provenance import without_times
 
         return json.dumps(without_times(json.loads(data)), sort_keys=True).encode()
+    if rel == "_seal.json":
+        seal = json.loads(data)
+        seal["files"].pop("shards/build.json", None)
+        return json.dumps(seal, sort_keys=True).encode()
     return data

@@ -10,9 +10,11 @@ import sys
 import time
 
 import pytest
-from helpers import run
+from helpers import STAGES, copy_corpus, run
 
+from curator.config import load_recipe
 from curator.errors import CorpusError
+from curator.provenance import RECIPE_FILE, save_recipe
 from curator.storage import LOCK, Corpus, LockedError, writer_lock
 
 HOLD = """
@@ -51,6 +53,22 @@ def test_a_second_writer_fails_at_once_naming_the_holder(demo_recipe_path, tmp_p
         holder.wait()
 
 
+def test_every_stage_command_waits_for_the_holder(demo_build, tmp_path):
+    out = copy_corpus(demo_build[0], tmp_path / "corpus", done=STAGES)
+    holder = _holder(out)
+    try:
+        for stage in ("index", "caption", "instruct", "shard"):
+            result = run(stage, "--out", out)
+            # caption prints its (read-only) plan first; the refusal is one line, and the last
+            line = result.output.strip().splitlines()[-1]
+            assert result.exit_code == 1 and line.startswith("error: "), (stage, result.output)
+            assert f"pid {holder.pid}" in line and "'build other'" in line, (stage, line)
+            assert sum(x.startswith("error") for x in result.output.splitlines()) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_killed_holders_lock_is_taken_over(demo_recipe_path, tmp_path):
     out = tmp_path / "corpus"
     holder = _holder(out)
@@ -82,14 +100,34 @@ def test_a_lock_silent_past_its_lease_on_another_host_is_stale(tmp_path):
 
 def test_another_recipe_into_the_same_out_needs_replace(demo_recipe_path, tmp_path):
     out = tmp_path / "corpus"
-    (out).mkdir()
-    (out / "_recipe.json").write_text(json.dumps({"recipe": "open-only"}))
+    other = load_recipe(demo_recipe_path).model_copy(update={"name": "open-only"})
+    save_recipe(Corpus(str(out)), other)  # what a build of recipe 'open-only' leaves: its recipe.json
     (out / "stale.txt").write_text("from the other build")
     line = _one_line(run("build", "--recipe", demo_recipe_path, "--out", out, "-q"), "error: ")
     assert "recipe 'open-only', not 'demo'" in line and "--replace" in line
+    assert (out / "stale.txt").exists()
     assert run("build", "--recipe", demo_recipe_path, "--out", out, "-q", "--replace").exit_code == 0
-    assert json.loads((out / "_recipe.json").read_text()) == {"recipe": "demo"}
+    assert json.loads((out / RECIPE_FILE).read_text())["recipe"]["name"] == "demo"
     assert not (out / "stale.txt").exists()
+    # one file records the recipe: the corpus's owner is the one recipe.json names
+    assert not (out / "_recipe.json").exists() and [p.name for p in out.glob("*recipe*")] == [RECIPE_FILE]
+    assert run("build", "--recipe", demo_recipe_path, "--out", out, "-q").exit_code == 0  # the same recipe: no refusal
+
+
+def test_an_unreadable_recipe_json_is_refused_unless_replace(demo_recipe_path, tmp_path):
+    out = tmp_path / "corpus"
+    out.mkdir()
+    (out / RECIPE_FILE).write_text("{half a recipe")
+    line = _one_line(run("build", "--recipe", demo_recipe_path, "--out", out, "-q"), "error: ")
+    assert "does not name (unreadable), not 'demo'" in line and "--replace" in line
+
+
+def test_a_corpus_with_the_old_recipe_claim_is_still_owned_by_it(demo_recipe_path, tmp_path):
+    out = tmp_path / "corpus"
+    out.mkdir()
+    (out / "_recipe.json").write_text(json.dumps({"recipe": "open-only"}))
+    line = _one_line(run("build", "--recipe", demo_recipe_path, "--out", out, "-q"), "error: ")
+    assert "recipe 'open-only', not 'demo'" in line
 
 
 @pytest.mark.parametrize("out", ["", "   "])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -41,6 +43,13 @@ def _manifest(out: Path, edit) -> None:
     path.write_text(json.dumps(m))
 
 
+def _edit_json(path: Path, **changes) -> None:
+    data = json.loads(path.read_text())
+    assert set(changes) <= set(data), path
+    data.update(changes)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
 def _a_shard(out: Path) -> Path:
     return sorted((out / "shards").rglob("*.tar"))[0]
 
@@ -71,6 +80,10 @@ TAMPERINGS = {
     "seal broken": lambda o: (o / SEAL).write_text("{"),
     "marker edited": lambda o: (o / "_markers" / "index" / "all.json").write_text("{}"),
     "sizes or wids index edited": lambda o: _flip(sorted((o / "shards").rglob("*.wids.json"))[0], 0.3),
+    "build.json times edited": lambda o: _edit_json(o / "shards" / "build.json", finished_at="2020-01-01T00:00:00Z"),
+    "build.json recipe edited": lambda o: _edit_json(o / "shards" / "build.json", recipe={"name": "other"}),
+    "build.json deleted": lambda o: (o / "shards" / "build.json").unlink(),
+    "recipe.json edited": lambda o: _edit_json(o / "recipe.json", kind="x"),
 }
 TABLES = ("sources", "images", "annotations", "captions", "rejects", "samples", "shards")
 for _table in TABLES:
@@ -118,3 +131,29 @@ def test_a_damaged_part_makes_the_next_build_name_it(demo_recipe_path, demo_buil
     part.unlink()
     assert run("build", "--recipe", demo_recipe_path, "--out", copy, "-q").exit_code == 0
     assert run("verify", "--out", copy, "-q").exit_code == 0
+
+
+def test_build_json_and_recipe_json_are_sealed(sealed):
+    """Two builds' seals differ in build.json's entry only (its times): the kill and resume tests compare the rest."""
+    seal = json.loads((sealed / SEAL).read_text())["files"]
+    for rel in ("shards/build.json", "recipe.json"):
+        assert seal[rel] == hashlib.sha256((sealed / rel).read_bytes()).hexdigest(), rel
+    assert "_recipe.json" not in seal and not (sealed / "_recipe.json").exists()
+
+
+def test_a_source_the_recipe_drops_leaves_no_blob_behind(demo_build, demo_recipe_path, tmp_path):
+    out, _ = demo_build
+    copy = tmp_path / "corpus"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("report"))
+    text = demo_recipe_path.read_text()
+    fewer = tmp_path / "fewer.toml"
+    fewer.write_text(re.sub(r'\[\[sources\]\]\nid = "demo_rocov2"\nroot = "[^"]*"\n', "", text))
+    assert fewer.read_text() != text
+    images = pq.read_table(copy / "index" / "images").to_pylist()
+    dropped = {r["image_sha256"] for r in images if r["source_id"] == "demo_rocov2"}
+    assert dropped and all(list((copy / "blobs").rglob(f"{sha}.*")) for sha in dropped)
+    assert run("build", "--recipe", fewer, "--out", copy, "-q").exit_code == 0
+    kept = {r["image_sha256"] for r in pq.read_table(copy / "index" / "images").to_pylist()}
+    assert {p.stem for p in (copy / "blobs").rglob("*.*")} == kept and not dropped & kept
+    result = run("verify", "--out", copy, "-q")
+    assert result.exit_code == 0 and result.output.startswith("ok: "), result.output

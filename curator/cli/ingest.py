@@ -77,12 +77,11 @@ def ingest(
           --modality X-ray --anatomy chest --license CC-BY-4.0 --access open --param 'levels=["split","label"]'
     """
     import sys
-    import tempfile
 
     from curator.config import IngestSettings
     from curator.registry import adhoc_card, find_card, override_card
     from curator.stages.ingest import ingest_source
-    from curator.storage import Corpus, writer_lock
+    from curator.storage import Corpus, scratch_dir, writer_lock
 
     if bool(source_id) == bool(adapter_name):
         raise click.UsageError("give exactly one of --source ID or --adapter NAME")
@@ -112,12 +111,14 @@ def ingest(
             params=key_values(params, "--param"),
             image=key_values(image, "--image"),
         )
-    with tempfile.TemporaryDirectory() as tmp, open_executor(executor_name, workers, ray_address) as executor:
+    corpus = Corpus(out)
+    # the corpus's scratch, not the system temp dir: what a killed run leaves there, the next run removes
+    with open_executor(executor_name, workers, ray_address) as executor, scratch_dir(corpus, "card") as tmp:
         if not source_id:
             # the card's exact content is what the ingest fingerprint hashes
             path = Path(tmp) / f"{card.id}.json"
             path.write_text(card.model_dump_json(indent=2))
-        with writer_lock(corpus := Corpus(out), "ingest"):
+        with writer_lock(corpus, "ingest"):
             result = ingest_source(corpus, card, path, root, settings, progress=not quiet, executor=executor)
     summaries.print_ingest([result])
     if result.failed:

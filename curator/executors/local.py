@@ -22,6 +22,28 @@ from curator.errors import CuratorError
 from curator.executors.base import Executor, UnitFailure, one_line
 
 TASKS_PER_CHILD = 32
+# How often an idle worker checks that the process that started it is still there.
+PARENT_POLL_SECONDS = 0.5
+
+
+def _exit_with_parent() -> None:
+    """Pool initializer: a worker whose parent is gone (SIGKILL, the OOM killer) exits.
+
+    Without it an idle worker waits on its call queue forever: a killed build left its
+    workers running, holding their memory, until someone killed them by hand.
+    """
+    import os
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class LocalExecutor(Executor):
@@ -36,6 +58,7 @@ class LocalExecutor(Executor):
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
             max_tasks_per_child=TASKS_PER_CHILD,
+            initializer=_exit_with_parent,
         )
 
     def imap(self, fn: Callable[[Any], Any], units: Sequence[Any]) -> Iterator[tuple[int, Any]]:

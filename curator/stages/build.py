@@ -7,17 +7,21 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+import pyarrow as pa
+
+from curator.blobs import blob_ext, blob_path
 from curator.config import Recipe, SelectSettings
 from curator.errors import RecipeError
 from curator.executors import Executor, make_executor
-from curator.provenance import save_recipe, utc_now, write_build_record
+from curator.provenance import claim_for_recipe, save_recipe, utc_now, write_build_record
 from curator.registry import SourceCard, find_card, override_card
 from curator.stages.caption import CaptionResult, run_caption
 from curator.stages.index import IndexResult, run_index
 from curator.stages.ingest import SourceResult, drop_source, ingest_sources, ingested_sources
 from curator.stages.instruct import InstructResult, drop_instructions, run_instruct
 from curator.stages.shard import ShardResult, run_shard
-from curator.storage import Corpus, check_parts, claim_for_recipe, writer_lock
+from curator.storage import Corpus, check_parts, writer_lock
+from curator.tables import connect
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,33 @@ def exclusion(card: SourceCard, select: SelectSettings) -> str | None:
     return None
 
 
+def source_blobs(corpus: Corpus, source_id: str) -> dict[str, str]:
+    """{image_sha256: blob path} of one source's images (bounded by the source, not the corpus)."""
+    con = connect(corpus, ["images"])
+    found = con.execute(
+        "SELECT DISTINCT image_sha256, image_format FROM images WHERE source_id = ?", [source_id]
+    ).fetchall()
+    return {sha: blob_path(sha, blob_ext(fmt)) for sha, fmt in found if sha}
+
+
+def drop_unreferenced_blobs(corpus: Corpus, blobs: dict[str, str]) -> int:
+    """Remove those of ``blobs`` that no image row names any more (an image another source holds stays).
+
+    A dropped source's blobs would otherwise stay in the corpus, and `verify` would
+    rightly call each an orphan.
+    """
+    if not blobs:
+        return 0
+    con = connect(corpus, ["images"])
+    con.register("dropped", pa.table({"sha": sorted(blobs)}))
+    sql = "SELECT DISTINCT d.sha FROM dropped d JOIN images i ON i.image_sha256 = d.sha"
+    kept = {sha for (sha,) in con.execute(sql).fetchall()}
+    gone = sorted(rel for sha, rel in blobs.items() if sha not in kept)
+    for rel in gone:
+        corpus.remove(rel)
+    return len(gone)
+
+
 def run_build(
     recipe: Recipe, out: str, progress: bool = True, executor: Executor | None = None, replace: bool = False
 ) -> BuildReport:
@@ -65,7 +96,7 @@ def run_build(
     started_at = utc_now()
     corpus = Corpus(out)
     with writer_lock(corpus, f"build {recipe.name}"):
-        claim_for_recipe(corpus, recipe.name, replace)
+        claim_for_recipe(corpus, recipe, replace)
         check_parts(corpus)
         return _build(corpus, recipe, out, progress, executor, started_at)  # releasing the lock writes the seal
 
@@ -89,7 +120,9 @@ def _build(
     for stale in ingested_sources(corpus):
         if stale not in wanted:
             log.warning("dropping source '%s' from %s: the recipe no longer takes it", stale, out)
+            blobs = source_blobs(corpus, stale)  # before its parts go
             drop_source(corpus, stale)
+            drop_unreferenced_blobs(corpus, blobs)
     settings = recipe.ingest_settings()
     results = ingest_sources(
         corpus, [(card, path, src.root) for src, card, path in cards], settings, executor, progress
