@@ -24,7 +24,8 @@ IMAGES = 16
 # (name, kill point)
 POINTS = {
     "mid-upload of a shard": f"write:shards/*.tar:{2 * PART + PART // 2}",  # two parts uploaded, a third buffered
-    "after the first blob": "commit:blobs/*:1",
+    "after the first blob pack": "commit:blobs/*:1",
+    "mid-upload of a blob pack": f"write:blobs/packs/*.tar:{2 * PART + PART // 2}",
 }
 
 
@@ -97,7 +98,10 @@ def reference(s3, recipe, tmp_path_factory):
     assert result.returncode == 0, result.stderr[-2000:]
     objects = _objects(s3, "reference")
     tars = {k: len(v) for k, v in objects.items() if k.endswith(".tar")}
-    assert len(tars) == 1 and min(tars.values()) > 3 * PART, tars  # a multipart upload of several parts
+    shards = [k for k in tars if k.startswith("shards/")]
+    packs = [k for k in tars if k.startswith("blobs/packs/")]
+    assert len(shards) == 1 and len(packs) == 1, tars
+    assert min(tars.values()) > 3 * PART, tars  # each a multipart upload of several parts
     return objects
 
 
@@ -113,7 +117,8 @@ def test_an_s3_build_killed_mid_upload_resumes_to_identical_objects(s3, recipe, 
     assert s3.exists(f"{BUCKET}/{prefix}/_lock.json")  # the dead run's lease: the re-run takes it over
     if name.startswith("mid-upload"):
         assert _uploads(s3, prefix), "killed mid-upload, yet no multipart upload under way"
-        assert not s3.find(f"{BUCKET}/{prefix}/shards", withdirs=False), "a half-uploaded shard became visible"
+        where = "shards" if "shard" in name else "blobs/packs"
+        assert not s3.find(f"{BUCKET}/{prefix}/{where}", withdirs=False), "a half-uploaded object became visible"
 
     rerun = _build(child, recipe, url)
     assert rerun.returncode == 0, rerun.stderr[-2000:]

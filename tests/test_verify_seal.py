@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import shutil
+import tarfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -151,9 +152,15 @@ def test_a_source_the_recipe_drops_leaves_no_blob_behind(demo_build, demo_recipe
     assert fewer.read_text() != text
     images = pq.read_table(copy / "index" / "images").to_pylist()
     dropped = {r["image_sha256"] for r in images if r["source_id"] == "demo_rocov2"}
-    assert dropped and all(list((copy / "blobs").rglob(f"{sha}.*")) for sha in dropped)
+    packs = {p.name for p in (copy / "blobs" / "packs").glob("demo_rocov2-*.tar")}
+    assert dropped and packs
     assert run("build", "--recipe", fewer, "--out", copy, "-q").exit_code == 0
     kept = {r["image_sha256"] for r in pq.read_table(copy / "index" / "images").to_pylist()}
-    assert {p.stem for p in (copy / "blobs").rglob("*.*")} == kept and not dropped & kept
+    assert not dropped & kept and not list((copy / "blobs" / "packs").glob("demo_rocov2-*.tar"))
+    located = {r["image_sha256"] for r in pq.read_table(copy / "index" / "blob_packs").to_pylist()}
+    assert located == kept  # every kept image has its pack entry, and no dropped image has one
+    tars = (copy / "blobs" / "packs").glob("*.tar")
+    members = {m.rsplit(".", 1)[0] for p in tars for m in tarfile.open(p).getnames()}
+    assert members == kept
     result = run("verify", "--out", copy, "-q")
     assert result.exit_code == 0 and result.output.startswith("ok: "), result.output
