@@ -17,6 +17,15 @@ works on it, and is sent again. So the pace starts at one request, and:
 One decrease per round trip (TCP's rule): answers to requests sent before the last
 decrease do not count again. A request's clock starts when it leaves, never while it
 waits here for a slot, so a timeout measures the endpoint, not this queue.
+
+The client's own stalls are not the endpoint's queue. On a loaded machine (other
+processes on the cores, a GIL-bound thread, a CPU-bound step in the event loop) a
+reply that has arrived waits unread until the loop runs again, and its latency rises
+though the endpoint queued nothing; the pace used to read that as congestion and
+back off to one request. A probe task wakes every ``PROBE`` seconds and adds how
+late it woke to a running total of the loop's stall; each reply's latency is taken
+net of the stall during its flight before the pace judges it (the raw latency stays
+in the stats and the timeout advice).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ CONGESTED = 1.8  # a round of replies slower than 1.8x: they waited behind other
 SLACK = 0.05  # seconds of network and scheduling noise no endpoint queue is made of
 WINDOW = 32  # recent replies the fastest is taken over (a window, so a faster past is forgotten)
 HEADROOM = 0.5  # grow only while one more queued reply would still finish in half the timeout
+PROBE = 0.01  # seconds between the stall probe's wake-ups (100 cheap wake-ups a second)
 
 
 @dataclass
@@ -40,6 +50,44 @@ class Ticket:
     sent: float
     epoch: int
     in_flight: int
+    stalled: float = 0.0  # the loop's stall total when the request left
+
+
+class StallProbe:
+    """How long this process's event loop could not run: the sum of its late wake-ups.
+
+    ``total()`` is continuous and never decreases: between wake-ups it includes the
+    stall in progress, so a reply read right after a stall is judged net of it even
+    when the probe has not run yet.
+    """
+
+    def __init__(self, interval: float = PROBE):
+        self.interval = interval
+        self._stalled = 0.0
+        self._due: float | None = None
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._due = time.monotonic() + self.interval
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            now = time.monotonic()
+            self._stalled += max(0.0, now - self._due)
+            self._due = now + self.interval
+
+    def total(self) -> float:
+        if self._due is None:
+            return 0.0
+        return self._stalled + max(0.0, time.monotonic() - self._due)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
 
 
 @dataclass
@@ -96,9 +144,16 @@ class Pace:
         self.paused_until = 0.0
         self.stats = PaceStats("adaptive" if adaptive else "fixed", ceiling, self.limit)
         self._wake = asyncio.Event()
+        self.probe = StallProbe()
+
+    def close(self) -> None:
+        """Stop the stall probe (the client calls this when it closes)."""
+        self.probe.stop()
 
     async def slot(self) -> Ticket:
         """Wait until no Retry-After pause is on and the limit has room; the request leaves now."""
+        if self.adaptive:
+            self.probe.start()
         self.waiting += 1
         try:
             while True:
@@ -114,7 +169,7 @@ class Pace:
             self.waiting -= 1
         self.in_flight += 1
         self.stats.max_in_flight = max(self.stats.max_in_flight, self.in_flight)
-        return Ticket(time.monotonic(), self.epoch, self.in_flight)
+        return Ticket(time.monotonic(), self.epoch, self.in_flight, self.probe.total())
 
     def done(self, ticket: Ticket, outcome: str, size: int = 0, retry_after: float | None = None) -> float:
         """Record a request's end (``ok``, ``timeout``, ``overloaded`` or ``error``); its latency.
@@ -126,7 +181,9 @@ class Pace:
         self.in_flight -= 1
         if outcome == "ok":
             self.stats.latencies.append(latency)
-            self._ok(ticket, latency, size)
+            # judged net of this process's own stalls during the flight: they are not the endpoint's
+            stalled = min(latency, max(0.0, self.probe.total() - ticket.stalled))
+            self._ok(ticket, latency - stalled, size)
         elif outcome in ("timeout", "overloaded"):
             if outcome == "timeout":
                 self.stats.timeouts += 1
