@@ -25,10 +25,15 @@ def instruct(out: str, recipe_path: Path | None, quiet: bool) -> None:
       curator instruct --out shards/demo --recipe recipes/demo.toml
       curator query "SELECT task, form, count(*) FROM instructions GROUP BY ALL" --out shards/demo
     """
-    from curator.config import InstructSettings, load_recipe
+    from curator.config import CaptionSettings, InstructSettings, load_recipe
+    from curator.stages.index import require_current_index
     from curator.stages.instruct import run_instruct
-    from curator.storage import Corpus
+    from curator.storage import Corpus, writer_lock
 
     recipe = load_recipe(recipe_path) if recipe_path else None
     settings = (recipe.instruct if recipe else None) or InstructSettings(seed=recipe.seed if recipe else 0)
-    summaries.print_instruct(run_instruct(Corpus(out), settings, progress=not quiet))
+    corpus = Corpus(out)
+    require_current_index(corpus)  # before the lock, which would make a folder for a corpus that is not there
+    with writer_lock(corpus, "instruct"):
+        result = run_instruct(corpus, settings, progress=not quiet, llm=recipe.caption if recipe else CaptionSettings())
+    summaries.print_instruct(result)
