@@ -213,3 +213,18 @@ def test_the_cli_runs_the_passes_the_recipe_asks_for_and_prints_them(demo_build,
     result = run("instruct", "--out", corpus, "--recipe", bad)
     assert result.exit_code == 1 and result.output.startswith("error: ") and "translate" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_an_unreachable_endpoint_is_one_line_and_writes_nothing(demo_build, demo_recipe_path, tmp_path):
+    out, _ = demo_build
+    corpus = copy_corpus(out, tmp_path / "c", done=("ingest", "index", "caption"))
+    before = sorted(p.name for p in (corpus / "index" / "instructions").glob("*.parquet"))
+    text = demo_recipe_path.read_text(encoding="utf-8")
+    text = text.replace("[caption]\n", '[caption]\nbase_url = "http://127.0.0.1:9/v1"\nmodel = "m"\n', 1)
+    recipe = tmp_path / "llm.toml"
+    recipe.write_text(text + "\n[instruct.llm]\nrewrite = true\n", encoding="utf-8")
+    result = run("instruct", "--out", corpus, "--recipe", recipe, "-q")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot reach the LLM endpoint http://127.0.0.1:9")
+    assert sorted(p.name for p in (corpus / "index" / "instructions").glob("*.parquet")) == before

@@ -181,7 +181,12 @@ class InstructLLM:
         if not self.active:
             return
         self._runner = asyncio.Runner()
-        self.client = self._runner.run(self._client())
+        try:
+            self.client = self._runner.run(self._client())
+        except BaseException:
+            self._runner.close()
+            self._runner = None
+            raise
         self.result.model = self.client.endpoint.model
         self.result.endpoint = self.endpoint.host
 
@@ -247,7 +252,12 @@ class InstructLLM:
     def _jobs(self, view, row: dict, entry) -> list[Job]:
         s = self.settings
         out = []
-        if "region" in self.prompts and row["task"] == "region" and entry.region:
+        if (
+            "region" in self.prompts
+            and row["task"] == "region"
+            and entry.region
+            and row["language"] in self.prompts["region"].data
+        ):
             out.append(self._region_job(view, row, entry))
         elif (
             "rewrite" in self.prompts
