@@ -95,6 +95,9 @@ def test_rewrite_and_regions_keep_every_fact_and_record_their_prompt(corpora, ll
     # identical (question, answer, language) triples were asked once
     assert result.llm.jobs == llm.calls < rewritten.height + regions.height
     assert result.llm.passes["rewrite"].llm == rewritten.height and result.llm.passes["rewrite"].fallback == 0
+    # the passes' own sampling temperature and structured output, over the caption endpoint's settings
+    assert {r["body"]["temperature"] for r in llm.requests} == {0.3}
+    assert {r["body"]["response_format"]["json_schema"]["name"] for r in llm.requests} == {"rewrite", "region"}
 
 
 @pytest.mark.slow

@@ -180,7 +180,6 @@ def _messages(prompt, t: dict) -> list[dict]:
 
 async def _score(corpus, settings, client_settings, endpoint, prompt, texts, result, scale, progress) -> None:
     client = ChatClient(endpoint, client_settings)
-    client.temperature = settings.temperature
     cache = ResponseCache(corpus)
     check = _check(*scale)
     try:

@@ -192,7 +192,6 @@ class InstructLLM:
 
     async def _client(self) -> ChatClient:
         client = ChatClient(self.endpoint, self.client_settings)
-        client.temperature = self.settings.temperature
         try:
             await client.resolve_model()
             await client.check_model()

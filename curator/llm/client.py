@@ -148,7 +148,6 @@ class ChatClient:
         self.settings = settings
         self.usage = Usage()
         self._capped: str | None = None
-        self.temperature: float | None = None  # a pass's own sampling temperature (None: the settings')
         self.format = "json_schema" if settings.response_format == "auto" else settings.response_format
         self.pace = Pace(
             settings.concurrency, settings.timeout, settings.concurrency_start, adaptive=settings.pace == "adaptive"
@@ -220,7 +219,7 @@ class ChatClient:
         kwargs = {
             "model": self.endpoint.model,
             "messages": messages,
-            "temperature": self.settings.temperature if self.temperature is None else self.temperature,
+            "temperature": self.settings.temperature,
             "max_tokens": max_tokens,
         }
         if schema is not None:  # another reply than the caption list (curator.llm.structured)
