@@ -81,7 +81,9 @@ def test_a_fast_endpoint_is_not_slowed_down(corpora):
             start = time.monotonic()
             result = run_caption(corpus, settings(server, pace=pace, concurrency=16, timeout=10.0), progress=False)
             elapsed[pace] = time.monotonic() - start
-            assert result.failed_jobs == 0 and result.requests == jobs(corpus) and llm_complete(corpus)
+            # no re-ask; a retry is allowed (a loaded test machine can drop a connection), never a lost job
+            assert result.failed_jobs == 0 and result.requests - result.retries == jobs(corpus), result
+            assert llm_complete(corpus)
         # it climbed to the ceiling (a loaded test machine may cost it a back-off on the way)
         assert result.pace.max_in_flight == 16, result.pace
         # slow start costs a few round trips (about log2 of the ceiling), nothing more
