@@ -23,9 +23,13 @@ processes on the cores, a GIL-bound thread, a CPU-bound step in the event loop) 
 reply that has arrived waits unread until the loop runs again, and its latency rises
 though the endpoint queued nothing; the pace used to read that as congestion and
 back off to one request. A probe task wakes every ``PROBE`` seconds and adds how
-late it woke to a running total of the loop's stall; each reply's latency is taken
-net of the stall during its flight before the pace judges it (the raw latency stays
-in the stats and the timeout advice).
+late it woke to a running total of the loop's stall. A reply whose flight saw more
+than ``SLACK`` of it is no evidence of congestion: it never counts towards a decrease
+nor towards the fastest recent reply (when the stall overlapped the wait and not the
+reading, subtracting it would make that reply look faster than the endpoint is, and
+every clean reply after it look queued). It may still grow the pace, judged net of
+the stall. Timeouts, 429s and 5xx count as before; the raw latency stays in the stats
+and the timeout advice.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ SLACK = 0.05  # seconds of network and scheduling noise no endpoint queue is mad
 WINDOW = 32  # recent replies the fastest is taken over (a window, so a faster past is forgotten)
 HEADROOM = 0.5  # grow only while one more queued reply would still finish in half the timeout
 PROBE = 0.01  # seconds between the stall probe's wake-ups (100 cheap wake-ups a second)
+# a wake-up later than this is a stall; less is scheduling noise on a busy machine, which
+# summed over a flight would mark every reply as stalled
+STALL_MIN = 0.02
 
 
 @dataclass
@@ -76,13 +83,16 @@ class StallProbe:
         while True:
             await asyncio.sleep(self.interval)
             now = time.monotonic()
-            self._stalled += max(0.0, now - self._due)
+            late = now - self._due
+            if late > STALL_MIN:
+                self._stalled += late
             self._due = now + self.interval
 
     def total(self) -> float:
         if self._due is None:
             return 0.0
-        return self._stalled + max(0.0, time.monotonic() - self._due)
+        late = time.monotonic() - self._due
+        return self._stalled + (late if late > STALL_MIN else 0.0)
 
     def stop(self) -> None:
         if self._task is not None:
@@ -181,9 +191,9 @@ class Pace:
         self.in_flight -= 1
         if outcome == "ok":
             self.stats.latencies.append(latency)
-            # judged net of this process's own stalls during the flight: they are not the endpoint's
+            # this process's own stalls during the flight are not the endpoint's queue
             stalled = min(latency, max(0.0, self.probe.total() - ticket.stalled))
-            self._ok(ticket, latency - stalled, size)
+            self._ok(ticket, latency, size, stalled)
         elif outcome in ("timeout", "overloaded"):
             if outcome == "timeout":
                 self.stats.timeouts += 1
@@ -199,20 +209,23 @@ class Pace:
         self._wake = asyncio.Event()
         return latency
 
-    def _ok(self, ticket: Ticket, latency: float, size: int) -> None:
+    def _ok(self, ticket: Ticket, latency: float, size: int, stalled: float = 0.0) -> None:
         recent = self.recent.setdefault(size, deque(maxlen=WINDOW))
-        recent.append(latency)
+        clean = stalled <= SLACK  # read without a stall of this process in its flight
+        if clean:
+            recent.append(latency)
         if not self.adaptive:
             return
-        fastest = min(recent)
+        # every reply so far was read after a stall: judge this one by itself (slow start grows)
+        fastest = min(recent) if recent else latency - stalled
         # the median of the last round trip's replies of this size: one slow reply is noise, a
         # round of them is a queue
         last = list(recent)[-max(3, int(self.limit)) :]
-        typical = statistics.median(last)
-        if len(last) >= 3 and typical > CONGESTED * fastest + SLACK:
+        if clean and len(last) >= 3 and (typical := statistics.median(last)) > CONGESTED * fastest + SLACK:
             # they queued behind others: keep the share of the limit the endpoint got through at full speed
             self._decrease(ticket, self.limit * max(0.5, HEALTHY * fastest / typical))
             return
+        latency -= stalled  # a stalled reply may still show the endpoint keeping up
         # one more request queued behind this one (the worst case: a one-slot server) must still fit
         fits = latency + fastest <= HEADROOM * self.timeout
         # grow only when more is wanted: requests wait for a slot, or this one shared the whole limit
