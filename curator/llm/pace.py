@@ -23,12 +23,12 @@ processes on the cores, a GIL-bound thread, a CPU-bound step in the event loop) 
 reply that has arrived waits unread until the loop runs again, and its latency rises
 though the endpoint queued nothing; the pace used to read that as congestion and
 back off to one request. A probe task wakes every ``PROBE`` seconds and adds how
-late it woke to a running total of the loop's stall. A reply whose flight saw more
-than ``SLACK`` of it is no evidence of congestion: it never counts towards a decrease
-nor towards the fastest recent reply (when the stall overlapped the wait and not the
-reading, subtracting it would make that reply look faster than the endpoint is, and
-every clean reply after it look queued). It may still grow the pace, judged net of
-the stall. Timeouts, 429s and 5xx count as before; the raw latency stays in the stats
+late it woke; a reply is judged by its latency net of the stall it waited out
+before it was read (the one just ended, never earlier ones: subtracting every stall
+of the flight made a loaded test machine back off more, not less, because a stall
+during the wait delays nothing). Only replies read without a stall set the fastest
+recent reply, the yardstick. A real queue still shows: its wait is in the net
+latency. Timeouts, 429s and 5xx count as before; the raw latency stays in the stats
 and the timeout advice.
 """
 
@@ -50,6 +50,7 @@ PROBE = 0.01  # seconds between the stall probe's wake-ups (100 cheap wake-ups a
 # a wake-up later than this is a stall; less is scheduling noise on a busy machine, which
 # summed over a flight would mark every reply as stalled
 STALL_MIN = 0.02
+RECENT = 0.03  # a stall that ended this recently may still be what a reply read now waited out
 
 
 @dataclass
@@ -57,21 +58,22 @@ class Ticket:
     sent: float
     epoch: int
     in_flight: int
-    stalled: float = 0.0  # the loop's stall total when the request left
 
 
 class StallProbe:
-    """How long this process's event loop could not run: the sum of its late wake-ups.
+    """How long this process's event loop could not run, and when.
 
-    ``total()`` is continuous and never decreases: between wake-ups it includes the
-    stall in progress, so a reply read right after a stall is judged net of it even
-    when the probe has not run yet.
+    ``delay()`` is the stall a reply read now waited out: the one in progress (the probe
+    has not woken since it began) or the last one, if it ended a moment ago. A stall
+    that ended earlier delayed nothing read now: the loop ran after it, and a reply
+    already there would have been read then.
     """
 
     def __init__(self, interval: float = PROBE):
         self.interval = interval
-        self._stalled = 0.0
         self._due: float | None = None
+        self._last_end = 0.0
+        self._last_len = 0.0
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -85,14 +87,17 @@ class StallProbe:
             now = time.monotonic()
             late = now - self._due
             if late > STALL_MIN:
-                self._stalled += late
+                self._last_end, self._last_len = now, late
             self._due = now + self.interval
 
-    def total(self) -> float:
+    def delay(self) -> float:
         if self._due is None:
             return 0.0
-        late = time.monotonic() - self._due
-        return self._stalled + (late if late > STALL_MIN else 0.0)
+        now = time.monotonic()
+        late = now - self._due
+        if late > STALL_MIN:
+            return late
+        return self._last_len if now - self._last_end <= RECENT else 0.0
 
     def stop(self) -> None:
         if self._task is not None:
@@ -150,7 +155,8 @@ class Pace:
         self.waiting = 0
         self.epoch = 0
         self.slow_start = True
-        self.recent: dict[int, deque[float]] = {}
+        self.recent: dict[int, deque[float]] = {}  # clean replies' latencies, per size: the yardstick
+        self.net: dict[int, deque[float]] = {}  # every reply's latency net of this process's stalls
         self.paused_until = 0.0
         self.stats = PaceStats("adaptive" if adaptive else "fixed", ceiling, self.limit)
         self._wake = asyncio.Event()
@@ -179,7 +185,7 @@ class Pace:
             self.waiting -= 1
         self.in_flight += 1
         self.stats.max_in_flight = max(self.stats.max_in_flight, self.in_flight)
-        return Ticket(time.monotonic(), self.epoch, self.in_flight, self.probe.total())
+        return Ticket(time.monotonic(), self.epoch, self.in_flight)
 
     def done(self, ticket: Ticket, outcome: str, size: int = 0, retry_after: float | None = None) -> float:
         """Record a request's end (``ok``, ``timeout``, ``overloaded`` or ``error``); its latency.
@@ -192,7 +198,7 @@ class Pace:
         if outcome == "ok":
             self.stats.latencies.append(latency)
             # this process's own stalls during the flight are not the endpoint's queue
-            stalled = min(latency, max(0.0, self.probe.total() - ticket.stalled))
+            stalled = min(latency, self.probe.delay())
             self._ok(ticket, latency, size, stalled)
         elif outcome in ("timeout", "overloaded"):
             if outcome == "timeout":
@@ -211,21 +217,22 @@ class Pace:
 
     def _ok(self, ticket: Ticket, latency: float, size: int, stalled: float = 0.0) -> None:
         recent = self.recent.setdefault(size, deque(maxlen=WINDOW))
-        clean = stalled <= SLACK  # read without a stall of this process in its flight
-        if clean:
+        net = self.net.setdefault(size, deque(maxlen=WINDOW))
+        if stalled <= SLACK:  # read without a stall of this process in its flight
             recent.append(latency)
+        latency -= stalled
+        net.append(latency)
         if not self.adaptive:
             return
-        # every reply so far was read after a stall: judge this one by itself (slow start grows)
-        fastest = min(recent) if recent else latency - stalled
+        fastest = min(recent) if recent else min(net)  # no clean reply yet: the net ones
         # the median of the last round trip's replies of this size: one slow reply is noise, a
         # round of them is a queue
-        last = list(recent)[-max(3, int(self.limit)) :]
-        if clean and len(last) >= 3 and (typical := statistics.median(last)) > CONGESTED * fastest + SLACK:
+        last = list(net)[-max(3, int(self.limit)) :]
+        typical = statistics.median(last)
+        if len(last) >= 3 and typical > CONGESTED * fastest + SLACK:
             # they queued behind others: keep the share of the limit the endpoint got through at full speed
             self._decrease(ticket, self.limit * max(0.5, HEALTHY * fastest / typical))
             return
-        latency -= stalled  # a stalled reply may still show the endpoint keeping up
         # one more request queued behind this one (the worst case: a one-slot server) must still fit
         fits = latency + fastest <= HEADROOM * self.timeout
         # grow only when more is wanted: requests wait for a slot, or this one shared the whole limit
