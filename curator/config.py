@@ -265,6 +265,54 @@ class InstructMixture(Strict):
         return self
 
 
+REWRITE_TASKS = ("classification", "grounding", "region", "recognition")
+TRANSLATE_TASKS = ("caption", "report", "vqa")
+
+
+class InstructLLMSettings(Strict):
+    """The [instruct.llm] table: optional LLM passes over the template entries.
+
+    They go through the [caption] table's endpoint, model, key, pace, caps and retries
+    (one endpoint per build) and its response cache in the corpus. Without an endpoint
+    they are off, with a warning, and the entries stay templated. Every entry records
+    what wrote it: ``generator`` llm, template-fallback (the LLM's reply failed its
+    checks, re-asked, and the template answer was kept) or template, with the prompt's
+    id and sha256.
+    """
+
+    rewrite: bool = Field(False, description="Rewrite template answers into fluent ones (facts kept, checked).")
+    rewrite_tasks: list[Literal[REWRITE_TASKS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(REWRITE_TASKS), description="Tasks whose template answers are rewritten."
+    )
+    # each distinct (question, answer, language) is asked once, so 1.0 costs far fewer calls than entries
+    rewrite_fraction: float = Field(1.0, ge=0, le=1, description="Seeded share of eligible entries rewritten.")
+    regions: bool = Field(
+        False, description="Region entries get an LLM description of the boxed finding (GMAI-VL style)."
+    )
+    # GMAI-VL translated about 30% of its English texts
+    translate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Seeded share of English-only entries (source captions, reports, VQA) also written in Chinese.",
+    )
+    translate_tasks: list[Literal[TRANSLATE_TASKS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(TRANSLATE_TASKS), description="Tasks whose English entries may be translated."
+    )
+    rewrite_prompt: str = Field("instruct/rewrite/v1", description="prompts/<id>.toml of the rewrite.")
+    region_prompt: str = Field("instruct/region/v1", description="prompts/<id>.toml of region descriptions.")
+    translate_prompt: str = Field("instruct/translate/v1", description="prompts/<id>.toml of the translation.")
+    # low: a rewrite must keep facts, diversity comes from the templates' variants
+    temperature: float = Field(0.3, ge=0, le=2, description="Sampling temperature of these passes.")
+    max_tokens: int = Field(512, ge=32, description="Completion tokens per request.")
+    max_regenerations: int = Field(1, ge=0, description="Re-asks of a reply that fails its checks.")
+    max_chars: int = Field(400, ge=20, description="Longest rewritten answer or region description.")
+
+    @property
+    def enabled(self) -> bool:
+        return self.rewrite or self.regions or self.translate > 0
+
+
 class InstructSettings(Strict):
     """The [instruct] table: its presence makes `curator build` run the instruct stage."""
 
@@ -282,6 +330,20 @@ class InstructSettings(Strict):
     mixtures: dict[str, InstructMixture] = Field(
         default_factory=dict, description="Named shard mixture -> its task-family shares."
     )
+    llm: InstructLLMSettings = Field(
+        default_factory=InstructLLMSettings, description="Optional LLM passes: rewrite, regions, translate."
+    )
+
+
+class AuditSettings(Strict):
+    """The [audit] table: the LLM-scored audit (`curator audit`), through the [caption] endpoint."""
+
+    per_source: int = Field(30, ge=1, description="Texts scored per source (GMAI-VL scored 30 per dataset).")
+    prompt: str = Field("audit/v1", description="Rubric prompt: prompts/<id>.toml.")
+    seed: int = 0
+    temperature: float = Field(0.0, ge=0, le=2, description="A judge should be repeatable.")
+    max_tokens: int = Field(256, ge=32, description="Completion tokens per request.")
+    max_regenerations: int = Field(1, ge=0, description="Re-asks of a reply that is not a valid score.")
 
 
 class RecipeSource(Strict):
@@ -307,6 +369,7 @@ class Recipe(Strict):
     duplicates: DuplicateSettings = Field(default_factory=DuplicateSettings)
     holdout: HoldoutSettings = Field(default_factory=HoldoutSettings)
     instruct: InstructSettings | None = Field(None, description="Instruction data; absent: no instruct stage.")
+    audit: AuditSettings = Field(default_factory=AuditSettings, description="The LLM-scored audit's settings.")
 
     @model_validator(mode="after")
     def _instruct_mixtures(self):
@@ -348,7 +411,7 @@ def load_recipe(path: str | Path) -> Recipe:
     if recipe.registry:
         reg = Path(os.path.expandvars(recipe.registry))
         recipe.registry = str(reg if reg.is_absolute() else (base / reg).resolve())
-    for part in (recipe.caption, recipe.shard):
+    for part in (recipe.caption, recipe.shard, recipe.audit):
         if "seed" not in part.model_fields_set:
             part.seed = recipe.seed
     if recipe.instruct is not None and "seed" not in recipe.instruct.model_fields_set:

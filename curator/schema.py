@@ -290,6 +290,30 @@ INSTRUCTIONS = pa.schema(
         ("prompt_sha256", pa.string()),
         ("validation", pa.string()),
         ("origin", pa.string()),
+        ("translated", pa.bool_()),  # an LLM translation of an English entry (origin names it)
+    ]
+)
+
+# Written by `curator audit` (curator.audit.scores): the LLM's score of one sampled text
+# against its sample's metadata, on the rubric in prompts/audit/<v>.toml.
+AUDIT_SCORES = pa.schema(
+    [
+        ("text_id", pa.string()),  # entry_id (instructions) or annotation / caption key
+        ("sample_id", pa.string()),
+        ("source_id", pa.string()),
+        ("kind", pa.string()),  # the entry's task, or caption / report
+        ("language", pa.string()),
+        ("text", pa.string()),
+        ("labels", pa.string()),
+        ("modality", pa.string()),
+        ("anatomy", pa.string()),
+        ("score", pa.int8()),  # null when no valid score came back (status says why)
+        ("reason", pa.string()),
+        ("status", pa.string()),  # ok | a reply problem | request_failed:...
+        ("model", pa.string()),
+        ("prompt_id", pa.string()),
+        ("prompt_sha256", pa.string()),
+        ("seed", pa.int64()),
     ]
 )
 
@@ -319,6 +343,7 @@ TABLES: dict[str, pa.Schema] = {
     "leakage": LEAKAGE,
     "instructions": INSTRUCTIONS,
     "blob_packs": BLOB_PACKS,
+    "audit_scores": AUDIT_SCORES,
 }
 
 # Annotation kinds that describe an image in words: a sample with one is not "label-only".

@@ -32,6 +32,17 @@ Faults are queued with :meth:`FakeLLM.inject` and consumed by the next matching 
 - ``prose``: a paragraph describing the image, no JSON
 - ``fence``: the JSON inside a Markdown code fence (parsed: not a fault to the client)
 - ``refusal``: "I'm sorry, but I can't help with that."
+
+The instruct passes' and the audit's prompts (a ``- task:`` line: rewrite,
+region-description, translate, audit) get one JSON object back, built from the
+prompt's fields: a rewrite that keeps every ``keep`` item, a region description that
+names the finding, a Chinese "translation" keeping the numbers, a score (5 when the
+text names a label, 2 when it does not). The faults above apply to them too (``malformed``,
+``length``, ``prose``, ``refusal``, ``timeout``, ``429``/``500``), plus:
+
+- ``wrong_language``: the text back untranslated (rewrite: in the other language)
+- ``drop_keep``: a rewrite that leaves out what it had to keep
+- ``score_range``: a score of 9
 """
 
 from __future__ import annotations
@@ -49,6 +60,9 @@ FINDING = re.compile(r"^- finding: (?P<label>.+?)(?: \((?:\w| )+ term: (?P<hint>
 ANATOMY = re.compile(r"^- anatomy: (.+)$", re.M)
 MODALITY = re.compile(r"^- modality: (.+)$", re.M)
 ASKED = re.compile(r"Write (\d+) (?:distinct |more )?captions")
+TASK = re.compile(r"^- task: (.+)$", re.M)
+FIELD = re.compile(r"^- ([a-z ]+): (.*)$", re.M)
+NUMBERS = re.compile(r"\d+")
 
 ZH_ANATOMY = {
     "chest": "胸部",
@@ -213,10 +227,59 @@ class FakeLLM:
         return out
 
 
+def _value(raw: str):
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def structured(info: dict, kind: str | None) -> str:
+    """The JSON reply to an instruct pass or audit prompt (see the module docstring)."""
+    f = info["fields"]
+    zh = "Chinese" in f.get("language", "")
+    task = info["task"]
+    if task == "rewrite":
+        answer = str(f.get("answer", "")).rstrip(".。")
+        if kind == "drop_keep":
+            text = "这是答案。" if zh else "That is the answer."
+        elif kind == "wrong_language":
+            text = f"{answer}, as the image shows." if zh else f"{answer}，如图所示。"
+        else:
+            text = f"{answer}，如图所示。" if zh else f"{answer}, as the image shows."
+        return json.dumps({"answer": text}, ensure_ascii=False)
+    if task == "region-description":
+        term, m, a = f.get("term", ""), f.get("modality", ""), f.get("anatomy", "")
+        en = f"The marked region of this {m} of the {a} shows {term}."
+        text = f"该{m}图像中标注区域可见{term}，位于{a}。" if zh else en
+        return json.dumps({"description": text}, ensure_ascii=False)
+    if task == "translate":
+        source = str(f.get("text", ""))
+        if kind == "wrong_language":
+            return json.dumps({"translation": source}, ensure_ascii=False)
+        numbers = " ".join(NUMBERS.findall(source))
+        return json.dumps({"translation": f"这是医学图像文本的中文译文{numbers}。"}, ensure_ascii=False)
+    if task == "audit":
+        text = str(f.get("text", "")).lower()
+        labels = [x.strip() for x in str(f.get("labels", "")).split(",") if x.strip() and x.strip() != "none"]
+        named = not labels or any(x.lower() in text for x in labels)
+        score = 9 if kind == "score_range" else 5 if named else 2
+        reason = "names the labelled finding" if named else "does not name the labelled finding"
+        return json.dumps({"score": score, "reason": reason})
+    return json.dumps({"error": f"unknown task {task}"})
+
+
 def _parse(body: dict) -> dict:
     messages = body.get("messages", [])
     first = next((m["content"] for m in messages if m["role"] == "user"), "")
     last = [m["content"] for m in messages if m["role"] == "user"][-1] if messages else ""
+    task = TASK.search(first)
+    if task:
+        fields = {m.group(1): _value(m.group(2)) for m in FIELD.finditer(first)}
+        reask = sum(1 for m in messages if m["role"] == "assistant")
+        return {"task": task.group(1).strip(), "fields": fields, "language": "zh" if "Chinese" in first else "en",
+                "label": fields.get("finding"), "anatomy": fields.get("anatomy", ""),
+                "modality": fields.get("modality", ""), "asked": 1, "reask": reask, "hint": None}  # fmt: skip
     finding = FINDING.search(first)
     label = finding.group("label") if finding else None
     asked = ASKED.search(last)
@@ -327,9 +390,11 @@ def _handler(server: FakeLLM):
                 return
             k = info["asked"]
             offset = 20 * info["reask"]
-            caps = server.captions(info, k, offset)
+            caps = [] if info.get("task") else server.captions(info, k, offset)
             finish = "stop"
-            if kind == "count":
+            if info.get("task"):
+                pass  # an instruct pass or audit prompt: structured() below applies its faults
+            elif kind == "count":
                 caps = caps[: max(0, k - fault.opts.get("missing", 2))]
             elif kind == "contradiction":
                 other = "MRI" if info["modality"] != "MRI" else "CT"
@@ -342,6 +407,8 @@ def _handler(server: FakeLLM):
             elif kind == "meta":
                 caps[0] = f"Here are {k} captions for the image."
             content = json.dumps({"captions": caps}, ensure_ascii=False)
+            if info.get("task"):
+                content = structured(info, kind)
             if kind == "malformed":
                 content = "Sure! captions: " + content.replace('"', "'")[:-3]
             elif kind == "length":

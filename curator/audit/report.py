@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curator.audit import charts
+from curator.audit import charts, scores
 from curator.audit.figures import (
     KEPT,
     Section,
@@ -431,8 +431,8 @@ def write_report(corpus: Corpus, dest: Path, fragments: Sequence[str] = ()) -> C
     """Write ``index.html`` (self-contained) and ``README.md`` with one ``.svg`` per chart into ``dest``.
 
     ``fragments`` are HTML sections other audits contribute, placed after the caption
-    sections. The LLM-scored audit joins here: the CLI passes
-    ``curator.audit.scores.report_section(con)`` (an HTML fragment, "" when no scores).
+    sections. The LLM-scored audit's (:func:`curator.audit.scores.report_section`) is
+    always added: an HTML fragment, "" when the corpus has no scores.
     """
     head, sections = gather(corpus)
     dest = Path(dest)
@@ -440,9 +440,8 @@ def write_report(corpus: Corpus, dest: Path, fragments: Sequence[str] = ()) -> C
     for old in dest.glob("*.png"):  # an earlier card's matplotlib charts
         old.unlink()
     con = connect(corpus)
-    # The LLM-scored audit (scores per source, worst examples) joins here once curator/audit/scores.py lands:
-    #     from curator.audit import scores
-    #     fragments = [*fragments, scores.report_section(con)]  # "" when the corpus has no scores
+    # the LLM-scored audit (`curator audit`): scores per source, worst examples; "" when the corpus has none
+    fragments = [*fragments, scores.report_section(con)]
     card = Card(dest / "index.html", dest / "README.md")
     title = f"Corpus card: {corpus.url}"
     headline = [

@@ -179,3 +179,50 @@ def report(out: str, dest: Path | None) -> None:
         f"corpus card: {card.html} (self-contained: {len(card.charts)} charts, {card.thumbnails} thumbnails inline)\n"
         f"             {card.markdown} (charts as SVG files beside it)"
     )
+
+
+@main.command()
+@OUT
+@RECIPE
+@click.option(
+    "--per-source",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Texts scored per source (default: the recipe's audit.per_source, 30).",
+)
+@click.option("--seed", type=int, help="Seed of the sample (default: the recipe's audit.seed, else its seed).")
+@QUIET
+def audit(out: str, recipe_path: Path | None, per_source: int | None, seed: int | None, quiet: bool) -> None:
+    """Score a seeded sample of each source's texts with the LLM against the images' metadata.
+
+    Per source, N training texts (instruction entries, else captions and reports) are
+    scored 1-5 on the rubric in prompts/audit/ against each image's labels, modality
+    and anatomy; scores and reasons go to the audit_scores table (curator query,
+    curator report). The endpoint is the caption stage's: the recipe's [caption] table
+    (--recipe, else the recipe the corpus was built with), else OPENAI_BASE_URL,
+    CURATOR_LLM_MODEL and OPENAI_API_KEY. Answers are cached in the corpus: a re-run
+    calls nothing, a killed run resumes.
+
+    \b
+    Example:
+      OPENAI_BASE_URL=http://localhost:8000/v1 curator audit --out shards/demo --per-source 30
+      curator query "SELECT source_id, avg(score) FROM audit_scores GROUP BY 1" --out shards/demo
+    """
+    from curator.audit.scores import format_summary, run_audit
+    from curator.config import AuditSettings, CaptionSettings, load_recipe
+    from curator.provenance import RECIPE_FILE, stored_recipe
+    from curator.storage import Corpus, writer_lock
+    from curator.tables import connect
+
+    corpus = Corpus(out)
+    if not corpus.table_parts("samples"):
+        raise CorpusError(f"{out} has no index: run `curator build` (or ingest and index) first")
+    recipe = load_recipe(recipe_path) if recipe_path else stored_recipe(corpus)
+    if recipe and not recipe_path:
+        click.echo(f"recipe: '{recipe.name}', the one this corpus was built with ({RECIPE_FILE})", err=True)
+    settings = recipe.audit if recipe else AuditSettings()
+    updates = {k: v for k, v in {"per_source": per_source, "seed": seed}.items() if v is not None}
+    settings = settings.model_copy(update=updates)
+    with writer_lock(corpus, "audit"):
+        result = run_audit(corpus, settings, recipe.caption if recipe else CaptionSettings(), progress=not quiet)
+    click.echo(format_summary(result, connect(corpus, ["audit_scores"])))

@@ -25,7 +25,7 @@ def instruct(out: str, recipe_path: Path | None, quiet: bool) -> None:
       curator instruct --out shards/demo --recipe recipes/demo.toml
       curator query "SELECT task, form, count(*) FROM instructions GROUP BY ALL" --out shards/demo
     """
-    from curator.config import InstructSettings, load_recipe
+    from curator.config import CaptionSettings, InstructSettings, load_recipe
     from curator.stages.index import require_current_index
     from curator.stages.instruct import run_instruct
     from curator.storage import Corpus, writer_lock
@@ -34,5 +34,6 @@ def instruct(out: str, recipe_path: Path | None, quiet: bool) -> None:
     settings = (recipe.instruct if recipe else None) or InstructSettings(seed=recipe.seed if recipe else 0)
     corpus = Corpus(out)
     require_current_index(corpus)  # before the lock, which would make a folder for a corpus that is not there
-    with writer_lock(corpus, "instruct"):  # one writer per corpus, like every stage
-        summaries.print_instruct(run_instruct(corpus, settings, progress=not quiet))
+    with writer_lock(corpus, "instruct"):
+        result = run_instruct(corpus, settings, progress=not quiet, llm=recipe.caption if recipe else CaptionSettings())
+    summaries.print_instruct(result)

@@ -182,6 +182,7 @@ def print_shards(result, out: str) -> None:
 
 
 def print_instruct(result) -> None:
+    from curator.instruct.llm_pass import summary_lines
     from curator.instruct.stats import IMAX_ENTRIES_PER_IMAGE, IMAX_TASKS_PER_IMAGE
 
     note = "  (unchanged, skipped)" if result.skipped else ""
@@ -193,6 +194,8 @@ def print_instruct(result) -> None:
     )
     drops = ", ".join(f"{k}={v}" for k, v in sorted(result.drops.items()))
     click.echo(f"  dropped: {drops}" if drops else "  dropped: none")
+    for line in summary_lines(getattr(result, "llm", None)):  # the [instruct.llm] passes, when asked for
+        click.echo(line)
     if result.stats:
         w = max([10, *(len(r["source"]) for r in result.stats)])
         click.echo(f"  {'source':<{w}} {'images':>7} {'tasks/img':>10} {'entries/img':>12} {'en/img':>7}")

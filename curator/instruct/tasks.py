@@ -71,6 +71,13 @@ class Entry:
     source_id: str
     generator: str = TEMPLATE
     origin: dict = field(default_factory=dict)
+    # What an LLM rewrite of the answer must keep (curator.llm.answers.check_rewrite): strings
+    # verbatim, and a yes/no answer's polarity. None: the answer is not rewritten (source texts).
+    keep: tuple[str, ...] | None = None
+    polarity: bool | None = None
+    # A region entry's finding (canonical), its term in the entry's language and its box: what
+    # an LLM region description is written from
+    region: dict | None = None
 
 
 @dataclass
@@ -240,7 +247,7 @@ def classification(view: SampleView, ctx: Context, rng, labels) -> Iterator[Entr
             modality = _modality(ctx, lang, view)
             q = t.render(lang, "classification", "single_q", rng, options=listing, modality=modality)
             a = t.render(lang, "classification", "single_a", rng, answer=f"{letters[answer]}. {shown[answer]}")
-            return Entry("classification", "single", lang, [(q, a)], source)
+            return Entry("classification", "single", lang, [(q, a)], source, keep=(letters[answer], shown[answer]))
 
         yield from _per_language(ctx, view, "classification", single)
     # multi label: the sample carries several labels (a multi-label source) -> which are present?
@@ -263,7 +270,7 @@ def classification(view: SampleView, ctx: Context, rng, labels) -> Iterator[Entr
                     if present
                     else t.word(lang, "none_of_them")
                 )
-                return Entry("classification", "multi", lang, [(q, a)], source)
+                return Entry("classification", "multi", lang, [(q, a)], source, keep=tuple(present) or None)
 
             yield from _per_language(ctx, view, "classification", multi)
     # yes/no: as many "no" questions (explicit negatives first, then labels the source could give) as "yes"
@@ -285,7 +292,8 @@ def classification(view: SampleView, ctx: Context, rng, labels) -> Iterator[Entr
                 label=_say(ctx, lang, label),
                 modality=_modality(ctx, lang, view),
             )
-            return Entry("classification", "yesno", lang, [(q, t.word(lang, "yes" if present else "no"))], source)
+            a = t.word(lang, "yes" if present else "no")
+            return Entry("classification", "yesno", lang, [(q, a)], source, keep=(), polarity=present)
 
         yield from _per_language(ctx, view, "classification", yesno)
     # "no finding" is a real answer where the source can say it: is anything abnormal here?
@@ -294,7 +302,8 @@ def classification(view: SampleView, ctx: Context, rng, labels) -> Iterator[Entr
 
         def normal(lang):
             q = t.render(lang, "classification", "abnormal_q", rng, modality=_modality(ctx, lang, view))
-            return Entry("classification", "yesno", lang, [(q, t.word(lang, "yes" if abnormal else "no"))], source)
+            a = t.word(lang, "yes" if abnormal else "no")
+            return Entry("classification", "yesno", lang, [(q, a)], source, keep=(), polarity=abnormal)
 
         yield from _per_language(ctx, view, "classification", normal)
 
@@ -351,7 +360,8 @@ def grounding(view: SampleView, ctx: Context, rng, labels) -> Iterator[Entry | D
             else:
                 listing = t.word(lang, "list_sep").join(show(list(b)) for b in boxes)
                 a = t.render(lang, "grounding", "a_many", rng, label=shown, boxes=listing, n=len(boxes))
-            return Entry("grounding", "box", lang, [(q, a)], source, origin=origin)
+            keep = tuple(show(list(b)) for b in boxes)
+            return Entry("grounding", "box", lang, [(q, a)], source, origin=origin, keep=keep)
 
         if "grounding" in ctx.tasks:
             yield from _per_language(ctx, view, "grounding", where)
@@ -360,9 +370,11 @@ def grounding(view: SampleView, ctx: Context, rng, labels) -> Iterator[Entry | D
         for box in boxes[: ctx.max_regions]:
 
             def region(lang, label=label, box=box, source=source, origin=origin):
+                term = _say(ctx, lang, label)
                 q = t.render(lang, "region", "q", rng, box=show(list(box)))
-                a = t.render(lang, "region", "a", rng, label=_say(ctx, lang, label))
-                return Entry("region", "box", lang, [(q, a)], source, origin=origin)
+                a = t.render(lang, "region", "a", rng, label=term)
+                facts = {"label": label, "term": term, "box": show(list(box))}
+                return Entry("region", "box", lang, [(q, a)], source, origin=origin, keep=(term,), region=facts)
 
             yield from _per_language(ctx, view, "region", region)
 
@@ -383,7 +395,7 @@ def recognition(view: SampleView, ctx: Context, rng, labels) -> Iterator[Entry |
             shown = _say(ctx, lang, value)
             q = t.render(lang, "recognition", f"{form}_q", rng)
             a = t.render(lang, "recognition", f"{form}_a", rng, **{key: shown})
-            return Entry("recognition", form, lang, [(q, a)], view.source_id)
+            return Entry("recognition", form, lang, [(q, a)], view.source_id, keep=(shown,))
 
         yield from _per_language(ctx, view, "recognition", ask)
 

@@ -157,6 +157,7 @@ class ChatClient:
         )
 
     async def close(self) -> None:
+        self.pace.close()
         await self._client.close()
 
     async def resolve_model(self) -> str:
@@ -214,14 +215,18 @@ class ChatClient:
         if self._capped:
             raise RequestFailed(self._capped.split(" ")[0], f"{self._capped} reached: no more requests in this run")
 
-    def _request(self, messages: list[dict], max_tokens: int, asked: int, fmt: str) -> dict:
+    def _request(self, messages: list[dict], max_tokens: int, asked: int, fmt: str, schema: dict | None) -> dict:
         kwargs = {
             "model": self.endpoint.model,
             "messages": messages,
             "temperature": self.settings.temperature,
             "max_tokens": max_tokens,
         }
-        if (rf := response_format(fmt, asked)) is not None:
+        if schema is not None:  # another reply than the caption list (curator.llm.structured)
+            rf = schema if fmt == "json_schema" else {"type": "json_object"} if fmt == "json_object" else None
+        else:
+            rf = response_format(fmt, asked)
+        if rf is not None:
             kwargs["response_format"] = rf
         return kwargs
 
@@ -243,8 +248,13 @@ class ChatClient:
         self.usage.format_fallbacks += 1
         return True
 
-    async def complete(self, messages: list[dict], max_tokens: int, asked: int = 1) -> Completion:
-        """One chat completion for ``asked`` captions, retried within the budget."""
+    async def complete(
+        self, messages: list[dict], max_tokens: int, asked: int = 1, schema: dict | None = None
+    ) -> Completion:
+        """One chat completion for ``asked`` captions, retried within the budget.
+
+        ``schema``: the ``json_schema`` response_format of another reply than the caption
+        list; ``asked`` then only names the request's size class for the pace."""
         s = self.settings
         last = "unknown"
         attempt = 0
@@ -257,7 +267,9 @@ class ChatClient:
                 if attempt:
                     self.usage.retries += 1
                 fmt = self.format
-                resp = await self._client.chat.completions.create(**self._request(messages, max_tokens, asked, fmt))
+                resp = await self._client.chat.completions.create(
+                    **self._request(messages, max_tokens, asked, fmt, schema)
+                )
             except openai.APITimeoutError:
                 last, outcome = "timeout", "timeout"
             except openai.APIConnectionError as exc:

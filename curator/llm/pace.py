@@ -17,6 +17,19 @@ works on it, and is sent again. So the pace starts at one request, and:
 One decrease per round trip (TCP's rule): answers to requests sent before the last
 decrease do not count again. A request's clock starts when it leaves, never while it
 waits here for a slot, so a timeout measures the endpoint, not this queue.
+
+The client's own stalls are not the endpoint's queue. On a loaded machine (other
+processes on the cores, a GIL-bound thread, a CPU-bound step in the event loop) a
+reply that has arrived waits unread until the loop runs again, and its latency rises
+though the endpoint queued nothing; the pace used to read that as congestion and
+back off to one request. A probe task wakes every ``PROBE`` seconds and adds how
+late it woke; a reply is judged by its latency net of the stall it waited out
+before it was read (the one just ended, never earlier ones: subtracting every stall
+of the flight made a loaded test machine back off more, not less, because a stall
+during the wait delays nothing). Only replies read without a stall set the fastest
+recent reply, the yardstick. A real queue still shows: its wait is in the net
+latency. Timeouts, 429s and 5xx count as before; the raw latency stays in the stats
+and the timeout advice.
 """
 
 from __future__ import annotations
@@ -33,6 +46,11 @@ CONGESTED = 1.8  # a round of replies slower than 1.8x: they waited behind other
 SLACK = 0.05  # seconds of network and scheduling noise no endpoint queue is made of
 WINDOW = 32  # recent replies the fastest is taken over (a window, so a faster past is forgotten)
 HEADROOM = 0.5  # grow only while one more queued reply would still finish in half the timeout
+PROBE = 0.01  # seconds between the stall probe's wake-ups (100 cheap wake-ups a second)
+# a wake-up later than this is a stall; less is scheduling noise on a busy machine, which
+# summed over a flight would mark every reply as stalled
+STALL_MIN = 0.02
+RECENT = 0.03  # a stall that ended this recently may still be what a reply read now waited out
 
 
 @dataclass
@@ -40,6 +58,51 @@ class Ticket:
     sent: float
     epoch: int
     in_flight: int
+
+
+class StallProbe:
+    """How long this process's event loop could not run, and when.
+
+    ``delay()`` is the stall a reply read now waited out: the one in progress (the probe
+    has not woken since it began) or the last one, if it ended a moment ago. A stall
+    that ended earlier delayed nothing read now: the loop ran after it, and a reply
+    already there would have been read then.
+    """
+
+    def __init__(self, interval: float = PROBE):
+        self.interval = interval
+        self._due: float | None = None
+        self._last_end = 0.0
+        self._last_len = 0.0
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._due = time.monotonic() + self.interval
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            now = time.monotonic()
+            late = now - self._due
+            if late > STALL_MIN:
+                self._last_end, self._last_len = now, late
+            self._due = now + self.interval
+
+    def delay(self) -> float:
+        if self._due is None:
+            return 0.0
+        now = time.monotonic()
+        late = now - self._due
+        if late > STALL_MIN:
+            return late
+        return self._last_len if now - self._last_end <= RECENT else 0.0
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
 
 
 @dataclass
@@ -92,13 +155,21 @@ class Pace:
         self.waiting = 0
         self.epoch = 0
         self.slow_start = True
-        self.recent: dict[int, deque[float]] = {}
+        self.recent: dict[int, deque[float]] = {}  # clean replies' latencies, per size: the yardstick
+        self.net: dict[int, deque[float]] = {}  # every reply's latency net of this process's stalls
         self.paused_until = 0.0
         self.stats = PaceStats("adaptive" if adaptive else "fixed", ceiling, self.limit)
         self._wake = asyncio.Event()
+        self.probe = StallProbe()
+
+    def close(self) -> None:
+        """Stop the stall probe (the client calls this when it closes)."""
+        self.probe.stop()
 
     async def slot(self) -> Ticket:
         """Wait until no Retry-After pause is on and the limit has room; the request leaves now."""
+        if self.adaptive:
+            self.probe.start()
         self.waiting += 1
         try:
             while True:
@@ -126,7 +197,9 @@ class Pace:
         self.in_flight -= 1
         if outcome == "ok":
             self.stats.latencies.append(latency)
-            self._ok(ticket, latency, size)
+            # this process's own stalls during the flight are not the endpoint's queue
+            stalled = min(latency, self.probe.delay())
+            self._ok(ticket, latency, size, stalled)
         elif outcome in ("timeout", "overloaded"):
             if outcome == "timeout":
                 self.stats.timeouts += 1
@@ -142,15 +215,19 @@ class Pace:
         self._wake = asyncio.Event()
         return latency
 
-    def _ok(self, ticket: Ticket, latency: float, size: int) -> None:
+    def _ok(self, ticket: Ticket, latency: float, size: int, stalled: float = 0.0) -> None:
         recent = self.recent.setdefault(size, deque(maxlen=WINDOW))
-        recent.append(latency)
+        net = self.net.setdefault(size, deque(maxlen=WINDOW))
+        if stalled <= SLACK:  # read without a stall of this process in its flight
+            recent.append(latency)
+        latency -= stalled
+        net.append(latency)
         if not self.adaptive:
             return
-        fastest = min(recent)
+        fastest = min(recent) if recent else min(net)  # no clean reply yet: the net ones
         # the median of the last round trip's replies of this size: one slow reply is noise, a
         # round of them is a queue
-        last = list(recent)[-max(3, int(self.limit)) :]
+        last = list(net)[-max(3, int(self.limit)) :]
         typical = statistics.median(last)
         if len(last) >= 3 and typical > CONGESTED * fastest + SLACK:
             # they queued behind others: keep the share of the limit the endpoint got through at full speed

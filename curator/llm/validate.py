@@ -331,15 +331,7 @@ class CaptionValidator:
         return OK
 
     def _language(self, text: str) -> str:
-        cjk = len(CJK.findall(text))
-        if self.language == "en":
-            return OK if cjk == 0 and not OTHER_SCRIPTS.search(text) else "wrong_language"
-        if self.language == "zh":
-            foreign = [w for w in LATIN_WORD.findall(text) if not ABBREV.fullmatch(w) and w not in MIXED_CASE_OK]
-            if cjk < 2 or len(foreign) > cjk / 2:
-                return "wrong_language"  # mostly Latin prose
-            return "latin_in_chinese" if foreign else OK
-        return OK  # no rule for other languages yet: the other checks still apply
+        return language_verdict(text, self.language)
 
     def _doubled(self, text: str) -> bool:
         if self.language == "en":
@@ -354,6 +346,25 @@ class CaptionValidator:
         rest = context.sub(" ", text)
         rest = re.sub(r"\b[A-Z]+\d+[A-Z]*\b|\d+[A-Z]+\b", " ", rest)  # T2, T1WI, 3D, 2D: not numbers
         return NUMBER.search(rest) is not None
+
+
+def language_verdict(text: str, language: str) -> str:
+    """``ok``, ``wrong_language`` or ``latin_in_chinese``: is ``text`` written in ``language``?
+
+    English: no CJK or other non-Latin script. Chinese: mostly CJK (at least two CJK
+    characters and at most one foreign Latin word per two of them), and no Latin word
+    beyond the abbreviations Chinese radiology text keeps (CT, MRI, T2WI, 5mm...).
+    Other languages: no rule yet.
+    """
+    cjk = len(CJK.findall(text))
+    if language == "en":
+        return OK if cjk == 0 and not OTHER_SCRIPTS.search(text) else "wrong_language"
+    if language == "zh":
+        foreign = [w for w in LATIN_WORD.findall(text) if not ABBREV.fullmatch(w) and w not in MIXED_CASE_OK]
+        if cjk < 2 or len(foreign) > cjk / 2:
+            return "wrong_language"  # mostly Latin prose
+        return "latin_in_chinese" if foreign else OK
+    return OK
 
 
 def _is_code(finding: str) -> bool:

@@ -131,7 +131,7 @@ def _build(
         return BuildReport(results, None, None, None, excluded)
     index = run_index(corpus, recipe.duplicates, recipe.holdout)
     caption = run_caption(corpus, recipe.caption, progress=progress)
-    instruct = run_instruct(corpus, recipe.instruct, progress) if recipe.instruct else None
+    instruct = run_instruct(corpus, recipe.instruct, progress, llm=recipe.caption) if recipe.instruct else None
     if instruct is None:
         drop_instructions(corpus)  # a table an earlier recipe asked for must not reach this build's shards
     shard = run_shard(corpus, recipe.shard, recipe.name, progress, executor=executor, instruct=recipe.instruct)

@@ -10,6 +10,12 @@ know) is counted per reason and never written. Rows stream into the
 ``instructions`` table a row group at a time; a marker with the input fingerprint
 makes a re-run with unchanged inputs a no-op.
 
+With ``[instruct.llm]`` in the recipe, optional LLM passes (``curator.instruct.llm_pass``)
+rewrite template answers into fluent ones, describe boxed regions and translate a
+seeded share of the English-only entries to Chinese, a chunk of samples at a time,
+through the caption stage's endpoint settings and response cache; every entry records
+its generator (template, source, llm, template-fallback), model, prompt and hash.
+
 The stage runs in one process, outside the executor seam: it decodes no pixels, and
 building entries costs about a millisecond per image (one core, templates only), so
 a million images take minutes, dominated by the one streaming DuckDB scan. Should it
@@ -29,8 +35,9 @@ from tqdm import tqdm
 
 from curator import vocab
 from curator.adapters.base import short_hash
-from curator.config import InstructSettings
+from curator.config import CaptionSettings, InstructSettings
 from curator.errors import CuratorError
+from curator.instruct.llm_pass import InstructLLM, LLMPassResult
 from curator.instruct.tasks import FAMILIES, SOURCE, Context, Drop, Entry, SampleView, build_entries
 from curator.instruct.templates import InstructTemplates
 from curator.storage import Corpus
@@ -38,6 +45,9 @@ from curator.storage import Corpus
 log = logging.getLogger(__name__)
 STAGE = "instruct"
 BATCH_SAMPLES = 2048
+# samples whose entries go to the LLM passes together: their distinct requests are in flight
+# at the pace's limit, and only this chunk's rows are held in memory
+LLM_CHUNK = 512
 DROP_EXAMPLES = 20  # kept in the marker, so an auditor sees what a reason looks like
 
 SAMPLES_SQL = """
@@ -75,6 +85,8 @@ class InstructResult:
     drop_examples: list[dict] = field(default_factory=list)
     stats: list[dict] = field(default_factory=list)  # curator.instruct.stats.task_stats
     mixtures: list[dict] = field(default_factory=list)  # curator.instruct.mixtures.mixture_table
+    llm: LLMPassResult | None = None  # the LLM passes, when the recipe asks for them
+    translated: int = 0
     skipped: bool = False
 
     def to_marker(self) -> dict:
@@ -88,13 +100,16 @@ class InstructResult:
             "by_generator": dict(self.by_generator),
             "drops": dict(self.drops),
             "drop_examples": self.drop_examples,
+            "translated": self.translated,
+            "llm": self.llm.to_dict() if self.llm else None,
         }
 
     @classmethod
     def from_marker(cls, m: dict) -> InstructResult:
         counters = ("by_task", "by_family", "by_language", "by_generator", "drops")
-        fields = {k: v for k, v in m.items() if k not in ("fingerprint", "mixtures")}
-        return cls(**{k: Counter(v) if k in counters else v for k, v in fields.items()}, skipped=True)
+        fields = {k: v for k, v in m.items() if k not in ("fingerprint", "mixtures", "llm")}
+        llm = LLMPassResult.from_dict(m["llm"]) if m.get("llm") else None
+        return cls(**{k: Counter(v) if k in counters else v for k, v in fields.items()}, llm=llm, skipped=True)
 
 
 def known_labels(templates: InstructTemplates) -> set[str]:
@@ -176,10 +191,11 @@ def entry_row(view: SampleView, entry: Entry, templates: InstructTemplates, inde
         "prompt_sha256": templates.sha256 if templated else None,
         "validation": "ok",
         "origin": json.dumps(entry.origin, sort_keys=True, ensure_ascii=False),
+        "translated": False,
     }
 
 
-def _fingerprint(corpus: Corpus, settings: InstructSettings, templates: InstructTemplates) -> str:
+def _fingerprint(corpus: Corpus, settings: InstructSettings, templates: InstructTemplates, llm: str) -> str:
     index = corpus.marker("index", "all") or {}
     caption = corpus.marker("caption", "all") or {}
     return short_hash(
@@ -188,12 +204,21 @@ def _fingerprint(corpus: Corpus, settings: InstructSettings, templates: Instruct
         index.get("fingerprint"),
         index.get("inputs"),
         caption.get("fingerprint"),
+        llm,
         n=32,
     )
 
 
-def run_instruct(corpus: Corpus, settings: InstructSettings, progress: bool = True) -> InstructResult:
-    """Write the instructions table (every kept sample's entries); skipped when nothing it reads changed."""
+def run_instruct(
+    corpus: Corpus,
+    settings: InstructSettings,
+    progress: bool = True,
+    llm: CaptionSettings | None = None,
+) -> InstructResult:
+    """Write the instructions table (every kept sample's entries); skipped when nothing it reads changed.
+
+    ``llm``: the endpoint settings (the recipe's [caption] table) the [instruct.llm]
+    passes use; without it they use the defaults ($OPENAI_BASE_URL, $CURATOR_LLM_MODEL)."""
     from curator.instruct.mixtures import mixture_table
     from curator.instruct.stats import task_stats
     from curator.stages.index import require_current_index
@@ -204,20 +229,30 @@ def run_instruct(corpus: Corpus, settings: InstructSettings, progress: bool = Tr
     missing = [lang for lang in settings.languages if lang not in templates.languages]
     if missing:
         raise CuratorError(f"templates '{templates.id}' have no language(s) {', '.join(missing)}")
-    fingerprint = _fingerprint(corpus, settings, templates)
-    marker = corpus.marker(STAGE, "all")
-    if marker and marker.get("fingerprint") == fingerprint and corpus.table_parts("instructions"):
-        result = InstructResult.from_marker(marker)
-    else:
-        corpus.clear_marker(STAGE, "all")
-        result = _write(corpus, settings, templates, progress)
-        corpus.set_marker(STAGE, "all", {"fingerprint": fingerprint, **result.to_marker()})
+    passes = InstructLLM(corpus, settings.llm, llm or CaptionSettings(), templates, settings.seed)
+    passes.start()
+    try:
+        fingerprint = _fingerprint(corpus, settings, templates, passes.fingerprint)
+        marker = corpus.marker(STAGE, "all")
+        if marker and marker.get("fingerprint") == fingerprint and corpus.table_parts("instructions"):
+            result = InstructResult.from_marker(marker)
+        else:
+            corpus.clear_marker(STAGE, "all")
+            result = _write(corpus, settings, templates, progress, passes)
+    finally:
+        passes.close()
+    if not result.skipped:
+        result.llm = passes.result if settings.llm.enabled else None
+        if result.llm is None or not result.llm.failed:  # failed requests: the next run retries them
+            corpus.set_marker(STAGE, "all", {"fingerprint": fingerprint, **result.to_marker()})
+        else:
+            log.warning("instruct: %d LLM requests failed for good; re-run to retry them", result.llm.failed)
     con = connect(corpus, ["samples", "members", "instructions"])
     result.stats = task_stats(con)
     result.mixtures = mixture_table(con, settings.mixtures)
     # mixtures do not change the entries (not in the fingerprint), but the report shows their shares
     marker = corpus.marker(STAGE, "all")
-    if marker.get("mixtures") != result.mixtures:
+    if marker and marker.get("mixtures") != result.mixtures:
         corpus.set_marker(STAGE, "all", {**marker, "mixtures": result.mixtures})
     return result
 
@@ -228,7 +263,9 @@ def drop_instructions(corpus: Corpus) -> None:
     corpus.clear_marker(STAGE, "all")
 
 
-def _write(corpus: Corpus, settings: InstructSettings, templates: InstructTemplates, progress: bool) -> InstructResult:
+def _write(
+    corpus: Corpus, settings: InstructSettings, templates: InstructTemplates, progress: bool, passes: InstructLLM
+) -> InstructResult:
     from curator.tables import connect
 
     con = connect(corpus, ["samples", "members", "images", "annotations", "captions"])
@@ -238,10 +275,27 @@ def _write(corpus: Corpus, settings: InstructSettings, templates: InstructTempla
     for part in corpus.table_parts("instructions"):
         corpus.fs.rm(part)
     bar = tqdm(total=total, desc="instruct", unit="image", disable=None if progress else True, leave=False)
+    chunk: list[tuple[SampleView, list[tuple[dict, Entry]]]] = []
+
+    def flush(writer) -> None:
+        for rows in passes.process(chunk):
+            for index, row in enumerate(rows):
+                row["entry_index"] = index
+                writer.append(row)
+                result.entries += 1
+                result.translated += bool(row["translated"])
+                result.by_task[row["task"]] += 1
+                result.by_family[row["family"]] += 1
+                result.by_language[row["language"]] += 1
+                result.by_generator[row["generator"]] += 1
+        bar.update(len(chunk))
+        chunk.clear()
+
     with corpus.table_writer("instructions", "all") as writer:
         for view in _views(con):
             result.samples += 1
             seen: set[str] = set()
+            pairs = []
             for item in build_entries(view, ctx, sample_rng(settings.seed, view.sample_id)):
                 if isinstance(item, Drop):
                     _drop(result, view, item)
@@ -253,14 +307,12 @@ def _write(corpus: Corpus, settings: InstructSettings, templates: InstructTempla
                 if row["entry_id"] in seen:  # the same pair twice (a source repeating a VQA row)
                     continue
                 seen.add(row["entry_id"])
-                writer.append(row)
-                result.entries += 1
-                result.by_task[row["task"]] += 1
-                result.by_family[row["family"]] += 1
-                result.by_language[row["language"]] += 1
-                result.by_generator[row["generator"]] += 1
+                pairs.append((row, item))
             result.with_entries += bool(seen)
-            bar.update()
+            chunk.append((view, pairs))
+            if len(chunk) >= (LLM_CHUNK if passes.active else BATCH_SAMPLES):
+                flush(writer)
+        flush(writer)
     bar.close()
     if result.drops:
         log.warning(
