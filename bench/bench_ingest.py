@@ -25,6 +25,7 @@ Units hold ``UNIT_ITEMS`` slices, so the series is several units on every backen
 from __future__ import annotations
 
 import io
+import os
 import time
 from pathlib import Path
 
@@ -40,9 +41,11 @@ from curator.stages.ingest import ingest_source
 from curator.storage import Corpus
 from tests.dicom_fixtures import make_dicom  # one DICOM writer for tests and bench (run from the repo root)
 
-SLICES = 192
+# CURATOR_BENCH_SLICES sets the series length: the default keeps `make bench` short; fixed
+# per-run costs (the plan, the hand-offs) weigh less on a longer series (--workers figures)
+SLICES = int(os.environ.get("CURATOR_BENCH_SLICES", "192"))
 REPEAT = 2
-UNIT_ITEMS = 24
+UNIT_ITEMS = int(os.environ.get("CURATOR_BENCH_UNIT_ITEMS", "24"))
 SIZE = 512
 
 

@@ -14,7 +14,8 @@ from curator.cli.options import OUT, QUIET
 @click.option(
     "--image-root",
     metavar="DIR",
-    help="Do not copy images: name the corpus blobs below DIR (where the corpus is, or is mounted).",
+    help="Do not copy images: name the corpus blobs below DIR (where the corpus is, or is mounted). "
+    "Only for a corpus with one blob file per image (built before blob packs); a packed corpus is refused.",
 )
 @click.option(
     "--per",
@@ -32,7 +33,7 @@ def llava(out: str, to: str, image_root: str | None, per: str, splits, languages
     \b
     Example:
       curator export llava --out shards/demo --to exports/demo-llava
-      curator export llava --out s3://bucket/demo --to s3://bucket/demo-llava --image-root /mnt/demo
+      curator export llava --out s3://bucket/demo --to s3://bucket/demo-llava
     """
     from curator.exports.llava import export_llava
     from curator.storage import Corpus
