@@ -64,6 +64,19 @@ def test_a_missing_subfolder_is_an_error_not_an_empty_source(tmp_path):
     assert "folder '" in result.output and "nosuch' not found" in result.output
 
 
+def test_an_empty_root_is_an_error_and_writes_no_source(tmp_path):
+    empty = tmp_path / "download"
+    empty.mkdir()
+    result = run("ingest", "--source", "fives", "--root", empty, "--out", tmp_path / "c")
+    one_error_line(result, "error: source 'fives': no input found under")
+    assert "is --root the folder the dataset unpacked to?" in result.output
+    assert not list((tmp_path / "c").glob("index/*/*.parquet"))  # no sources row, no marker for it
+    assert not (tmp_path / "c" / "_markers" / "ingest" / "fives.json").exists()
+    (empty / "Thumbs.db").write_bytes(b"\0")  # only OS metadata is nothing to ingest either
+    result = run("ingest", "--source", "fives", "--root", empty, "--out", tmp_path / "c")
+    one_error_line(result, "error: source 'fives': no input found under")
+
+
 def test_a_table_that_is_not_utf8_is_one_line(tmp_path):
     write_image(tmp_path / "img.png", seed=1)
     (tmp_path / "labels.csv").write_bytes("path,labels\nimg.png,Épanchement\n".encode("latin-1"))

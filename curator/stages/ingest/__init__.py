@@ -32,6 +32,7 @@ from curator import __version__
 from curator.adapters.base import Stats
 from curator.blobs import blob_path, remove_pack
 from curator.config import IngestSettings
+from curator.errors import CuratorError
 from curator.executors import Executor, make_executor
 from curator.registry import SourceCard
 from curator.stages.ingest.plan import SourcePlan, plan_source, unit_parts_exist, unit_stage
@@ -158,13 +159,14 @@ def _commit(corpus: Corpus, plan: SourcePlan, run, seconds: float) -> SourceResu
     if failed:
         log.error("source '%s': %d of %d unit(s) failed; re-run to retry them", source_id, len(failed), len(ids))
         return result
+    if stats.seen == 0:
+        # an empty or wrong folder is a user's mistake, not an empty dataset: nothing is written for it
+        raise CuratorError(
+            f"source '{source_id}': no input found under {plan.root}; is --root the folder the dataset unpacked to?"
+        )
     corpus.write_table("sources", source_id, [source_row(plan.card, plan.card_sha256)])
     if plan.root_used != ".":
         log.info("source '%s': read %s/ below the given root %s", source_id, plan.root_used, plan.root)
-    if stats.seen == 0:
-        log.warning(
-            "source '%s': nothing found under %s; is --root the folder the dataset unpacked to?", source_id, plan.root
-        )
     corpus.set_marker(
         "ingest",
         source_id,
