@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -51,3 +53,39 @@ def timeless(rel: str, data: bytes) -> bytes:
         seal["files"].pop("shards/build.json", None)
         return json.dumps(seal, sort_keys=True).encode()
     return data
+
+
+@contextmanager
+def loopback_s3(bucket: str, key_id: str, secret: str, **env: str) -> Iterator:
+    """moto's S3 server on 127.0.0.1 with the AWS_* environment s3fs (and child processes) read.
+
+    Yields ``(endpoint, fs)``: the server's URL and an s3fs filesystem with ``bucket`` made.
+    ``env`` adds variables (e.g. ``FSSPEC_S3_DEFAULT_BLOCK_SIZE``). The server stops on exit.
+    """
+    import fsspec
+    import pytest
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CA_BUNDLE", "AWS_CONFIG_FILE"):
+                mp.delenv(var, raising=False)
+            mp.setenv("AWS_ENDPOINT_URL", endpoint)
+            mp.setenv("AWS_ACCESS_KEY_ID", key_id)
+            mp.setenv("AWS_SECRET_ACCESS_KEY", secret)
+            mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+            mp.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            mp.setenv("NO_PROXY", "127.0.0.1")
+            for name, value in env.items():
+                mp.setenv(name, value)
+            fsspec.filesystem("s3").clear_instance_cache()
+            fs = fsspec.filesystem("s3", skip_instance_cache=True)
+            fs.mkdir(bucket)
+            yield endpoint, fs
+    finally:
+        fsspec.filesystem("s3").clear_instance_cache()
+        server.stop()

@@ -9,11 +9,10 @@ import io
 import shutil
 import tarfile
 
-import fsspec
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from helpers import Killed, run
+from helpers import Killed, loopback_s3, run
 
 from curator import blobs
 from curator.blobs import BlobRef, PackWriter, pack_path, read_blobs
@@ -50,25 +49,8 @@ def _refs(corpus: Corpus, shas) -> list[BlobRef]:
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """moto's S3 server on 127.0.0.1 with the AWS_* variables s3fs reads, for this module."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CA_BUNDLE", "AWS_CONFIG_FILE"):
-            mp.delenv(var, raising=False)
-        mp.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
-        mp.setenv("AWS_ACCESS_KEY_ID", "blobs-test")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "blobs-test")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        mp.setenv("NO_PROXY", "127.0.0.1")
-        fsspec.filesystem("s3").clear_instance_cache()
-        fsspec.filesystem("s3", skip_instance_cache=True).mkdir(BUCKET)
+    with loopback_s3(BUCKET, "blobs-test", "blobs-test"):
         yield f"s3://{BUCKET}"
-        fsspec.filesystem("s3").clear_instance_cache()
-    server.stop()
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -11,10 +11,9 @@ from __future__ import annotations
 import signal
 import sys
 
-import fsspec
 import numpy as np
 import pytest
-from helpers import timeless
+from helpers import loopback_s3, timeless
 from PIL import Image
 from test_kill_stages import Child
 
@@ -32,27 +31,10 @@ POINTS = {
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server on 127.0.0.1 for this module, with the AWS_* environment children inherit."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CA_BUNDLE", "AWS_CONFIG_FILE"):
-            mp.delenv(var, raising=False)
-        mp.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
-        mp.setenv("AWS_ACCESS_KEY_ID", "AKIACURATORKILLTEST1")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "curator-kill-test-secret")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        mp.setenv("NO_PROXY", "127.0.0.1")
-        mp.setenv("FSSPEC_S3_DEFAULT_BLOCK_SIZE", str(PART))  # read by the children's fsspec at import
-        fsspec.filesystem("s3").clear_instance_cache()
-        fs = fsspec.filesystem("s3", skip_instance_cache=True)
-        fs.mkdir(BUCKET)
+    # FSSPEC_S3_DEFAULT_BLOCK_SIZE is read by the children's fsspec at import
+    env = {"FSSPEC_S3_DEFAULT_BLOCK_SIZE": str(PART)}
+    with loopback_s3(BUCKET, "AKIACURATORKILLTEST1", "curator-kill-test-secret", **env) as (_, fs):
         yield fs
-    fsspec.filesystem("s3").clear_instance_cache()
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import os
 import fsspec
 import pytest
 from click.testing import CliRunner
-from helpers import Killed, timeless
+from helpers import Killed, loopback_s3, timeless
 
 from curator import storage
 from curator.cli import main
@@ -35,27 +35,8 @@ SECRET_KEY = "curator-dummy-secret-5b1e7c0d9f"
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """One moto S3 server per session on 127.0.0.1 (~1 s to start), with the AWS_* environment set."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CA_BUNDLE", "AWS_CONFIG_FILE"):
-            mp.delenv(var, raising=False)
-        mp.setenv("AWS_ENDPOINT_URL", endpoint)
-        mp.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        mp.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        mp.setenv("NO_PROXY", "127.0.0.1")
-        fsspec.filesystem("s3").clear_instance_cache()
-        fs = fsspec.filesystem("s3", skip_instance_cache=True)
-        fs.mkdir(BUCKET)
+    with loopback_s3(BUCKET, ACCESS_KEY, SECRET_KEY) as (endpoint, _):
         yield endpoint
-    fsspec.filesystem("s3").clear_instance_cache()
-    server.stop()
 
 
 @pytest.fixture(scope="session")
