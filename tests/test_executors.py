@@ -1,6 +1,7 @@
 """The executor seam: every backend runs the same units to the same results; a unit fails alone."""
 
 import math
+import time
 
 import pytest
 from executor_units import crash_on_seven, square_or_fail
@@ -27,6 +28,17 @@ def test_a_worker_that_crashes_costs_only_its_unit():
     out = results(make_executor("local", workers=2), crash_on_seven, units)
     assert isinstance(out[7], UnitFailure) and "died" in out[7].error
     assert {i: v for i, v in out.items() if i != 7} == {i: i * i for i in units if i != 7}
+
+
+def test_a_worker_dying_while_the_caller_is_busy_costs_only_its_unit():
+    """The pool can break between a wait and the next submit (the caller was committing a result)."""
+    out = {}
+    with make_executor("local", workers=2) as executor:
+        for i, value in executor.imap(crash_on_seven, list(range(12))):
+            out[i] = value
+            time.sleep(0.5)  # a slow consumer: unit 7's worker dies meanwhile (failed with BrokenProcessPool)
+    assert isinstance(out[7], UnitFailure) and "died" in out[7].error
+    assert {i: v for i, v in out.items() if i != 7} == {i: i * i for i in range(12) if i != 7}
 
 
 @pytest.mark.slow

@@ -65,15 +65,25 @@ class LocalExecutor(Executor):
         if self._pool is None:
             self._pool = self._new_pool(self.workers)
         todo = iter(range(len(units)))
+        unsent: list[int] = []  # refused by a pool that broke after the last wait: never ran, sent again
         running: dict[Future, int] = {}
         suspects: list[int] = []
 
         def fill() -> None:
             while len(running) < self.window:
-                i = next(todo, None)
+                i = unsent.pop(0) if unsent else next(todo, None)
                 if i is None:
                     return
-                running[self._pool.submit(fn, units[i])] = i
+                try:
+                    running[self._pool.submit(fn, units[i])] = i
+                except BrokenProcessPool:
+                    # a worker died after the last wait returned: the futures in flight will say
+                    # so; with none in flight, nothing will, so the pool is replaced here
+                    unsent.insert(0, i)
+                    if running:
+                        return
+                    self._pool.shutdown(wait=False, cancel_futures=True)
+                    self._pool = self._new_pool(self.workers)
 
         fill()
         while running:
