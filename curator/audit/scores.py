@@ -33,7 +33,7 @@ from curator.config import AuditSettings, CaptionSettings
 from curator.errors import CorpusError, CuratorError
 from curator.llm import answers
 from curator.llm.cache import ResponseCache, cache_key
-from curator.llm.client import ChatClient, LLMError, RequestFailed, resolve_endpoint
+from curator.llm.client import ChatClient, LLMError, RequestFailed, resolve_endpoint, run_all
 from curator.llm.prompts import load_prompt
 from curator.llm.structured import ask, settle
 from curator.schema import TABLES
@@ -52,12 +52,8 @@ _LABELS = """
     WHERE a.kind = 'label' AND a.value = 'positive' AND a.text IS NOT NULL
     GROUP BY 1
 """
-ENTRIES_SQL = f"""
-WITH labels AS ({_LABELS}), texts AS (
-    SELECT i.entry_id AS text_id, i.sample_id, i.source_id, i.task AS kind, i.language,
-           to_json(i.turns)::VARCHAR AS body
-    FROM instructions i JOIN samples s ON s.sample_id = i.sample_id WHERE s.status = 'keep'
-), ranked AS (
+# the seeded pick per source, over a ``texts`` CTE: ranked by sha256(seed || text id), the first N kept
+_SAMPLED = """, ranked AS (
     SELECT *, row_number() OVER (PARTITION BY source_id ORDER BY sha256(? || text_id), text_id) AS rank FROM texts
 )
 SELECT r.text_id, r.sample_id, r.source_id, r.kind, r.language, r.body, coalesce(l.labels, 'none') AS labels,
@@ -65,6 +61,12 @@ SELECT r.text_id, r.sample_id, r.source_id, r.kind, r.language, r.body, coalesce
 FROM ranked r JOIN samples s ON s.sample_id = r.sample_id LEFT JOIN labels l ON l.sample_id = r.sample_id
 WHERE r.rank <= ? ORDER BY r.source_id, r.rank
 """
+ENTRIES_SQL = f"""
+WITH labels AS ({_LABELS}), texts AS (
+    SELECT i.entry_id AS text_id, i.sample_id, i.source_id, i.task AS kind, i.language,
+           to_json(i.turns)::VARCHAR AS body
+    FROM instructions i JOIN samples s ON s.sample_id = i.sample_id WHERE s.status = 'keep'
+){_SAMPLED}"""
 CAPTIONS_SQL = f"""
 WITH labels AS ({_LABELS}), texts AS (
     SELECT a.annotation_id AS text_id, mb.sample_id, a.source_id, a.kind, coalesce(a.language, 'en') AS language,
@@ -78,14 +80,7 @@ WITH labels AS ({_LABELS}), texts AS (
     JOIN captions c ON c.triplet_id = sc.triplet_id AND c.language = sc.language
                    AND c.caption_index = sc.caption_index AND c.validation = 'ok'
     JOIN members cm ON cm.sample_id = sc.sample_id AND cm.canonical
-), ranked AS (
-    SELECT *, row_number() OVER (PARTITION BY source_id ORDER BY sha256(? || text_id), text_id) AS rank FROM texts
-)
-SELECT r.text_id, r.sample_id, r.source_id, r.kind, r.language, r.body, coalesce(l.labels, 'none') AS labels,
-       coalesce(s.modality, 'mixed') AS modality, coalesce(s.anatomy, 'unspecified') AS anatomy
-FROM ranked r JOIN samples s ON s.sample_id = r.sample_id LEFT JOIN labels l ON l.sample_id = r.sample_id
-WHERE r.rank <= ? ORDER BY r.source_id, r.rank
-"""
+){_SAMPLED}"""
 
 
 class Score(BaseModel):
@@ -218,14 +213,7 @@ async def _score(corpus, settings, client_settings, endpoint, prompt, texts, res
             await asyncio.to_thread(cache.put, key, entry)
 
         try:
-            async with asyncio.TaskGroup() as group:
-                for key, messages in todo.items():
-                    group.create_task(one(key, messages))
-        except BaseExceptionGroup as exc:
-            fatal = [e for e in exc.exceptions if isinstance(e, CuratorError)]
-            if fatal:
-                raise fatal[0] from None
-            raise
+            await run_all(one(key, messages) for key, messages in todo.items())
         finally:
             bar.close()
     finally:

@@ -36,7 +36,7 @@ from curator.config import CaptionSettings, InstructLLMSettings
 from curator.errors import CuratorError
 from curator.llm import answers
 from curator.llm.cache import ResponseCache, cache_key
-from curator.llm.client import ChatClient, RequestFailed, resolve_endpoint
+from curator.llm.client import ChatClient, RequestFailed, resolve_endpoint, run_all
 from curator.llm.prompts import PromptFile, load_prompt
 from curator.llm.structured import ask, settle
 from curator.llm.validate import Rules
@@ -368,15 +368,7 @@ class InstructLLM:
             fresh[job.key] = entry
             await asyncio.to_thread(self.cache.put, job.key, entry)
 
-        try:
-            async with asyncio.TaskGroup() as group:
-                for job in todo:
-                    group.create_task(one(job))
-        except BaseExceptionGroup as exc:
-            fatal = [e for e in exc.exceptions if isinstance(e, CuratorError)]
-            if fatal:
-                raise fatal[0] from None
-            raise
+        await run_all(one(job) for job in todo)
 
     def _answer(self, job: Job, fresh: dict, failures: dict) -> tuple[str | None, str, dict | None]:
         """(the checked text or None, the reason, the cache entry) of one job."""

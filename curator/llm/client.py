@@ -26,6 +26,7 @@ import email.utils
 import logging
 import os
 import time
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -298,6 +299,23 @@ class ChatClient:
             attempt += 1
         self.usage.failed += 1
         raise RequestFailed(f"request_failed:{last}", f"gave up after {s.max_retries + 1} attempts (last: {last})")
+
+
+async def run_all(coroutines: Iterable[Coroutine]) -> None:
+    """Run every request coroutine concurrently (the client's pace bounds what is in flight).
+
+    A :class:`CuratorError` in any of them (a user's mistake: bad key, unknown model) is
+    raised as itself, not wrapped in an exception group; anything else propagates as is.
+    """
+    try:
+        async with asyncio.TaskGroup() as group:
+            for coroutine in coroutines:
+                group.create_task(coroutine)
+    except BaseExceptionGroup as exc:
+        fatal = [e for e in exc.exceptions if isinstance(e, CuratorError)]
+        if fatal:
+            raise fatal[0] from None
+        raise
 
 
 def _completion(resp) -> Completion:

@@ -54,17 +54,19 @@ def _load(text: str):
         return None
 
 
-def classify(
-    content: str, finish_reason: str | None = None, refusal: str | None = None
-) -> tuple[list[str] | None, str]:
-    """(captions or None, status): see the module docstring for the statuses."""
+def load_json(
+    content: str, finish_reason: str | None = None, refusal: str | None = None, arrays: bool = True
+) -> tuple[object | None, str]:
+    """(the reply's JSON value, "ok") or (None, the status): fences stripped, prose around the
+    value cut away; ``arrays=False`` looks for an object only."""
     if refusal:
         return None, "refusal"
     text = FENCE.sub("", (content or "").strip())
     data = _load(text)
     if data is None:
-        start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
-        end = max(text.rfind("}"), text.rfind("]"))
+        opens, closes = ("{", "[") if arrays else ("{",), ("}", "]") if arrays else ("}",)
+        start = min((i for i in (text.find(c) for c in opens) if i >= 0), default=-1)
+        end = max(text.rfind(c) for c in closes)
         if start >= 0 and end > start:
             data = _load(text[start : end + 1])
         if data is None:
@@ -73,6 +75,16 @@ def classify(
             if REFUSAL.search(text):
                 return None, "refusal"
             return None, "prose" if start < 0 else "malformed_json"
+    return data, "ok"
+
+
+def classify(
+    content: str, finish_reason: str | None = None, refusal: str | None = None
+) -> tuple[list[str] | None, str]:
+    """(captions or None, status): see the module docstring for the statuses."""
+    data, status = load_json(content, finish_reason, refusal)
+    if data is None:
+        return None, status
     if isinstance(data, list):  # some local models drop the wrapper object
         data = {"captions": data}
     try:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pydantic import BaseModel, ValidationError
 
 from curator.llm.client import ChatClient
-from curator.llm.reply import FENCE, REFUSAL
+from curator.llm.reply import load_json
 
 RAW_KEEP = 2000  # characters of a reply kept in its attempt
 PROBLEMS = {
@@ -41,30 +41,13 @@ def parse_as(
     model: type[BaseModel], content: str, finish_reason: str | None = None, refusal: str | None = None
 ) -> tuple[BaseModel | None, str]:
     """(the reply as ``model``, or None; status), the statuses of :mod:`curator.llm.reply`."""
-    if refusal:
-        return None, "refusal"
-    text = FENCE.sub("", (content or "").strip())
-    data = _load(text)
+    data, status = load_json(content, finish_reason, refusal, arrays=False)
     if data is None:
-        start, end = text.find("{"), text.rfind("}")
-        data = _load(text[start : end + 1]) if 0 <= start < end else None
-        if data is None:
-            if finish_reason == "length":
-                return None, "truncated"
-            if REFUSAL.search(text):
-                return None, "refusal"
-            return None, "prose" if start < 0 else "malformed_json"
+        return None, status
     try:
         return model.model_validate(data), "ok"
     except ValidationError:
         return None, "malformed_json"
-
-
-def _load(text: str):
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
 
 
 def shape(model: type[BaseModel]) -> str:

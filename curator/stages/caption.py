@@ -30,7 +30,7 @@ from curator.errors import CuratorError
 from curator.llm.cache import ResponseCache, cache_key
 from curator.llm.captioner import GENERATOR as LLM
 from curator.llm.captioner import Job, assemble, run_job
-from curator.llm.client import ChatClient, Endpoint, RequestFailed, resolve_endpoint
+from curator.llm.client import ChatClient, Endpoint, RequestFailed, resolve_endpoint, run_all
 from curator.llm.diversity import measure
 from curator.llm.offline import GENERATOR as TEMPLATE
 from curator.llm.offline import TemplateGenerator, Triplet, _translate
@@ -412,14 +412,7 @@ async def _call_all(
     try:
         if todo:
             await client.check_model()  # a model the endpoint does not serve: one line, no call made
-        async with asyncio.TaskGroup() as group:
-            for job in todo:
-                group.create_task(one(job))
-    except BaseExceptionGroup as exc:
-        fatal = [e for e in exc.exceptions if isinstance(e, CuratorError)]
-        if fatal:
-            raise fatal[0] from None
-        raise
+        await run_all(one(job) for job in todo)
     finally:
         bar.close()
         await client.close()
