@@ -30,8 +30,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from curator import __version__
-from curator.blobs import blob_ext, read_blobs
-from curator.blobs import refs as blob_refs
+from curator.blobs import LOCATIONS_SQL, BlobRef, blob_ext, read_blobs
 from curator.errors import CorpusError, CuratorError
 from curator.schema import ANNOTATIONS, CAPTIONS, IMAGES, SAMPLE_CAPTIONS, SAMPLES, SOURCES
 from curator.storage import Corpus
@@ -103,7 +102,8 @@ SCHEMA = pa.schema(
     ]
 )
 
-_ROWS = """
+_ROWS = (
+    """
 WITH kept AS (SELECT * FROM samples WHERE status = 'keep' AND split = $split),
 anns AS (
     SELECT DISTINCT mb.sample_id, a.source_id, a.kind, a.text, a.value, a.native, a.language, a.payload, a.boxes
@@ -140,7 +140,8 @@ SELECT s.sample_id, s.split, i.source_id, src.license, src.access, list_sort(s.s
        i.image_sha256, i.image_format, i.width, i.height, i.bit_depth, i.channels,
        s.modality, s.anatomy, s.department, i.transform,
        coalesce(labs.labels, []) AS labels, coalesce(txts.texts, []) AS texts, caps.triplet_id,
-       coalesce(caps.captions, []) AS captions
+       coalesce(caps.captions, []) AS captions,
+       b.pack AS blob_pack, b."offset" AS blob_offset, b.length AS blob_length
 FROM kept s
 JOIN images i ON i.sample_id = s.sample_id
 JOIN sources src ON src.source_id = i.source_id
@@ -148,8 +149,14 @@ LEFT JOIN lics ON lics.sample_id = s.sample_id
 LEFT JOIN labs ON labs.sample_id = s.sample_id
 LEFT JOIN txts ON txts.sample_id = s.sample_id
 LEFT JOIN caps ON caps.sample_id = s.sample_id
+LEFT JOIN ("""
+    + LOCATIONS_SQL
+    + """) b ON b.image_sha256 = i.image_sha256
 ORDER BY s.sample_id
 """
+)
+# where each row's image is (curator.blobs), located in the rows query once, not per batch; dropped before writing
+_LOCATION = [("blob_pack", pa.string()), ("blob_offset", pa.int64()), ("blob_length", pa.int64())]
 
 
 @dataclass
@@ -174,8 +181,8 @@ def export_hf(
 
     out = Corpus(to)
     _prepare(out, overwrite)
-    con = connect(corpus, ["samples", "members", "images", "sources", "annotations", "captions", "sample_captions"])
-    blob_con = connect(corpus, ["blob_packs"])  # its own: DuckDB holds one open result per connection
+    tables = ["samples", "members", "images", "sources", "annotations", "captions", "sample_captions", "blob_packs"]
+    con = connect(corpus, tables)
     plan = con.execute(
         "SELECT s.split, count(*), coalesce(sum(i.image_bytes), 0) FROM samples s "
         "JOIN images i USING (sample_id) WHERE s.status = 'keep' GROUP BY s.split"
@@ -195,7 +202,7 @@ def export_hf(
                 written = 0
                 while written < count:
                     batch = rows.take(count - written)
-                    writer.write_table(_with_images(corpus, blob_con, batch), row_group_size=ROW_GROUP_ROWS)
+                    writer.write_table(_with_images(corpus, batch), row_group_size=ROW_GROUP_ROWS)
                     written += batch.num_rows
                     bar.update(batch.num_rows)
             result.files.append(rel)
@@ -238,17 +245,23 @@ class _Rows:
             batch = next(self._batches, None)
             if batch is None:  # fewer rows than counted: an image row without its source, or a concurrent writer
                 raise CorpusError("the index has fewer exportable rows than kept samples: run `curator verify`")
-            self._left = pa.Table.from_batches([batch]).cast(SCHEMA.remove(0))
+            located = SCHEMA.remove(0)
+            for name, kind in _LOCATION:
+                located = located.append(pa.field(name, kind))
+            self._left = pa.Table.from_batches([batch]).cast(located)
         out = self._left.slice(0, n)
         self._left = self._left.slice(out.num_rows)
         return out
 
 
-def _with_images(corpus: Corpus, blob_con, meta: pa.Table) -> pa.Table:
+def _with_images(corpus: Corpus, meta: pa.Table) -> pa.Table:
     """The batch with its image column: blobs read grouped by pack (curator.blobs), each checked against its sha256."""
     shas = meta["image_sha256"].to_pylist()
     exts = [blob_ext(f) for f in meta["image_format"].to_pylist()]
-    data = read_blobs(corpus, blob_refs(blob_con, list(zip(shas, exts, [None] * len(shas), strict=True))))
+    where = zip(*(meta[name].to_pylist() for name, _ in _LOCATION), strict=True)
+    refs = [BlobRef(sha, ext, p, off or 0, n or 0) for sha, ext, (p, off, n) in zip(shas, exts, where, strict=True)]
+    data = read_blobs(corpus, refs)
+    meta = meta.drop_columns([name for name, _ in _LOCATION])
     names = [f"{sid}.{ext}" for sid, ext in zip(meta["sample_id"].to_pylist(), exts, strict=True)]
     images = pa.StructArray.from_arrays([pa.array(data, pa.binary()), pa.array(names, pa.string())], fields=list(IMAGE))
     return meta.add_column(0, SCHEMA.field("image"), images)
