@@ -1,10 +1,11 @@
 """Peak memory of index -> caption -> shard on synthetic corpora, all processes together.
 
-A synthetic corpus of N samples is written directly as index tables and blobs (no
-pixels to decode: the point is what grows with the number of rows): 5 sources of
+A synthetic corpus of N samples is written directly as index tables and blob packs
+(no pixels to decode: the point is what grows with the number of rows): 5 sources of
 folder-per-class style (one label each of 24, 3 modalities, 4 anatomies, so
 captions are per triplet and every sample gets a ``.cls``), ~3 images per patient,
-a distinct tiny blob per image. Then a child process runs the index step, the
+a distinct tiny blob per image, one table part and one pack per unit of 256 images
+as ingest writes them (``CURATOR_BENCH_UNIT_ROWS``). Then a child process runs the index step, the
 offline caption stage and the shard stage (its workers are the executor's
 processes), while this process samples the resident memory of the child's whole
 process tree every 50 ms from ``/proc``. Shared pages count once per process, so
@@ -13,8 +14,8 @@ the figure errs high.
 10k, 100k and 1M samples run by default (1M takes ~15 minutes on 2 busy cores), and
 the growth ratio 10k -> 100k is printed beside the issue's goal (at most 1.5x).
 ``CURATOR_BENCH_SAMPLES=5500000`` (comma-separated sizes) replaces the list: the
-GMAI-VL-sized run takes the better part of an hour and ~40 GB of disk (5.5M blob
-files, the shards and the staging files), so it is not a default.
+GMAI-VL-sized run takes the better part of an hour and ~45 GB of disk (mostly the
+shards: ~7 KB of tar per tiny sample), so it is not a default.
 
 Read the ratio with the executor in mind: the shard stage starts its process pool
 (one spawn worker per core, ~180 MiB each with pyarrow and pandas loaded) only when
@@ -45,6 +46,8 @@ LABELS = [f"finding {i:02d}" for i in range(24)]
 MODALITIES = ["CT", "MRI", "X-ray"]
 ANATOMIES = ["chest", "brain", "knee", "abdomen"]
 BATCH = 100_000
+# images per ingest unit: one part per table and one blob pack each (IngestSettings.unit_items)
+UNIT_ROWS = int(os.environ.get("CURATOR_BENCH_UNIT_ROWS", "256"))
 POLL_S = 0.05
 
 
@@ -54,12 +57,21 @@ def _table(columns: dict, schema: pa.Schema, m: int) -> pa.Table:
     return pa.table(full, schema=schema)
 
 
-def make_corpus(root: Path, n: int, seed: int = 0) -> None:
-    """Index tables (sources, images, annotations) and one blob per image, written in batches."""
+def make_corpus(root: Path, n: int, seed: int = 0, unit_rows: int = UNIT_ROWS) -> None:
+    """Index tables (sources, images, annotations) and blob packs, laid out as ingest lays them out.
+
+    One part per table and one blob pack (``curator.blobs.PackWriter``) per unit of
+    ``unit_rows`` images, as ``curator ingest`` writes them with its default
+    ``unit_items``: a 5.5M corpus is ~21k units, so the stages scan ~21k parts per
+    table, as they would on a real build.
+    """
+    from curator.blobs import PackWriter
+    from curator.storage import Corpus
+
     rng = np.random.default_rng(seed)
-    (root / "index" / "images").mkdir(parents=True, exist_ok=True)
-    (root / "index" / "annotations").mkdir(parents=True, exist_ok=True)
-    (root / "index" / "sources").mkdir(parents=True, exist_ok=True)
+    corpus = Corpus(str(root))
+    for table in ("images", "annotations", "sources"):
+        (root / "index" / table).mkdir(parents=True, exist_ok=True)
     per = -(-n // SOURCES_N)
     done = 0
     for s in range(SOURCES_N):
@@ -68,77 +80,69 @@ def make_corpus(root: Path, n: int, seed: int = 0) -> None:
         src.update(source_id=sid, name=sid, version="1", license="CC-BY-4.0", access="open")
         pq.write_table(pa.Table.from_pylist([src], schema=SOURCES), root / "index" / "sources" / f"part-{sid}.parquet")
         count = min(per, n - done)
-        images = pq.ParquetWriter(root / "index" / "images" / f"part-{sid}.parquet", IMAGES, compression="zstd")
-        notes = pq.ParquetWriter(
-            root / "index" / "annotations" / f"part-{sid}.parquet", ANNOTATIONS, compression="zstd"
-        )
         for start in range(0, count, BATCH):
             m = min(BATCH, count - start)
             ids = [f"{sid}-{i:012d}" for i in range(start, start + m)]
-            shas = []
-            for i in ids:
-                data = f"synthetic image {i}".encode()
-                sha = hashlib.sha256(data).hexdigest()
-                path = root / "blobs" / sha[:2] / f"{sha}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-                shas.append(sha)
+            blobs = [f"synthetic image {i}".encode() for i in ids]
+            shas = [hashlib.sha256(b).hexdigest() for b in blobs]
             label = rng.integers(0, len(LABELS), m)
             modality = np.array(MODALITIES)[label % len(MODALITIES)]
             anatomy = np.array(ANATOMIES)[label % len(ANATOMIES)]
             split = np.where(rng.random(m) < 0.9, "train", np.where(rng.random(m) < 0.5, "val", "test"))
-            images.write_table(
-                _table(
-                    {
-                        "sample_id": ids,
-                        "source_id": [sid] * m,
-                        "original_uri": [f"{LABELS[k]}/{i}.png" for k, i in zip(label, ids, strict=True)],
-                        "original_sha256": shas,
-                        "original_format": ["png"] * m,
-                        "frame_index": pa.nulls(m, pa.int32()),
-                        "plane": pa.nulls(m, pa.string()),
-                        "image_sha256": shas,
-                        "phash": [f"{int(h):016x}" for h in rng.integers(0, 2**63, m)],
-                        "image_format": ["png"] * m,
-                        "image_bytes": np.full(m, len(f"synthetic image {ids[0]}")),
-                        "width": np.full(m, 64, dtype=np.int32),
-                        "height": np.full(m, 64, dtype=np.int32),
-                        "bit_depth": np.full(m, 8, dtype=np.int8),
-                        "channels": np.ones(m, dtype=np.int8),
-                        "modality": modality,
-                        "anatomy": anatomy,
-                        "department": ["radiology"] * m,
-                        "patient_key": [f"p{s}-{(start + j) // 3}" for j in range(m)],
-                        "study_key": pa.nulls(m, pa.string()),
-                        "split": split,
-                        "adapter": ["class_folders"] * m,
-                        "adapter_version": ["1"] * m,
-                        "transform": [{}] * m,
-                    },
-                    IMAGES,
-                    m,
-                )
+            images = _table(
+                {
+                    "sample_id": ids,
+                    "source_id": [sid] * m,
+                    "original_uri": [f"{LABELS[k]}/{i}.png" for k, i in zip(label, ids, strict=True)],
+                    "original_sha256": shas,
+                    "original_format": ["png"] * m,
+                    "frame_index": pa.nulls(m, pa.int32()),
+                    "plane": pa.nulls(m, pa.string()),
+                    "image_sha256": shas,
+                    "phash": [f"{int(h):016x}" for h in rng.integers(0, 2**63, m)],
+                    "image_format": ["png"] * m,
+                    "image_bytes": np.array([len(b) for b in blobs]),
+                    "width": np.full(m, 64, dtype=np.int32),
+                    "height": np.full(m, 64, dtype=np.int32),
+                    "bit_depth": np.full(m, 8, dtype=np.int8),
+                    "channels": np.ones(m, dtype=np.int8),
+                    "modality": modality,
+                    "anatomy": anatomy,
+                    "department": ["radiology"] * m,
+                    "patient_key": [f"p{s}-{(start + j) // 3}" for j in range(m)],
+                    "study_key": pa.nulls(m, pa.string()),
+                    "split": split,
+                    "adapter": ["class_folders"] * m,
+                    "adapter_version": ["1"] * m,
+                    "transform": [{}] * m,
+                },
+                IMAGES,
+                m,
             )
-            notes.write_table(
-                _table(
-                    {
-                        "annotation_id": [f"{i}-0" for i in ids],
-                        "sample_id": ids,
-                        "source_id": [sid] * m,
-                        "kind": ["label"] * m,
-                        "text": np.array(LABELS)[label],
-                        "value": ["positive"] * m,
-                        "native": np.array(LABELS)[label],
-                        "language": ["en"] * m,
-                        "payload": pa.nulls(m, pa.string()),
-                        "boxes": pa.nulls(m, ANNOTATIONS.field("boxes").type),
-                    },
-                    ANNOTATIONS,
-                    m,
-                )
+            notes = _table(
+                {
+                    "annotation_id": [f"{i}-0" for i in ids],
+                    "sample_id": ids,
+                    "source_id": [sid] * m,
+                    "kind": ["label"] * m,
+                    "text": np.array(LABELS)[label],
+                    "value": ["positive"] * m,
+                    "native": np.array(LABELS)[label],
+                    "language": ["en"] * m,
+                    "payload": pa.nulls(m, pa.string()),
+                    "boxes": pa.nulls(m, ANNOTATIONS.field("boxes").type),
+                },
+                ANNOTATIONS,
+                m,
             )
-        images.close()
-        notes.close()
+            for lo in range(0, m, unit_rows):
+                unit = f"{sid}-{(start + lo) // unit_rows:06d}"
+                hi = min(m, lo + unit_rows)
+                with PackWriter(corpus, unit) as pack:
+                    for k in range(lo, hi):
+                        pack.add(shas[k], "png", blobs[k])
+                pq.write_table(images.slice(lo, hi - lo), root / "index" / "images" / f"part-{unit}.parquet")
+                pq.write_table(notes.slice(lo, hi - lo), root / "index" / "annotations" / f"part-{unit}.parquet")
         done += count
 
 
