@@ -25,6 +25,7 @@ from curator.storage import ROW_GROUP_ROWS, Corpus, scratch_folder
 # a laptop (400k rows: ~650 MiB unbounded, ~280 MiB at 256MB, same wall time).
 MEMORY_ENV = "CURATOR_DUCKDB_MEMORY"
 DEFAULT_MEMORY = "1GB"
+ALLOCATOR_FLUSH = "16MB"
 
 
 _spills: dict[tuple[str, int], str] = {}  # (scratch folder, pid) -> this process's spill folder in it
@@ -63,6 +64,11 @@ def connect(corpus: Corpus, tables: list[str] | None = None) -> duckdb.DuckDBPyC
         con.execute(f"SET memory_limit = '{limit.replace(chr(39), '')}'")
     except duckdb.Error:
         raise CuratorError(f"{MEMORY_ENV}={limit!r} is not a memory size DuckDB understands (e.g. 2GB)") from None
+    # DuckDB's allocator keeps up to 128 MiB (512 MiB after bulk frees) of freed memory for
+    # reuse; returned early instead, a shard stage's records pass peaks ~70 MiB lower at 100k
+    # samples (bench memory) at no measurable cost in time
+    con.execute(f"SET allocator_flush_threshold = '{ALLOCATOR_FLUSH}'")
+    con.execute(f"SET allocator_bulk_deallocation_flush_threshold = '{ALLOCATOR_FLUSH}'")
     con.execute(f"SET temp_directory = {_quote(_spill(corpus))}")
     if corpus.protocol not in ("file", "local"):
         con.register_filesystem(corpus.fs)
