@@ -78,7 +78,10 @@ def connect(corpus: Corpus, tables: list[str] | None = None) -> duckdb.DuckDBPyC
             parts = [f"{corpus.protocol}://{p}" for p in parts]
         if parts:
             files = "[" + ", ".join(_quote(p) for p in parts) + "]"
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({files}, union_by_name = true)")
+            # every part of a table is written with its schema (curator.schema), so DuckDB binds
+            # the first file's and trusts the rest: union_by_name would read and keep every
+            # footer (490 MiB and 2.7 s for 3 tables of 3,900 parts, a 1M-sample corpus; 50 MiB, 0.1 s without)
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({files})")
         else:
             con.register(f"_empty_{name}", TABLES[name].empty_table())
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{name}")
