@@ -151,11 +151,13 @@ def _groups_of(meta: pq.FileMetaData, number: int) -> list[int]:
 
 
 def _members(corpus: Corpus, routed: pq.ParquetFile, groups: list[int], number: int, counts: Counter, sources):
-    """A shard's (name, data) members in tar order; ``counts`` tallies them by extension, ``sources`` by source.
+    """A shard's (name, data) members in tar order; ``counts`` tallies them by extension, ``sources`` by source."""
+    for table in _windows(routed, groups, number, sources):
+        yield from _batch_members(table, _fetch(corpus, table), counts)
 
-    Read batches follow the plan's windows (``pos // READ_BATCH``), not row groups: a
-    window that straddles two row groups is read as one batch.
-    """
+
+def _windows(routed: pq.ParquetFile, groups: list[int], number: int, sources: Counter):
+    """Shard ``number``'s routed rows, one plan window (``pos // READ_BATCH``) at a time, even across row groups."""
     names = ["shard", "pos", "sample_id", "rep", "ext", "blob_sha256", "blob_source", "blob_pack", "blob_offset",
              "blob_length", "json", "txt", "cls", "sources"]  # fmt: skip
     carry = None  # the rows of the last, maybe unfinished, window of the groups read so far
@@ -171,22 +173,27 @@ def _members(corpus: Corpus, routed: pq.ParquetFile, groups: list[int], number: 
         window = t["pos"].to_numpy() // READ_BATCH
         cuts = [0, *(np.flatnonzero(np.diff(window)) + 1).tolist()]
         for start, stop in zip(cuts[:-1], cuts[1:], strict=True):
-            yield from _batch_members(corpus, t.slice(start, stop - start), counts)
+            yield t.slice(start, stop - start)
         carry = t.slice(cuts[-1])
         del t
     if carry is not None and carry.num_rows:
-        yield from _batch_members(corpus, carry, counts)
+        yield carry
 
 
-def _batch_members(corpus: Corpus, table: pa.Table, counts: Counter):
-    """One read batch's members: its images fetched together, grouped by pack (curator.blobs)."""
-    names = ("sample_id", "rep", "ext", "blob_sha256", "blob_source", "blob_pack", "blob_offset", "blob_length")
+def _fetch(corpus: Corpus, table: pa.Table) -> list[bytes]:
+    """One window's images, hash-checked, grouped by pack into merged ranged reads (curator.blobs)."""
+    names = ("blob_sha256", "ext", "blob_pack", "blob_offset", "blob_length", "blob_source")
     cols = [table[c].to_pylist() for c in names]
-    rows = list(zip(*cols, strict=True))
-    refs = [BlobRef(sha, ext, pack, off or 0, n or 0, src) for _, _, ext, sha, src, pack, off, n in rows]
-    images = read_blobs(corpus, refs)
-    texts = zip(table["json"].to_pylist(), table["txt"].to_pylist(), table["cls"].to_pylist(), strict=True)
-    for (sid, rep, ext, *_), image, (js, txt, c) in zip(rows, images, texts, strict=True):
+    return read_blobs(
+        corpus,
+        [BlobRef(sha, ext, pack, off or 0, n or 0, src) for sha, ext, pack, off, n, src in zip(*cols, strict=True)],
+    )
+
+
+def _batch_members(table: pa.Table, images: list[bytes], counts: Counter):
+    """One window's members in tar order: each sample's image, ``.json``, ``.txt`` and ``.cls``."""
+    cols = [table[c].to_pylist() for c in ("sample_id", "rep", "ext", "json", "txt", "cls")]
+    for (sid, rep, ext, js, txt, c), image in zip(zip(*cols, strict=True), images, strict=True):
         key = repeat_key(sid, rep)
         counts.update([ext, "json", "txt", *(["cls"] if c is not None else [])])
         yield f"{key}.{ext}", image
