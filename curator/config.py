@@ -167,7 +167,7 @@ class ShardSettings(Strict):
     )
     # Images are stored in per-ingest-unit packs. A per-sample shuffle (1) puts every image
     # of a shard in another pack: one ranged GET per image on object storage. Blocks of 32
-    # neighbours of one pack cut that ~30x and still give each 256-sample stretch of a
+    # neighbours of one pack cut that ~25x and still give each 256-sample stretch of a
     # shard 8 or more packs (sources), each shard a few hundred, and loaders shuffle
     # shards and a sample buffer on top (WebDataset's shardshuffle + shuffle(n)).
     shuffle_block: int = Field(
