@@ -292,21 +292,41 @@ def shuffle(
     if block <= 1:
         order = rng.permutation(n)
         return order, shard_counts(sizes[order], settings, split)
-    by_pack = np.lexsort((samples.pack_rank[rows], reps))
+    # pack order: by copy, then by the image's place in the corpus's packs (ranks are distinct)
+    key = samples.pack_rank[rows].astype(np.int64)
+    if reps.any():
+        key += reps.astype(np.int64) * len(samples)
+    by_pack = np.argsort(key)
+    del key
     pack, rep = samples.pack[rows][by_pack], reps[by_pack]
-    run = np.ones(n, dtype=bool)
+    run = np.ones(n, dtype=bool)  # where a run of one pack and one copy starts (each loose blob alone)
     run[1:] = (pack[1:] != pack[:-1]) | (rep[1:] != rep[:-1]) | (pack[1:] < 0)
-    run_of = np.cumsum(run) - 1
-    in_run = np.arange(n) - np.flatnonzero(run)[run_of]
-    starts = run | (in_run % block == 0)
-    block_of = np.cumsum(starts) - 1
-    place = rng.permutation(int(block_of[-1]) + 1)  # where each block goes in the stream
-    stream = by_pack[np.argsort(place[block_of], kind="stable")]
+    del pack, rep
+    run_start = np.flatnonzero(run)
+    in_run = np.arange(n, dtype=np.int64)
+    in_run -= np.repeat(run_start, np.diff(np.append(run_start, n)))
+    run |= in_run % block == 0
+    del in_run, run_start
+    starts = np.flatnonzero(run)  # blocks: runs cut every ``block`` entries
+    del run
+    lengths = np.diff(np.append(starts, n))
+    order = rng.permutation(len(starts))  # the blocks in stream order
+    take = np.repeat(starts[order] - (np.cumsum(lengths[order]) - lengths[order]), lengths[order])
+    take += np.arange(n)
+    stream = by_pack[take]
+    del by_pack, take
     counts = shard_counts(sizes[stream], settings, split)
-    lengths = np.asarray(counts, dtype=np.int64)
-    pos = np.arange(n) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    window = np.repeat(np.arange(len(counts), dtype=np.int64), lengths) * (n // READ_WINDOW + 1) + pos // READ_WINDOW
-    return stream[np.lexsort((rng.random(n), window))], counts
+    per_shard = np.asarray(counts, dtype=np.int64)
+    pos = np.arange(n, dtype=np.int64) - np.repeat(np.cumsum(per_shard) - per_shard, per_shard)
+    # each window (numbered through the split) is an integer; a seeded fraction orders the entries inside it
+    windows = -(-per_shard // READ_WINDOW)
+    window = np.repeat(np.cumsum(windows) - windows, per_shard)
+    window += pos // READ_WINDOW
+    del pos
+    key = rng.random(n)
+    key += window
+    del window
+    return stream[np.argsort(key, kind="stable")], counts
 
 
 def plan_shards(samples: Samples, settings: ShardSettings, name: str) -> list[PlannedShard]:
