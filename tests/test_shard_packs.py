@@ -109,6 +109,19 @@ def test_small_shards_shrink_the_block_down_to_the_plain_shuffle():
     assert all((a.rows == b.rows).all() for a, b in zip(located, unknown, strict=True))
 
 
+def test_loose_blobs_of_an_older_corpus_are_blocks_of_one():
+    samples, _ = _samples(8000)
+    loose = np.arange(len(samples)) % 4 == 0  # a quarter of the images have no pack (pack -1, ranked last)
+    samples.pack = np.where(loose, -1, samples.pack).astype(np.int32)
+    samples.pack_rank = np.argsort(np.lexsort((samples.pack_rank, loose))).astype(np.int32)
+    plan = plan_shards(samples, ShardSettings(max_samples=1000, shuffle_block=32), "x")
+    assert sorted(np.concatenate([p.rows for p in plan]).tolist()) == list(range(len(samples)))
+    # ~64 loose rows a full window; one by one they vary as the packed blocks beside them do (std ~20 over
+    # seeds 0-2), kept in blocks of 32 of their own they would come 32 at a time (std 38-46)
+    per_window = [loose[rows].sum() for p in plan for rows, _ in _windows(p) if len(rows) == READ_WINDOW]
+    assert np.std(per_window) < 30 and abs(np.mean(per_window) - 64) < 8
+
+
 def test_mixture_weights_and_splits_still_apply_with_blocks():
     samples, source = _samples(8000)
     mixture = Mixture(weights={"s00": 0}, splits=["train"])
