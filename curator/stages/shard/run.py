@@ -2,14 +2,16 @@
 
 1. Records: every kept sample's members, streamed from DuckDB and staged in
    ``_work/shard/records.parquet`` (sample_id order).
-2. Plan: compact arrays of rows per shard (``plan.py``); each shard is a
-   :class:`curator.units.Unit` whose fingerprint covers its name and every byte its
-   samples put in it.
+2. Plan: every row's image located in its pack once (``_work/shard/locations.parquet``),
+   then compact arrays of rows per shard in a pack-aware order (``plan.py``); each
+   shard is a :class:`curator.units.Unit` whose fingerprint covers its name and
+   every byte its samples put in it.
 3. Shards still to write get their rows routed by DuckDB (a join and an external
    sort, spilling to disk) into ``_work/shard/by-shard.parquet``, one small row
-   group range per shard; each unit reads only its own rows, copies the blobs
-   (hash-checked) and writes its tar. Units run on any executor (serial, local
-   process pool, Ray) with the same bytes.
+   group range per shard; each unit reads only its own rows, one plan window
+   (``READ_BATCH`` positions) at a time, copies the window's blobs (a few merged
+   ranged reads, hash-checked) and writes its tar. Units run on any executor
+   (serial, local process pool, Ray) with the same bytes.
 4. Indexes, written after the previous run's are removed (``indexes.py``).
 
 A re-run keeps a shard only when its marker matches and its bytes still hash to
