@@ -104,9 +104,14 @@ def test_small_shards_shrink_the_block_down_to_the_plain_shuffle():
     # without pack locations (an older corpus's loose blobs) the plan is the per-sample shuffle
     samples, _ = _samples(4000)
     located = plan_shards(samples, ShardSettings(max_samples=1000, shuffle_block=1, seed=2), "x")
+    rank = samples.pack_rank
     samples.pack = samples.pack_rank = None
     unknown = plan_shards(samples, ShardSettings(max_samples=1000, shuffle_block=32, seed=2), "x")
     assert all((a.rows == b.rows).all() for a, b in zip(located, unknown, strict=True))
+    # every image loose (a corpus from before packs): the same order too, so its shards keep their bytes
+    samples.pack, samples.pack_rank = np.full(len(samples), -1, np.int32), rank
+    loose = plan_shards(samples, ShardSettings(max_samples=1000, shuffle_block=32, seed=2), "x")
+    assert all((a.rows == b.rows).all() for a, b in zip(located, loose, strict=True))
 
 
 def test_loose_blobs_of_an_older_corpus_are_blocks_of_one():

@@ -272,7 +272,7 @@ def shuffle(
 ) -> tuple[np.ndarray, list[int]]:
     """A split's tar order (a permutation of its entries) and its samples per shard.
 
-    With a block of 1 (``shuffle_block = 1``, small shards, or no pack locations) it
+    With a block of 1 (``shuffle_block = 1``, small shards, or no image in a pack) it
     is one seeded per-sample permutation, as before packs existed. Otherwise:
 
     1. entries in pack order (copy number, then their image's place in the corpus's
@@ -288,7 +288,9 @@ def shuffle(
     the plan never depends on the worker count.
     """
     n = len(rows)
-    block = block_size(sizes, settings) if samples.pack is not None else 1
+    # no pack locations, or none packed (an older corpus of loose blobs): nothing to keep together
+    packed = samples.pack is not None and bool((samples.pack[rows] >= 0).any())
+    block = block_size(sizes, settings) if packed else 1
     if block <= 1:
         order = rng.permutation(n)
         return order, shard_counts(sizes[order], settings, split)
