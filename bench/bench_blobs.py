@@ -18,6 +18,13 @@ corpus uses:
 Figures are images/s and MB/s, and the hours 5.5 million images take at that
 rate. moto is slower per request than S3 itself, so the ratio between layouts is
 the figure to read, not the absolute rate.
+
+Then the shard stage itself on the S3 corpus (``SHARD_IMAGES`` noise PNGs in ingest
+units of ``SHARD_UNIT``, so many more packs than a read batch has images, as at
+scale): ``curator.stages.shard.run_shard`` with the per-sample shuffle
+(``shuffle_block = 1``) and the default pack-aware one, counting the GET requests
+moto answers on ``blobs/packs/`` (from its request log), with the stage's wall
+time and how many packs a shard and a 256-sample window of it draw from.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +49,8 @@ from curator.storage import Corpus
 from curator.tables import connect
 
 IMAGES = 1500
+SHARD_IMAGES = 4096
+SHARD_UNIT = 32
 IMAGE_BYTES = 32 * 1024
 PACK = 500
 THREADS = 8
@@ -79,6 +89,103 @@ def loopback_s3():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+class RequestLog(logging.Handler):
+    """Counts the requests moto's server answers, by method and path, from werkzeug's request log."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.args:  # "GET /bucket/key?... HTTP/1.1", colour codes around some statuses' lines
+            self.lines.append(re.sub(r"\x1b\[[0-9;]*m", "", str(record.args[0])))
+
+    def count(self, method: str, part: str) -> int:
+        return sum(1 for line in self.lines if line.startswith(f"{method} ") and part in line)
+
+
+@contextmanager
+def requests_logged():
+    logger = logging.getLogger("werkzeug")
+    handler, level, propagate, others = RequestLog(), logger.level, logger.propagate, list(logger.handlers)
+    for other in others:  # werkzeug's own console handler: the requests are counted, not printed
+        logger.removeHandler(other)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        for other in others:
+            logger.addHandler(other)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def _shard_corpus(workdir: Path) -> Path:
+    """A local folder-per-class corpus of noise PNGs, ingested in small units (many packs) and indexed."""
+    from PIL import Image
+
+    from curator.config import DuplicateSettings, HoldoutSettings, IngestSettings
+    from curator.registry import find_card
+    from curator.stages.index import run_index
+    from curator.stages.ingest import ingest_source
+
+    rng = np.random.default_rng(0)
+    root = workdir / "source"
+    for i in range(SHARD_IMAGES):
+        path = root / "radiology_ai" / "CT" / "lung" / ("normal", "nodule")[i % 2] / f"img{i:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(path)
+    card, card_path = find_card("demo_radimagenet", Path(__file__).resolve().parent.parent / "source_registry")
+    out = workdir / "corpus"
+    corpus = Corpus(str(out))
+    ingest_source(corpus, card, card_path, root, IngestSettings(unit_items=SHARD_UNIT), progress=False)
+    run_index(corpus, DuplicateSettings(), HoldoutSettings())
+    return out
+
+
+def shard_stage_on_s3(workdir: Path, url: str) -> list[tuple[str, float, str]]:
+    """The real shard stage on the S3 corpus: GETs per image and time, per-sample against pack-aware shuffle."""
+    import fsspec
+    import polars as pl
+
+    from curator.config import ShardSettings
+    from curator.executors import make_executor
+    from curator.stages.shard import run_shard
+
+    local = _shard_corpus(workdir)
+    fsspec.filesystem("s3").put(str(local), f"{url}/shard-corpus", recursive=True)
+    corpus = Corpus(f"{url}/shard-corpus")
+    con = connect(Corpus(str(local)), ["images", blobs.TABLE])
+    pack_of = pl.from_arrow(
+        con.sql(f"SELECT i.sample_id, l.pack FROM images i JOIN ({blobs.LOCATIONS_SQL}) l USING (image_sha256)").arrow()
+    )
+    con.close()
+    packs = len(corpus.fs.ls(corpus.path(blobs.PACKS)))
+    figures = [(f"shard stage on S3: {SHARD_IMAGES} images in {packs} packs", packs, "packs")]
+    for label, block in (("per-sample shuffle", 1), ("pack-aware shuffle", ShardSettings().shuffle_block)):
+        settings = ShardSettings(max_samples=1024, shuffle_block=block)
+        with requests_logged() as log, make_executor("serial") as executor:
+            t = time.perf_counter()
+            result = run_shard(corpus, settings, f"b{block}", progress=False, executor=executor)
+            seconds = time.perf_counter() - t
+        gets = log.count("GET", f"/{blobs.PACKS}/")
+        with corpus.fs.open(corpus.path("index/shards/part-manifest.parquet"), "rb") as fh:
+            manifest = pl.read_parquet(fh).with_row_index("i")
+        drawn = manifest.join(pack_of, on="sample_id").sort("i")
+        per_shard = drawn.group_by("shard_url").agg(pl.col("pack").n_unique())["pack"].mean()
+        window = pl.col("i") - pl.col("i").min().over("shard_url")
+        per_window = drawn.group_by("shard_url", window // READ_BATCH).agg(pl.col("pack").n_unique())["pack"].mean()
+        images = manifest.height
+        name = f"{label} (block {block})"
+        figures.append((f"{name}: GETs of packs per image", gets / images, "GETs"))
+        figures.append((f"{name}: shard stage ({len(result.shards)} shards)", images / seconds, "images/s"))
+        figures.append((f"{name}: packs per shard / per {READ_BATCH}-sample window", per_shard, f"/ {per_window:.1f}"))
+    return figures
 
 
 def write_blob(corpus: Corpus, sha256: str, ext: str, data: bytes) -> None:
@@ -195,4 +302,5 @@ def run(workdir: Path) -> list[tuple[str, float, str]]:
         for label, seconds in reads.items():
             figures.append((f"ratio read ({label}): curator.blobs / one object", IMAGES / seconds / one_read, "x"))
         figures.append(("objects for 5.5M images, packs of 500 (+ index parts)", 2 * GMAI / PACK, "objects"))
+        figures += shard_stage_on_s3(workdir, url)
     return figures

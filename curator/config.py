@@ -165,6 +165,17 @@ class ShardSettings(Strict):
         description="Make each split's shard count a multiple of this (nodes x GPUs x loader workers); sample "
         "counts per shard then differ by at most one, so no rank runs dry early.",
     )
+    # Images are stored in per-ingest-unit packs. A per-sample shuffle (1) puts every image
+    # of a shard in another pack: one ranged GET per image on object storage. Blocks of 32
+    # neighbours of one pack cut that ~25x and still give each 256-sample stretch of a
+    # shard 8 or more packs (sources), each shard a few hundred, and loaders shuffle
+    # shards and a sample buffer on top (WebDataset's shardshuffle + shuffle(n)).
+    shuffle_block: int = Field(
+        32,
+        ge=1,
+        description="Samples of one blob pack kept together by the shard shuffle (read with one request); "
+        "1: every sample shuffled alone. Shrunk for small shards, so a shard holds at least 16 blocks.",
+    )
     txt_language: str = Field("en", description="Language of the caption chosen for .txt when several exist.")
     weights: dict[str, float] = Field(
         default_factory=dict, description="source_id -> weight for the main shard set (default 1 each)."

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from curator.blobs import LOCATIONS_SQL, BlobRef, blob_ext, read_blobs
 from curator.blobs import TABLE as BLOB_PACKS
-from curator.blobs import BlobRef, blob_ext, locate, read_blobs
 from curator.errors import CorpusError, CuratorError
 from curator.storage import Corpus
 
@@ -37,16 +37,37 @@ IMAGE_TOKEN = "<image>"
 META = "internvl_meta.json"
 PER = ("image", "entry")
 
-ROWS_SQL = """
-SELECT i.sample_id, i.split, i.language, i.entry_id, i.turns, im.image_sha256, im.image_format
+_JOINS = """
 FROM instructions i
 JOIN samples s ON s.sample_id = i.sample_id AND s.status = 'keep'
 JOIN members c ON c.sample_id = i.sample_id AND c.canonical
 JOIN images im ON im.sample_id = c.member_id
-{where}
+"""
+ROWS_SQL = (
+    "SELECT i.sample_id, i.split, i.language, i.entry_id, i.turns, im.image_sha256, im.image_format"
+    + _JOINS
+    + """{where}
 ORDER BY CASE i.split WHEN 'train' THEN 0 WHEN 'val' THEN 1 WHEN 'test' THEN 2 ELSE 3 END, i.split,
          i.sample_id, i.language, i.entry_index
 """
+)
+# Every image the records name, once, with its place in its pack (blob_packs joined once, here),
+# in pack order: a batch of IMAGE_BATCH images is a few merged ranged reads, not one read per image.
+IMAGES_SQL = (
+    """
+SELECT * FROM (
+    SELECT DISTINCT ON (im.image_sha256) im.image_sha256, im.image_format, im.source_id,
+           b.pack, b."offset", b.length"""
+    + _JOINS
+    + "    LEFT JOIN ("
+    + LOCATIONS_SQL
+    + """) b ON b.image_sha256 = im.image_sha256
+    {where}
+    ORDER BY im.image_sha256, im.source_id
+) ORDER BY pack NULLS LAST, "offset", image_sha256
+"""
+)
+IMAGE_BATCH = 256
 
 
 @dataclass
@@ -117,22 +138,22 @@ def export_llava(
             "(blobs/packs/): export without --image-root to copy them"
         )
     dest = Corpus(to)
-    con = connect(corpus, ["instructions", "samples", "members", "images"])
-    blob_con = connect(corpus, [BLOB_PACKS])  # its own: DuckDB holds one open result per connection
+    con = connect(corpus, ["instructions", "samples", "members", "images", BLOB_PACKS])
     where = []
     if splits:
         where.append("list_contains(?, i.split)")
     if languages:
         where.append("list_contains(?, i.language)")
     params = [list(p) for p in (splits, languages) if p]
-    sql = ROWS_SQL.format(where=("WHERE " + " AND ".join(where)) if where else "")
+    where_sql = ("WHERE " + " AND ".join(where)) if where else ""
+    sql = ROWS_SQL.format(where=where_sql)
     total = con.execute(f"SELECT count(*) FROM ({sql})", params).fetchall()[0][0]
     result = ExportResult(dest.url)
-    copied: set[str] = set()
+    if not image_root:
+        result.images = _copy_images(corpus, dest, con, IMAGES_SQL.format(where=where_sql), params, progress)
     writers: dict[str, _SplitWriter] = {}
     bar = tqdm(total=total, desc="export llava", unit="entry", disable=None if progress else True, leave=False)
     group: list[dict] = []
-    located: dict[str, tuple[str, int, int]] = {}  # sha256 -> its pack range, for the current batch
 
     def flush() -> None:
         if not group:
@@ -140,11 +161,6 @@ def export_llava(
         first = group[0]
         rel = blob_rel(first["image_sha256"], first["image_format"])
         image = rel if image_root else "images/" + rel.removeprefix("blobs/")
-        if not image_root and image not in copied:
-            sha, ext = first["image_sha256"], blob_ext(first["image_format"])
-            pack, offset, length = located.get(sha, (None, 0, 0))
-            dest.write_bytes(image, read_blobs(corpus, [BlobRef(sha, ext, pack, offset, length)])[0])
-            copied.add(image)
         writer = writers.get(first["split"]) or writers.setdefault(first["split"], _SplitWriter(dest, first["split"]))
         if per == "image":
             suffix = "" if first["language"] == "en" else f"-{first['language']}"
@@ -160,11 +176,6 @@ def export_llava(
     error: BaseException | None = None
     try:
         for batch in con.sql(sql, params=params or None).to_arrow_reader(8192):
-            # one lookup per batch; only the open group's image is kept from the batch before
-            pending = {group[0]["image_sha256"]} if group else set()
-            for sha in [s for s in located if s not in pending]:
-                del located[sha]
-            located.update(locate(blob_con, batch["image_sha256"].to_pylist()))
             for row in batch.to_pylist():
                 bar.update()
                 if group and (row["sample_id"], row["language"]) != (group[0]["sample_id"], group[0]["language"]):
@@ -178,7 +189,6 @@ def export_llava(
         bar.close()
         for w in writers.values():
             w.close(error)
-    result.images = len(copied)
     root = image_root or (dest.root if dest.protocol in ("file", "local") else dest.url)
     meta = {
         f"curator_{split}": {
@@ -193,3 +203,23 @@ def export_llava(
     dest.write_json(META, meta)
     result.files = sorted([f"{s}.json" for s in writers] + [f"{s}.jsonl" for s in writers] + [META])
     return result
+
+
+def _copy_images(corpus: Corpus, dest: Corpus, con, sql: str, params: list, progress: bool) -> int:
+    """Each image the records name, once, to ``images/<ab>/<sha256>.<ext>``, read a pack-ordered batch at a time."""
+    copied = 0
+    bar = tqdm(desc="export llava images", unit="image", disable=None if progress else True, leave=False)
+    try:
+        for batch in con.sql(sql, params=params or None).to_arrow_reader(IMAGE_BATCH):
+            cols = [
+                batch[c].to_pylist() for c in ("image_sha256", "image_format", "pack", "offset", "length", "source_id")
+            ]
+            rows = list(zip(*cols, strict=True))
+            refs = [BlobRef(sha, blob_ext(fmt), pack, off or 0, n or 0, src) for sha, fmt, pack, off, n, src in rows]
+            for (sha, fmt, *_), data in zip(rows, read_blobs(corpus, refs), strict=True):
+                dest.write_bytes("images/" + blob_rel(sha, fmt).removeprefix("blobs/"), data)
+            copied += len(rows)
+            bar.update(len(rows))
+    finally:
+        bar.close()
+    return copied

@@ -2,10 +2,21 @@
 
 Per mixture (the main set in ``shards/``, named ones in ``shards/mixtures/<name>/``)
 and split: per-source weights up- or down-sample deterministically (repeats get
-keys ``<sample_id>-r<N>``), one seeded global shuffle mixes every source into
-every shard, and the shard count is the smallest (rounded up to a multiple of
-``multiple_of``) for which balanced sample counts keep each shard within
-``max_bytes`` and ``max_samples``.
+keys ``<sample_id>-r<N>``), a seeded shuffle mixes every source into every shard,
+and the shard count is the smallest (rounded up to a multiple of ``multiple_of``)
+for which balanced sample counts keep each shard within ``max_bytes`` and
+``max_samples``.
+
+The shuffle is pack-aware (:func:`shuffle`). Images live in per-ingest-unit packs
+(``curator.blobs``); a per-sample global shuffle puts each of a shard's images in
+another pack, one ranged GET per image on object storage (5.5M of them for a
+GMAI-VL-sized corpus). So the order is two-level: a split's samples in pack order
+are cut into *blocks* of ``ShardSettings.shuffle_block`` neighbours of one pack, a
+seeded permutation of the blocks makes the stream that shards are cut from (every
+shard draws its blocks from the whole corpus), then a seeded permutation inside
+each window of ``READ_WINDOW`` positions of a shard (the tar writer's read batch)
+interleaves the window's blocks. A tar worker then reads a window's images with
+about one merged ranged request per block, not one per image.
 
 Samples are rows of the staging records (sample_id order); the plan holds, per
 shard, numpy arrays of those rows and repeat numbers, never a Python object per sample.
@@ -30,11 +41,22 @@ from curator.stages.shard.tar import tar_size
 
 log = logging.getLogger(__name__)
 SPLIT_ORDER = ("train", "val", "test")
+# Positions of a shard shuffled together, and what a tar worker reads per request batch
+# (run.READ_BATCH): the window's images are fetched at once, a few MB in memory.
+READ_WINDOW = 256
+# A shard holds at least this many blocks: small shards shrink the block (down to 1, the
+# plain per-sample shuffle) rather than come from one or two packs.
+MIN_BLOCKS_PER_SHARD = 16
 
 
 @dataclass
 class Samples:
-    """What planning needs of every sample, column-wise: one entry per staging row."""
+    """What planning needs of every sample, column-wise: one entry per staging row.
+
+    ``pack`` and ``pack_rank`` (int32, or None: no locality known) say where each
+    sample's image lives: a code per blob pack (-1: a loose blob of an older corpus)
+    and the row's position in (pack, offset) order over the whole corpus.
+    """
 
     sample_id: pa.Array
     split: np.ndarray  # int32 codes into ``splits``
@@ -44,6 +66,8 @@ class Samples:
     sources: pa.ListArray
     # per named mixture that weights task families: its own (size, digest) columns (records.FamilyVariant)
     variants: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    pack: np.ndarray | None = None
+    pack_rank: np.ndarray | None = None
 
     @classmethod
     def from_table(cls, table: pa.Table, variants: Sequence[str] = ()) -> Samples:
@@ -222,6 +246,91 @@ def _warn_if_over(counts: list[int], settings: ShardSettings, split: str) -> lis
     return counts
 
 
+def block_size(sizes: np.ndarray, settings: ShardSettings) -> int:
+    """``shuffle_block``, shrunk so that a shard of the split holds ``MIN_BLOCKS_PER_SHARD`` blocks or more.
+
+    The shard count is estimated from the limits (its lower bound, so shards hold
+    at most the estimated samples), before the order that :func:`shard_counts` balances exists.
+    """
+    n = len(sizes)
+    if n == 0 or settings.shuffle_block <= 1:
+        return 1
+    total = tar_size(int(np.asarray(sizes, dtype=np.int64).sum()))
+    shards = max(1, math.ceil(total / int(settings.max_bytes)), math.ceil(n / settings.max_samples))
+    shards = math.ceil(shards / settings.multiple_of) * settings.multiple_of
+    return max(1, min(settings.shuffle_block, n // shards // MIN_BLOCKS_PER_SHARD))
+
+
+def shuffle(
+    rows: np.ndarray,
+    reps: np.ndarray,
+    samples: Samples,
+    sizes: np.ndarray,
+    settings: ShardSettings,
+    rng: np.random.Generator,
+    split: str = "",
+) -> tuple[np.ndarray, list[int]]:
+    """A split's tar order (a permutation of its entries) and its samples per shard.
+
+    With a block of 1 (``shuffle_block = 1``, small shards, or no image in a pack) it
+    is one seeded per-sample permutation, as before packs existed. Otherwise:
+
+    1. entries in pack order (copy number, then their image's place in the corpus's
+       packs), cut into blocks of at most ``block`` entries of one pack and one copy
+       (so the repeats of a weighted source land in other blocks, far apart); each
+       loose blob of an older corpus is a block alone;
+    2. a seeded permutation of the blocks: the stream, balanced into shards by
+       :func:`shard_counts` as before;
+    3. inside each shard, a seeded permutation of every ``READ_WINDOW`` positions,
+       so neighbours in a tar come from the window's blocks in turn.
+
+    Everything is drawn from ``rng`` (seeded by the recipe, mixture and split), so
+    the plan never depends on the worker count.
+    """
+    n = len(rows)
+    # no pack locations, or none packed (an older corpus of loose blobs): nothing to keep together
+    packed = samples.pack is not None and bool((samples.pack[rows] >= 0).any())
+    block = block_size(sizes, settings) if packed else 1
+    if block <= 1:
+        order = rng.permutation(n)
+        return order, shard_counts(sizes[order], settings, split)
+    # pack order: by copy, then by the image's place in the corpus's packs (ranks are distinct)
+    key = samples.pack_rank[rows].astype(np.int64)
+    if reps.any():
+        key += reps.astype(np.int64) * len(samples)
+    by_pack = np.argsort(key)
+    del key
+    pack, rep = samples.pack[rows][by_pack], reps[by_pack]
+    run = np.ones(n, dtype=bool)  # where a run of one pack and one copy starts (each loose blob alone)
+    run[1:] = (pack[1:] != pack[:-1]) | (rep[1:] != rep[:-1]) | (pack[1:] < 0)
+    del pack, rep
+    run_start = np.flatnonzero(run)
+    in_run = np.arange(n, dtype=np.int64)
+    in_run -= np.repeat(run_start, np.diff(np.append(run_start, n)))
+    run |= in_run % block == 0
+    del in_run, run_start
+    starts = np.flatnonzero(run)  # blocks: runs cut every ``block`` entries
+    del run
+    lengths = np.diff(np.append(starts, n))
+    order = rng.permutation(len(starts))  # the blocks in stream order
+    take = np.repeat(starts[order] - (np.cumsum(lengths[order]) - lengths[order]), lengths[order])
+    take += np.arange(n)
+    stream = by_pack[take]
+    del by_pack, take
+    counts = shard_counts(sizes[stream], settings, split)
+    per_shard = np.asarray(counts, dtype=np.int64)
+    pos = np.arange(n, dtype=np.int64) - np.repeat(np.cumsum(per_shard) - per_shard, per_shard)
+    # each window (numbered through the split) is an integer; a seeded fraction orders the entries inside it
+    windows = -(-per_shard // READ_WINDOW)
+    window = np.repeat(np.cumsum(windows) - windows, per_shard)
+    window += pos // READ_WINDOW
+    del pos
+    key = rng.random(n)
+    key += window
+    del window
+    return stream[np.argsort(key, kind="stable")], counts
+
+
 def plan_shards(samples: Samples, settings: ShardSettings, name: str) -> list[PlannedShard]:
     """Every shard of every mixture and split, with its rows in tar order."""
     plan = []
@@ -234,9 +343,8 @@ def plan_shards(samples: Samples, settings: ShardSettings, name: str) -> list[Pl
             rows, reps = expand(samples.rows_of(split), samples, mixture, settings, mixture_name, split)
             # main set: the same seed derivation as before mixtures existed, so its shards keep their bytes
             rng = _rng(settings.seed, split) if mixture_name is None else _rng(settings.seed, mixture_name, split)
-            order = rng.permutation(len(rows))
+            order, counts = shuffle(rows, reps, samples, samples.size_of(mixture_name)[rows], settings, rng, split)
             rows, reps = rows[order], reps[order]
-            counts = shard_counts(samples.size_of(mixture_name)[rows], settings, split)
             start = 0
             for i, count in enumerate(counts):
                 rel = f"{root}/{split}/{stem}-{split}-{i:06d}.tar"

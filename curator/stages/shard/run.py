@@ -2,14 +2,16 @@
 
 1. Records: every kept sample's members, streamed from DuckDB and staged in
    ``_work/shard/records.parquet`` (sample_id order).
-2. Plan: compact arrays of rows per shard (``plan.py``); each shard is a
-   :class:`curator.units.Unit` whose fingerprint covers its name and every byte its
-   samples put in it.
+2. Plan: every row's image located in its pack once (``_work/shard/locations.parquet``),
+   then compact arrays of rows per shard in a pack-aware order (``plan.py``); each
+   shard is a :class:`curator.units.Unit` whose fingerprint covers its name and
+   every byte its samples put in it.
 3. Shards still to write get their rows routed by DuckDB (a join and an external
    sort, spilling to disk) into ``_work/shard/by-shard.parquet``, one small row
-   group range per shard; each unit reads only its own rows, copies the blobs
-   (hash-checked) and writes its tar. Units run on any executor (serial, local
-   process pool, Ray) with the same bytes.
+   group range per shard; each unit reads only its own rows, one plan window
+   (``READ_BATCH`` positions) at a time, copies the window's blobs (a few merged
+   ranged reads, hash-checked) and writes its tar. Units run on any executor
+   (serial, local process pool, Ray) with the same bytes.
 4. Indexes, written after the previous run's are removed (``indexes.py``).
 
 A re-run keeps a shard only when its marker matches and its bytes still hash to
@@ -38,7 +40,7 @@ from curator.instruct.mixtures import family_counts, family_weights
 from curator.layout import STATS_KIND, mixture_root, repeat_key, stats_path
 from curator.stages.shard import indexes
 from curator.stages.shard.indexes import SampleExtras, ShardInfo, unit_id
-from curator.stages.shard.plan import PlannedShard, Samples, plan_shards
+from curator.stages.shard.plan import READ_WINDOW, PlannedShard, Samples, plan_shards
 from curator.stages.shard.records import (
     CONVERSATIONS,
     FamilyVariant,
@@ -55,7 +57,10 @@ from curator.units import Unit, run_units
 log = logging.getLogger(__name__)
 STAGING = "_work/shard"
 RECORDS_REL = f"{STAGING}/records.parquet"
+LOCATIONS_REL = f"{STAGING}/locations.parquet"
 BY_SHARD_REL = f"{STAGING}/by-shard.parquet"
+# Each staging row's image in its pack (curator.blobs.LOCATIONS_SQL, joined once): null pack for a loose blob.
+LOCATIONS = pa.schema([("row", pa.int64()), ("pack", pa.string()), ("offset", pa.int64()), ("length", pa.int64())])
 # Rows per row group of the routed file: a unit reads only the groups holding its shard.
 ROUTED_ROW_GROUP = 1024
 ROUTED = pa.schema(
@@ -79,8 +84,10 @@ ROUTED = pa.schema(
 )
 POOL_MIN_BYTES = 256 * 1024**2
 TABLES = ["samples", "members", "images", "sources", "annotations", "captions", "blob_packs"]
-# Images read per request batch: grouped by pack and fetched together, a few MB in memory.
-READ_BATCH = 256
+# Images read per request batch: grouped by pack and fetched together, a few MB in memory. A
+# batch is one window of the plan's shuffle (positions pos // READ_BATCH of a shard), whose
+# images come from a few blocks of neighbours in their packs: about one request per block.
+READ_BATCH = READ_WINDOW
 
 
 @dataclass
@@ -147,27 +154,48 @@ def _groups_of(meta: pq.FileMetaData, number: int) -> list[int]:
 
 def _members(corpus: Corpus, routed: pq.ParquetFile, groups: list[int], number: int, counts: Counter, sources):
     """A shard's (name, data) members in tar order; ``counts`` tallies them by extension, ``sources`` by source."""
+    for table in _windows(routed, groups, number, sources):
+        yield from _batch_members(table, _fetch(corpus, table), counts)
+
+
+def _windows(routed: pq.ParquetFile, groups: list[int], number: int, sources: Counter):
+    """Shard ``number``'s routed rows, one plan window (``pos // READ_BATCH``) at a time, even across row groups."""
     names = ["shard", "pos", "sample_id", "rep", "ext", "blob_sha256", "blob_source", "blob_pack", "blob_offset",
              "blob_length", "json", "txt", "cls", "sources"]  # fmt: skip
+    carry = None  # the rows of the last, maybe unfinished, window of the groups read so far
     for g in groups:
         t = routed.read_row_group(g, columns=names)
         t = t.filter(pc.equal(t["shard"], number))  # rows are sorted by (shard, pos): in tar order already
         for srcs in t["sources"].to_pylist():
             sources.update(srcs)
-        for start in range(0, t.num_rows, READ_BATCH):
-            yield from _batch_members(corpus, t.slice(start, READ_BATCH), counts)
+        if carry is not None:
+            t = pa.concat_tables([carry, t])
+        if not t.num_rows:
+            continue
+        window = t["pos"].to_numpy() // READ_BATCH
+        cuts = [0, *(np.flatnonzero(np.diff(window)) + 1).tolist()]
+        for start, stop in zip(cuts[:-1], cuts[1:], strict=True):
+            yield t.slice(start, stop - start)
+        carry = t.slice(cuts[-1])
         del t
+    if carry is not None and carry.num_rows:
+        yield carry
 
 
-def _batch_members(corpus: Corpus, table: pa.Table, counts: Counter):
-    """One read batch's members: its images fetched together, grouped by pack (curator.blobs)."""
-    names = ("sample_id", "rep", "ext", "blob_sha256", "blob_source", "blob_pack", "blob_offset", "blob_length")
+def _fetch(corpus: Corpus, table: pa.Table) -> list[bytes]:
+    """One window's images, hash-checked, grouped by pack into merged ranged reads (curator.blobs)."""
+    names = ("blob_sha256", "ext", "blob_pack", "blob_offset", "blob_length", "blob_source")
     cols = [table[c].to_pylist() for c in names]
-    rows = list(zip(*cols, strict=True))
-    refs = [BlobRef(sha, ext, pack, off or 0, n or 0, src) for _, _, ext, sha, src, pack, off, n in rows]
-    images = read_blobs(corpus, refs)
-    texts = zip(table["json"].to_pylist(), table["txt"].to_pylist(), table["cls"].to_pylist(), strict=True)
-    for (sid, rep, ext, *_), image, (js, txt, c) in zip(rows, images, texts, strict=True):
+    return read_blobs(
+        corpus,
+        [BlobRef(sha, ext, pack, off or 0, n or 0, src) for sha, ext, pack, off, n, src in zip(*cols, strict=True)],
+    )
+
+
+def _batch_members(table: pa.Table, images: list[bytes], counts: Counter):
+    """One window's members in tar order: each sample's image, ``.json``, ``.txt`` and ``.cls``."""
+    cols = [table[c].to_pylist() for c in ("sample_id", "rep", "ext", "json", "txt", "cls")]
+    for (sid, rep, ext, js, txt, c), image in zip(zip(*cols, strict=True), images, strict=True):
         key = repeat_key(sid, rep)
         counts.update([ext, "json", "txt", *(["cls"] if c is not None else [])])
         yield f"{key}.{ext}", image
@@ -215,6 +243,7 @@ def run_shard(
     staged = pq.read_table(corpus.path(RECORDS_REL), filesystem=corpus.fs, columns=columns)
     samples = Samples.from_table(staged, [v.mixture for v in variants])
     del staged
+    samples.pack, samples.pack_rank = _locate(con, corpus, len(samples))
     plan = plan_shards(samples, settings, name)
     units = [
         Unit("shard", unit_id(p.rel), p.fingerprint(samples), TarJob(corpus.url, BY_SHARD_REL, p.number, p.rel))
@@ -328,6 +357,38 @@ def family_variants(
     return out
 
 
+def _locate(con, corpus: Corpus, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stage each row's pack range (``LOCATIONS_REL``), and return the plan's locality arrays.
+
+    ``(pack, rank)``, int32 per staging row: a code per pack (-1: loose blob) and the
+    row's position in (pack, offset) order. The blob_packs table is deduplicated once
+    here; routing joins the staged file by row.
+    """
+    records = parquet_url(corpus, RECORDS_REL)
+    sql = f"""
+        SELECT r."row", b.pack, b."offset", b.length
+        FROM read_parquet({records}) r LEFT JOIN ({LOCATIONS_SQL}) b ON b.image_sha256 = r.blob_sha256
+        ORDER BY r."row"
+    """
+    write_batches(corpus, LOCATIONS_REL, LOCATIONS, con.sql(sql).to_arrow_reader(65_536))
+    pack = np.full(n, -1, dtype=np.int32)
+    rank = np.empty(n, dtype=np.int32)
+    sql = f"""
+        SELECT "row", CASE WHEN pack IS NULL THEN -1 ELSE dense_rank() OVER (ORDER BY pack) - 1 END::INTEGER AS code
+        FROM read_parquet({parquet_url(corpus, LOCATIONS_REL)})
+        ORDER BY pack NULLS LAST, "offset", "row"
+    """
+    done = 0
+    for batch in con.sql(sql).to_arrow_reader(65_536):
+        rows = batch["row"].to_numpy()
+        pack[rows] = batch["code"].to_numpy()
+        rank[rows] = np.arange(done, done + len(rows), dtype=np.int32)
+        done += len(rows)
+    if done != n:
+        raise CuratorError(f"shard staging: {done} image locations for {n} records")
+    return pack, rank
+
+
 def _route(con, corpus: Corpus, todo: list[PlannedShard], variants: Sequence[str] = ()) -> None:
     """Each row of the shards to write, with its records, sorted by (shard, position in the tar).
 
@@ -352,7 +413,7 @@ def _route(con, corpus: Corpus, todo: list[PlannedShard], variants: Sequence[str
                b.pack AS blob_pack, b."offset" AS blob_offset, b.length AS blob_length, {json} AS json, r.txt,
                r.cls, r.sources
         FROM shard_plan p JOIN read_parquet({parquet_url(corpus, RECORDS_REL)}) r ON r."row" = p."row"
-        LEFT JOIN ({LOCATIONS_SQL}) b ON b.image_sha256 = r.blob_sha256
+        JOIN read_parquet({parquet_url(corpus, LOCATIONS_REL)}) b ON b."row" = p."row"
         ORDER BY p.shard, p.pos
     """
     write_batches(corpus, BY_SHARD_REL, ROUTED, con.sql(sql).to_arrow_reader(ROUTED_ROW_GROUP), ROUTED_ROW_GROUP)
@@ -375,7 +436,7 @@ def _verified(corpus: Corpus, unit: Unit, rehash: bool) -> bool:
 
 
 def _clear_staging(corpus: Corpus) -> None:
-    for rel in (RECORDS_REL, BY_SHARD_REL):
+    for rel in (RECORDS_REL, LOCATIONS_REL, BY_SHARD_REL):
         corpus.remove(rel)
 
 

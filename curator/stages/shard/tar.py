@@ -17,6 +17,7 @@ from curator.storage import Corpus
 # 2024-01-01T00:00:00Z: a fixed, plausible mtime so tar bytes never depend on when they were written.
 TAR_MTIME = 1704067200
 TAR_BLOCK = 512
+_PAD = bytes(TAR_BLOCK)
 
 
 def member_size(n: int) -> int:
@@ -50,11 +51,10 @@ class HashingWriter:
 
     def flush(self) -> None:
         if self._buf:
-            view = bytes(self._buf)
+            view, self._buf = self._buf, bytearray()  # handed on whole, never changed after: no copy
             self.fh.write(view)
             self.sha.update(view)
             self.md5.update(view)
-            self._buf = bytearray()
 
 
 def tar_header_slow(name: str, size: int) -> bytes:
@@ -101,7 +101,7 @@ def write_tar(corpus: Corpus, rel: str, members: Iterable[tuple[str, bytes]]) ->
             out.write(tar_header(name, len(data)))
             out.write(data)
             if len(data) % TAR_BLOCK:
-                out.write(bytes(TAR_BLOCK - len(data) % TAR_BLOCK))
+                out.write(_PAD[: TAR_BLOCK - len(data) % TAR_BLOCK])
         out.write(bytes(2 * TAR_BLOCK))
         record = tarfile.RECORDSIZE
         if out.size % record:
