@@ -44,7 +44,7 @@ import numpy as np
 
 from curator import blobs
 from curator.blobs import PackWriter, blob_path, read_blobs
-from curator.stages.shard.run import READ_BATCH
+from curator.stages.shard.work import READ_BATCH
 from curator.storage import Corpus
 from curator.tables import connect
 

@@ -36,7 +36,7 @@ from curator.stages.index import run_index
 from curator.stages.ingest import ingest_source
 from curator.stages.shard import run as shard_run
 from curator.stages.shard import run_shard
-from curator.stages.shard.run import write_shard
+from curator.stages.shard.work import write_shard
 from curator.storage import Corpus
 
 REPO = Path(__file__).resolve().parent.parent

@@ -22,8 +22,8 @@ from curator.cli import main
 from curator.config import load_recipe
 from curator.executors import make_executor
 from curator.loader import iterate_records, shard_urls, webdataset_loader, wids_dataset
-from curator.stages.shard import run as shard_run
 from curator.stages.shard import run_shard
+from curator.stages.shard import work as shard_work
 from curator.storage import LOCK, Corpus, LockedError, writer_lock
 
 BUCKET = "curator-test"
@@ -128,7 +128,7 @@ def test_a_killed_upload_resumes_keeping_shards_that_verify(s3_build, demo_recip
     corpus = Corpus(dst)
 
     finished, reads_since = 0, 0
-    real_read, real_marker = shard_run.read_blobs, Corpus.set_marker
+    real_read, real_marker = shard_work.read_blobs, Corpus.set_marker
 
     def counting_marker(self, stage, unit, payload):
         nonlocal finished, reads_since
@@ -144,11 +144,11 @@ def test_a_killed_upload_resumes_keeping_shards_that_verify(s3_build, demo_recip
         return real_read(corpus, refs)
 
     monkeypatch.setattr(Corpus, "set_marker", counting_marker)
-    monkeypatch.setattr(shard_run, "READ_BATCH", 1)  # one blob per read: the kill lands between members
-    monkeypatch.setattr(shard_run, "read_blobs", dying_read)
+    monkeypatch.setattr(shard_work, "READ_BATCH", 1)  # one blob per read: the kill lands between members
+    monkeypatch.setattr(shard_work, "read_blobs", dying_read)
     with pytest.raises(Killed):
         run_shard(corpus, settings, "demo", progress=False, executor=make_executor("serial"))
-    monkeypatch.setattr(shard_run, "read_blobs", real_read)
+    monkeypatch.setattr(shard_work, "read_blobs", real_read)
 
     fs = fsspec.filesystem("s3")
     fs.invalidate_cache()

@@ -30,7 +30,7 @@ from curator.stages.shard import (
     tar_header_slow,
     write_tar,
 )
-from curator.stages.shard import run as shard_run
+from curator.stages.shard import work as shard_work
 from curator.storage import Corpus
 
 
@@ -248,7 +248,7 @@ def test_plan_is_stable_and_keys_are_dot_free(corpus_copy):
 # -- resume ----------------------------------------------------------------------------
 def test_killed_local_run_leaves_no_partial_shard_and_resumes(corpus_copy, demo_recipe_path, demo_build, monkeypatch):
     settings = load_recipe(demo_recipe_path).shard
-    real = shard_run.write_tar
+    real = shard_work.write_tar
     calls = 0
 
     def dying(corpus, rel, members):
@@ -260,10 +260,10 @@ def test_killed_local_run_leaves_no_partial_shard_and_resumes(corpus_copy, demo_
                 raise Killed
         return real(corpus, rel, members)
 
-    monkeypatch.setattr(shard_run, "write_tar", dying)
+    monkeypatch.setattr(shard_work, "write_tar", dying)
     with pytest.raises(Killed):
         run_shard(Corpus(str(corpus_copy)), settings, "demo", progress=False, executor=make_executor("serial"))
-    monkeypatch.setattr(shard_run, "write_tar", real)
+    monkeypatch.setattr(shard_work, "write_tar", real)
     files = sorted(p.name for p in (corpus_copy / "shards").rglob("*") if p.is_file())
     assert files == [
         "demo-train-000000.tar",
@@ -298,7 +298,7 @@ def test_a_reshard_removes_the_old_indexes_before_writing_any_shard(corpus_copy,
     def killed(*args):
         raise Killed
 
-    monkeypatch.setattr(shard_run, "write_tar", killed)
+    monkeypatch.setattr(shard_work, "write_tar", killed)
     with pytest.raises(Killed):
         run_shard(Corpus(str(corpus_copy)), settings, "demo", progress=False, executor=make_executor("serial"))
     indexes = [p.name for p in shards.rglob("*.json") if not p.name.endswith("_stats.json")]  # stats: per shard

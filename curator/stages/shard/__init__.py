@@ -13,12 +13,39 @@ writer), ``indexes`` (manifest table, manifest.json, wids indexes, classes,
 left-out list) and ``run`` (the stage: units on an executor, resume, indexes last).
 """
 
-from curator.layout import LEFT_OUT, REPEAT_KEY, SHARDS_DIR, mixture_root, repeat_key, sample_id_of
-from curator.stages.shard.indexes import ShardInfo
-from curator.stages.shard.plan import PlannedShard, Samples, expand, plan_shards, shard_counts
-from curator.stages.shard.records import CONVERSATIONS, RecordExtra
-from curator.stages.shard.run import ShardResult, run_shard
-from curator.stages.shard.tar import TAR_MTIME, tar_header, tar_header_slow, write_tar
+import importlib
+
+# Names are loaded on first use (PEP 562): a tar worker importing ``curator.stages.shard.work``
+# must not pay for DuckDB, the records SQL and the planner through this package's __init__.
+_WHERE = {
+    "LEFT_OUT": "curator.layout",
+    "REPEAT_KEY": "curator.layout",
+    "SHARDS_DIR": "curator.layout",
+    "mixture_root": "curator.layout",
+    "repeat_key": "curator.layout",
+    "sample_id_of": "curator.layout",
+    "ShardInfo": "curator.stages.shard.indexes",
+    "PlannedShard": "curator.stages.shard.plan",
+    "Samples": "curator.stages.shard.plan",
+    "expand": "curator.stages.shard.plan",
+    "plan_shards": "curator.stages.shard.plan",
+    "shard_counts": "curator.stages.shard.plan",
+    "CONVERSATIONS": "curator.stages.shard.records",
+    "RecordExtra": "curator.stages.shard.records",
+    "ShardResult": "curator.stages.shard.run",
+    "run_shard": "curator.stages.shard.run",
+    "TAR_MTIME": "curator.stages.shard.tar",
+    "tar_header": "curator.stages.shard.tar",
+    "tar_header_slow": "curator.stages.shard.tar",
+    "write_tar": "curator.stages.shard.tar",
+}
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)
+
 
 __all__ = [
     "LEFT_OUT",

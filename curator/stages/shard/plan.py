@@ -38,12 +38,12 @@ from curator.adapters.base import short_hash
 from curator.config import Mixture, ShardSettings
 from curator.layout import mixture_root, repeat_key
 from curator.stages.shard.tar import tar_size
+from curator.stages.shard.work import READ_WINDOW
 
 log = logging.getLogger(__name__)
 SPLIT_ORDER = ("train", "val", "test")
-# Positions of a shard shuffled together, and what a tar worker reads per request batch
-# (run.READ_BATCH): the window's images are fetched at once, a few MB in memory.
-READ_WINDOW = 256
+# READ_WINDOW: positions of a shard shuffled together, and what a tar worker reads per request
+# batch (defined beside the reader, which a worker imports without this planner)
 # A shard holds at least this many blocks: small shards shrink the block (down to 1, the
 # plain per-sample shuffle) rather than come from one or two packs.
 MIN_BLOCKS_PER_SHARD = 16

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -32,15 +31,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curator.blobs import LOCATIONS_SQL, BlobRef, read_blobs
+from curator.blobs import LOCATIONS_SQL
 from curator.config import InstructSettings, ShardSettings
 from curator.errors import CuratorError
 from curator.executors import Executor, default_workers, make_executor
 from curator.instruct.mixtures import family_counts, family_weights
-from curator.layout import STATS_KIND, mixture_root, repeat_key, stats_path
+from curator.layout import mixture_root, stats_path
 from curator.stages.shard import indexes
 from curator.stages.shard.indexes import SampleExtras, ShardInfo, unit_id
-from curator.stages.shard.plan import READ_WINDOW, PlannedShard, Samples, plan_shards
+from curator.stages.shard.plan import PlannedShard, Samples, plan_shards
 from curator.stages.shard.records import (
     CONVERSATIONS,
     FamilyVariant,
@@ -49,7 +48,7 @@ from curator.stages.shard.records import (
     record_batches,
     records_schema,
 )
-from curator.stages.shard.tar import write_tar
+from curator.stages.shard.work import TarJob, write_shard
 from curator.storage import Corpus
 from curator.tables import connect, parquet_url, write_batches
 from curator.units import Unit, run_units
@@ -84,10 +83,6 @@ ROUTED = pa.schema(
 )
 POOL_MIN_BYTES = 256 * 1024**2
 TABLES = ["samples", "members", "images", "sources", "annotations", "captions", "blob_packs"]
-# Images read per request batch: grouped by pack and fetched together, a few MB in memory. A
-# batch is one window of the plan's shuffle (positions pos // READ_BATCH of a shard), whose
-# images come from a few blocks of neighbours in their packs: about one request per block.
-READ_BATCH = READ_WINDOW
 
 
 @dataclass
@@ -100,109 +95,6 @@ class ShardResult:
     @property
     def written(self) -> int:
         return sum(not s.kept for s in self.shards)
-
-
-@dataclass(frozen=True)
-class TarJob:
-    """A unit's payload: where its rows are and where its tar goes (picklable, a few strings)."""
-
-    corpus: str
-    routed: str
-    number: int
-    rel: str
-
-
-def write_shard(unit: Unit) -> dict:
-    """Work of one unit, anywhere: read its routed rows, copy its blobs, write its tar, then its ``_stats.json``.
-
-    The rows arrive a row group at a time (the routed file is sorted by shard and
-    position), so a worker holds one group's records and one blob, not its shard.
-    """
-    job: TarJob = unit.payload
-    corpus = Corpus(job.corpus)
-    counts, sources = Counter(), Counter()
-    with corpus.fs.open(corpus.path(job.routed), "rb") as fh:
-        routed = pq.ParquetFile(fh)
-        groups = _groups_of(routed.metadata, job.number)
-        size, sha, md5 = write_tar(corpus, job.rel, _members(corpus, routed, groups, job.number, counts, sources))
-    samples = counts["json"]
-    corpus.write_json(
-        stats_path(job.rel),
-        {
-            "kind": STATS_KIND,
-            "shard": job.rel.rsplit("/", 1)[-1],
-            "samples": samples,
-            "members": dict(sorted(counts.items())),
-            "bytes": size,
-            "sha256": sha,
-            "sources": dict(sorted(sources.items())),
-        },
-    )
-    return {"bytes": size, "sha256": sha, "md5": md5, "nsamples": samples}
-
-
-def _groups_of(meta: pq.FileMetaData, number: int) -> list[int]:
-    """Row groups of the routed file that may hold rows of shard ``number`` (by the shard column's statistics)."""
-    col = meta.schema.names.index("shard")
-    out = []
-    for g in range(meta.num_row_groups):
-        st = meta.row_group(g).column(col).statistics
-        if st is None or not st.has_min_max or st.min <= number <= st.max:
-            out.append(g)
-    return out
-
-
-def _members(corpus: Corpus, routed: pq.ParquetFile, groups: list[int], number: int, counts: Counter, sources):
-    """A shard's (name, data) members in tar order; ``counts`` tallies them by extension, ``sources`` by source."""
-    for table in _windows(routed, groups, number, sources):
-        yield from _batch_members(table, _fetch(corpus, table), counts)
-
-
-def _windows(routed: pq.ParquetFile, groups: list[int], number: int, sources: Counter):
-    """Shard ``number``'s routed rows, one plan window (``pos // READ_BATCH``) at a time, even across row groups."""
-    names = ["shard", "pos", "sample_id", "rep", "ext", "blob_sha256", "blob_source", "blob_pack", "blob_offset",
-             "blob_length", "json", "txt", "cls", "sources"]  # fmt: skip
-    carry = None  # the rows of the last, maybe unfinished, window of the groups read so far
-    for g in groups:
-        t = routed.read_row_group(g, columns=names)
-        t = t.filter(pc.equal(t["shard"], number))  # rows are sorted by (shard, pos): in tar order already
-        for srcs in t["sources"].to_pylist():
-            sources.update(srcs)
-        if carry is not None:
-            t = pa.concat_tables([carry, t])
-        if not t.num_rows:
-            continue
-        window = t["pos"].to_numpy() // READ_BATCH
-        cuts = [0, *(np.flatnonzero(np.diff(window)) + 1).tolist()]
-        for start, stop in zip(cuts[:-1], cuts[1:], strict=True):
-            yield t.slice(start, stop - start)
-        carry = t.slice(cuts[-1])
-        del t
-    if carry is not None and carry.num_rows:
-        yield carry
-
-
-def _fetch(corpus: Corpus, table: pa.Table) -> list[bytes]:
-    """One window's images, hash-checked, grouped by pack into merged ranged reads (curator.blobs)."""
-    names = ("blob_sha256", "ext", "blob_pack", "blob_offset", "blob_length", "blob_source")
-    cols = [table[c].to_pylist() for c in names]
-    return read_blobs(
-        corpus,
-        [BlobRef(sha, ext, pack, off or 0, n or 0, src) for sha, ext, pack, off, n, src in zip(*cols, strict=True)],
-    )
-
-
-def _batch_members(table: pa.Table, images: list[bytes], counts: Counter):
-    """One window's members in tar order: each sample's image, ``.json``, ``.txt`` and ``.cls``."""
-    cols = [table[c].to_pylist() for c in ("sample_id", "rep", "ext", "json", "txt", "cls")]
-    for (sid, rep, ext, js, txt, c), image in zip(zip(*cols, strict=True), images, strict=True):
-        key = repeat_key(sid, rep)
-        counts.update([ext, "json", "txt", *(["cls"] if c is not None else [])])
-        yield f"{key}.{ext}", image
-        yield f"{key}.json", js
-        yield f"{key}.txt", txt
-        if c is not None:
-            yield f"{key}.cls", c
 
 
 def run_shard(
