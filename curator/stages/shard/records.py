@@ -40,9 +40,10 @@ from curator.schema import transform_dict
 from curator.stages.shard.tar import member_size
 from curator.tables import batches
 
-BATCH_ROWS = 8192
-# Kept samples per records query (see _chunked): ~100 MiB of DuckDB working memory, and few
-# enough queries (336 at 5.5M samples) that re-scanning the images and annotations parts stays cheap.
+# Rows turned into Python dicts (and .json) at a time: 2,048 peaks ~90 MiB lower than 8,192 at 100k, no slower
+BATCH_ROWS = 2048
+# Kept samples per records query (see _chunked): ~100 MiB of DuckDB working memory; each query
+# reads only its range's row groups of the staged files (336 queries at 5.5M samples).
 CHUNK_ROWS = 16_384
 
 # The staging file: one row per kept sample, in sample_id order ("row" is its position).
