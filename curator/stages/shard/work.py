@@ -8,12 +8,11 @@ first unit; a 100k-sample build runs two of them beside the stage's own process)
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curator.blobs import BlobRef, read_blobs
@@ -92,15 +91,20 @@ def _windows(routed: pq.ParquetFile, groups: list[int], number: int, sources: Co
     carry = None  # the rows of the last, maybe unfinished, window of the groups read so far
     for g in groups:
         t = routed.read_row_group(g, columns=names)
-        t = t.filter(pc.equal(t["shard"], number))  # rows are sorted by (shard, pos): in tar order already
+        # rows are sorted by (shard, pos): in tar order already. Python lists, not numpy or
+        # compute kernels: pyarrow's first Arrow <-> Python or numpy conversion imports pandas
+        # (~35 MiB a worker) to ask whether a value is a DataFrame; to_pylist does not.
+        shard = t["shard"].to_pylist()
+        lo = bisect.bisect_left(shard, number)
+        t = t.slice(lo, bisect.bisect_right(shard, number) - lo)
         for srcs in t["sources"].to_pylist():
             sources.update(srcs)
         if carry is not None:
             t = pa.concat_tables([carry, t])
         if not t.num_rows:
             continue
-        window = t["pos"].to_numpy() // READ_BATCH
-        cuts = [0, *(np.flatnonzero(np.diff(window)) + 1).tolist()]
+        window = [pos // READ_BATCH for pos in t["pos"].to_pylist()]
+        cuts = [0, *(i for i in range(1, len(window)) if window[i] != window[i - 1])]
         for start, stop in zip(cuts[:-1], cuts[1:], strict=True):
             yield t.slice(start, stop - start)
         carry = t.slice(cuts[-1])
