@@ -12,6 +12,7 @@ reported failed, and the rest of the run goes on.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -19,7 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from curator.errors import CuratorError
-from curator.executors.base import Executor, UnitFailure, one_line
+from curator.executors.base import Executor, Prepare, UnitFailure, one_line, prepared_call, ready
 
 TASKS_PER_CHILD = 32
 # How often an idle worker checks that the process that started it is still there.
@@ -52,6 +53,7 @@ class LocalExecutor(Executor):
     def __init__(self, workers: int | None = None, **options: Any):
         super().__init__(workers, **options)
         self._pool: ProcessPoolExecutor | None = None
+        self._starting: list[Future] = []  # start()'s tasks: never waited for, only dropped
 
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -61,9 +63,24 @@ class LocalExecutor(Executor):
             initializer=_exit_with_parent,
         )
 
-    def imap(self, fn: Callable[[Any], Any], units: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+    def start(self, prepare: Prepare | None = None) -> None:
+        # A spawn pool starts a process per submit while none is idle, so a fresh pool gets one
+        # task a worker; a warm one's idle workers each take one (a task lasts long enough).
         if self._pool is None:
             self._pool = self._new_pool(self.workers)
+        self._starting = [f for f in self._starting if not f.done()]
+        try:
+            self._starting += [self._pool.submit(prepared_call, prepare, ready, None) for _ in range(self.workers)]
+        except BrokenProcessPool:
+            pass  # imap replaces a broken pool at its first submit
+
+    def imap(
+        self, fn: Callable[[Any], Any], units: Sequence[Any], prepare: Prepare | None = None
+    ) -> Iterator[tuple[int, Any]]:
+        if self._pool is None:
+            self._pool = self._new_pool(self.workers)
+        if prepare is not None:
+            fn = functools.partial(prepared_call, prepare, fn)
         todo = iter(range(len(units)))
         unsent: list[int] = []  # refused by a pool that broke after the last wait: never ran, sent again
         running: dict[Future, int] = {}
@@ -125,6 +142,7 @@ class LocalExecutor(Executor):
             pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
+        self._starting.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

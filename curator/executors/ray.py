@@ -16,7 +16,7 @@ from typing import Any
 import ray
 
 from curator.errors import CuratorError
-from curator.executors.base import Executor, UnitFailure, one_line
+from curator.executors.base import Executor, Prepare, UnitFailure, one_line, prepared_call, ready
 
 
 class RayExecutor(Executor):
@@ -46,8 +46,16 @@ class RayExecutor(Executor):
         if ray_address:
             # on a cluster, keep every CPU busy: the window follows the cluster's size
             self.workers = max(self.workers, int(ray.cluster_resources().get("CPU", self.workers)))
+        self._starting: list[Any] = []  # start()'s tasks: never waited for, only dropped
 
-    def imap(self, fn: Callable[[Any], Any], units: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+    def start(self, prepare: Prepare | None = None) -> None:
+        # one task a CPU: Ray starts (or reuses) a worker process for each, which then runs prepare
+        remote = ray.remote(max_retries=0)(_call)
+        self._starting = [remote.remote(prepare, ready, None) for _ in range(self.workers)]
+
+    def imap(
+        self, fn: Callable[[Any], Any], units: Sequence[Any], prepare: Prepare | None = None
+    ) -> Iterator[tuple[int, Any]]:
         remote = ray.remote(max_retries=0)(_call)
         todo = iter(range(len(units)))
         running: dict[Any, int] = {}
@@ -57,7 +65,7 @@ class RayExecutor(Executor):
                 i = next(todo, None)
                 if i is None:
                     return
-                running[remote.remote(fn, units[i])] = i
+                running[remote.remote(prepare, fn, units[i])] = i
 
         fill()
         while running:
@@ -76,14 +84,15 @@ class RayExecutor(Executor):
             fill()
 
     def close(self) -> None:
+        self._starting.clear()
         if self._started and ray.is_initialized():
             ray.shutdown()
             self._started = False
 
 
-def _call(fn: Callable[[Any], Any], unit: Any) -> Any:
+def _call(prepare: Prepare | None, fn: Callable[[Any], Any], unit: Any) -> Any:
     # Ray decorates only Python functions; wrapping lets any picklable callable be a unit's work
-    return fn(unit)
+    return prepared_call(prepare, fn, unit)
 
 
 def _check_reachable(address: str) -> None:

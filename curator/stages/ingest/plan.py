@@ -26,7 +26,7 @@ from curator import __version__, phi
 from curator.adapters.base import Adapter, Item, Stats, short_hash
 from curator.config import IngestSettings
 from curator.errors import CuratorError
-from curator.executors import Executor, UnitFailure
+from curator.executors import Executor, Prepare, UnitFailure
 from curator.registry import SourceCard, adapter_class, card_sha256
 from curator.stages.ingest.work import UNIT_TABLES, UnitWork, scan_headers
 from curator.storage import Corpus
@@ -88,6 +88,7 @@ def plan_source(
     settings: IngestSettings,
     executor: Executor,
     progress: bool = True,
+    prepare: Prepare | None = None,
 ) -> SourcePlan:
     root = Path(root)
     if not root.is_dir():
@@ -108,7 +109,7 @@ def plan_source(
 
     items = list(adapter._items())
     adapter._account(plan.walk)
-    headers, failure = _header_pass(adapter, items, executor, progress)
+    headers, failure = _header_pass(adapter, items, executor, progress, prepare)
     if failure is not None:
         plan.failed[f"{card.id}-headers"] = failure
         return plan
@@ -188,7 +189,9 @@ def cut(items: list[Item], per_unit: int, rows_repeat: bool) -> list[list[Item]]
     return batches
 
 
-def _header_pass(adapter: Adapter, items: list[Item], executor: Executor, progress: bool) -> tuple[dict, str | None]:
+def _header_pass(
+    adapter: Adapter, items: list[Item], executor: Executor, progress: bool, prepare: Prepare | None = None
+) -> tuple[dict, str | None]:
     """Every DICOM file's header, parsed once (path -> DicomHeader), on the executor's workers."""
     paths = list(dict.fromkeys(adapter.identity_paths(items)))  # a table may name one file in several rows
     if len(paths) < HEADER_MIN_PARALLEL or executor.name == "serial":
@@ -197,7 +200,7 @@ def _header_pass(adapter: Adapter, items: list[Item], executor: Executor, progre
     batches = [paths[i : i + size] for i in range(0, len(paths), size)]
     results: list[list | None] = [None] * len(batches)
     for i, result in executor.map(
-        scan_headers, batches, desc=f"headers {adapter.card.id}", progress=progress, weight=len
+        scan_headers, batches, desc=f"headers {adapter.card.id}", progress=progress, weight=len, prepare=prepare
     ):
         if isinstance(result, UnitFailure):
             # no path in the message: until the pass is complete nothing can be redacted from one
