@@ -9,6 +9,7 @@ from prepare_units import fail_to_prepare, mark_prepared, modules_a_unit_imports
 from curator.config import IngestSettings
 from curator.executors import Prepare, UnitFailure, make_executor
 from curator.registry import adhoc_card
+from curator.stages.ingest import ingest_sources
 from curator.stages.ingest.plan import plan_source
 from curator.stages.ingest.work import prepare_worker
 from curator.storage import Corpus
@@ -78,3 +79,22 @@ def test_a_prepared_ingest_worker_imports_nothing_new_in_its_first_unit(tmp_path
         [(_, unprepared)] = executor.map(modules_a_unit_imports, plan.units, progress=False)
     assert prepared == []
     assert "pandas" in unprepared  # what the test guards against: without the prepare, the unit pays it
+
+
+def test_start_sends_each_prepare_once_and_a_skipped_rerun_starts_no_worker(tmp_path):
+    root = tmp_path / "ct"
+    for k in range(3):
+        make_dicom(root / f"IM{k}.dcm", [[k, 1], [2, 3]], InstanceNumber=k + 1)
+    card = adhoc_card("dicom_folder", root, source_id="ct", modality="CT", license="CC0-1.0", access="open")
+    card_path = tmp_path / "card.json"
+    card_path.write_text(card.model_dump_json())
+    corpus = Corpus(str(tmp_path / "out"))
+    with make_executor("local", workers=2) as executor:
+        executor.start(Prepare(mark_prepared, ("x",)))
+        executor.start(Prepare(mark_prepared, ("x",)))  # a build's second source: nothing more is sent
+        assert len(executor._starting) == 2
+        (first,) = ingest_sources(corpus, [(card, card_path, root)], IngestSettings(), executor, False)
+    assert first.ok and not first.skipped
+    with make_executor("local", workers=2) as executor:
+        (again,) = ingest_sources(corpus, [(card, card_path, root)], IngestSettings(), executor, False)
+        assert again.skipped and executor._pool is None  # nothing to do: no process spawned

@@ -91,6 +91,7 @@ class Executor:
         if workers < 1:
             raise CuratorError(f"--workers must be at least 1 (got {workers})")
         self.workers = workers
+        self._warmed: set = set()  # the keys start() was called with
 
     @property
     def window(self) -> int:
@@ -102,7 +103,16 @@ class Executor:
         Their start-up (process spawn, imports) then overlaps what the caller does next
         (ingest: walking the plan) instead of delaying the first units. Calling it is never
         needed for correctness: ``imap`` with the same ``prepare`` runs it where it has not run.
+        Once per ``prepare`` and executor: a build's many sources do not send it again.
         """
+        key = prepare.key if prepare is not None else None
+        if key in self._warmed:
+            return
+        self._warmed.add(key)
+        self._start(prepare)
+
+    def _start(self, prepare: Prepare | None) -> None:
+        """The backend's part of ``start`` (serial: nothing, the first unit prepares)."""
 
     def imap(
         self, fn: Callable[[Any], Any], units: Sequence[Any], prepare: Prepare | None = None

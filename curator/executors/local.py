@@ -63,7 +63,7 @@ class LocalExecutor(Executor):
             initializer=_exit_with_parent,
         )
 
-    def start(self, prepare: Prepare | None = None) -> None:
+    def _start(self, prepare: Prepare | None) -> None:
         # A spawn pool starts a process per submit while none is idle, so a fresh pool gets one
         # task a worker; a warm one's idle workers each take one (a task lasts long enough).
         if self._pool is None:

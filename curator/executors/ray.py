@@ -48,7 +48,7 @@ class RayExecutor(Executor):
             self.workers = max(self.workers, int(ray.cluster_resources().get("CPU", self.workers)))
         self._starting: list[Any] = []  # start()'s tasks: never waited for, only dropped
 
-    def start(self, prepare: Prepare | None = None) -> None:
+    def _start(self, prepare: Prepare | None) -> None:
         # one task a CPU: Ray starts (or reuses) a worker process for each, which then runs prepare
         remote = ray.remote(max_retries=0)(_call)
         self._starting = [remote.remote(prepare, ready, None) for _ in range(self.workers)]

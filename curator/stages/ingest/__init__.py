@@ -101,9 +101,8 @@ def ingest_sources(
     start = time.monotonic()
     # an output that cannot be written is the user's to fix: one error here, not a failure per unit
     corpus.fs.makedirs(corpus.path("_markers", "ingest"), exist_ok=True)
-    # the workers start and import what units need while this process walks the layouts
+    # what every worker imports once; plan_source starts the workers with it before its walk
     prepare = Prepare(prepare_worker, (tuple(sorted({card.adapter.name for card, _, _ in sources})),))
-    executor.start(prepare)
     plans = [
         plan_source(corpus, card, path, root, settings, executor, progress, prepare) for card, path, root in sources
     ]

@@ -107,6 +107,10 @@ def plan_source(
         plan.skipped = Stats.from_dict(marker["stats"])
         return plan
 
+    if prepare is not None:
+        # the workers spawn and import while this process walks (once an executor: a no-op
+        # re-run, every source skipped, starts none)
+        executor.start(prepare)
     items = list(adapter._items())
     adapter._account(plan.walk)
     key = settings.patient_key()
