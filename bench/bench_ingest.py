@@ -24,11 +24,11 @@ Units hold ``UNIT_ITEMS`` slices, so the series is several units on every backen
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pydicom
@@ -147,14 +147,51 @@ def _warm(executor, sample: Path) -> float:
     return time.perf_counter() - t
 
 
-_timed: dict = {}  # (backend, workers) -> its started executor, while its runs are timed
+def _timed_unit(unit):
+    """Ingest's unit work, noting when it ran in this worker (the timeline run only)."""
+    from curator.stages.ingest.work import ingest_unit
+
+    start = time.time()
+    stats = ingest_unit(unit)
+    _note("unit", start)
+    return stats
 
 
-def _best(root: Path, out: Path, config: tuple, walls: dict, cpus: dict, hashes: dict) -> None:
-    """One timed ingest on ``config``'s executor; keeps the fastest wall (and least driver CPU) so far."""
-    wall, cpu, _, hashes[config] = _ingest(root, out, _timed[config])
-    walls[config] = min(walls.get(config, float("inf")), wall)
-    cpus[config] = min(cpus.get(config, float("inf")), cpu)
+def _timed_headers(paths):
+    """The plan's header pass for a batch, noting when it ran in this worker (the timeline run only)."""
+    from curator.stages.ingest.work import scan_headers
+
+    start = time.time()
+    found = scan_headers(paths)
+    _note("headers", start)
+    return found
+
+
+def _note(kind: str, start: float) -> None:
+    with open(Path(os.environ["CURATOR_BENCH_TIMELINE"]) / f"{os.getpid()}.tsv", "a") as out:
+        out.write(f"{kind}\t{start}\t{time.time()}\n")
+
+
+def _timeline(root: Path, out: Path, executor, folder: Path) -> tuple[float, float, float]:
+    """One more ingest whose workers note each task's start and end: idle shares of the workers' time.
+
+    Returns (idle before the first unit, idle between the first unit and the last one's end,
+    all idle), each as a share of workers x wall. The timed runs above are not instrumented.
+    """
+    import curator.stages.ingest as stage
+    from curator.stages.ingest import plan
+
+    with mock.patch.object(stage, "ingest_unit", _timed_unit), mock.patch.object(plan, "scan_headers", _timed_headers):
+        start = time.time()
+        _ingest(root, out, executor)
+        end = time.time()
+    spans = [line.split("\t") for f in folder.glob("*.tsv") for line in f.read_text().splitlines()]
+    busy = sum(float(e) - float(s) for _, s, e in spans)
+    first = min(float(s) for kind, s, _ in spans if kind == "unit")
+    busy_before = sum(min(float(e), first) - float(s) for _, s, e in spans if float(s) < first)
+    total = executor.workers * (end - start)
+    before = executor.workers * (first - start) - busy_before
+    return before / total, (total - busy - before) / total, 1 - busy / total
 
 
 def run(workdir: Path) -> list[tuple[str, float, str]]:
@@ -188,31 +225,43 @@ def run(workdir: Path) -> list[tuple[str, float, str]]:
     # kept, as for the per-core figures (a single run on a shared machine measured its noise).
     # The two local pools take turns (x1, xN, x1, xN) so a change in the machine's load
     # between them does not land on one side of the 1 -> N ratio.
-    hashes = {}
-    walls = {}
-    cpus = {}
+    hashes: dict = {}
+    walls: dict = {}
+    cpus: dict = {}
+
+    def best(config: tuple, executor, r: int) -> None:
+        wall, cpu, _, hashes[config] = _ingest(root, workdir / f"{config[0]}-{config[1]}-{r}", executor)
+        walls[config] = min(walls.get(config, float("inf")), wall)
+        cpus[config] = min(cpus.get(config, float("inf")), cpu)
+
     configs = (("local", 1), ("local", n), ("ray", n))
-    with contextlib.ExitStack() as stack:
-        for name, workers in configs[:2]:
-            executor = stack.enter_context(make_executor(name, workers=workers))
-            figures.append((f"{name} executor start-up, {workers} worker(s)", _warm(executor, paths[0]), "s"))
-            _timed[(name, workers)] = executor
+    # the workers note their tasks in this folder (read by _timeline; set before any pool spawns)
+    timeline = workdir / "timeline"
+    timeline.mkdir()
+    with (
+        mock.patch.dict(os.environ, {"CURATOR_BENCH_TIMELINE": str(timeline)}),
+        make_executor("local", workers=1) as one,
+        make_executor("local", workers=n) as many,
+    ):
+        for executor in (one, many):
+            figures.append((f"local executor start-up, {executor.workers} worker(s)", _warm(executor, paths[0]), "s"))
         for r in range(REPEAT):
-            for name, workers in configs[:2]:
-                _best(root, workdir / f"{name}-{workers}-{r}", (name, workers), walls, cpus, hashes)
-        _timed.clear()
+            best(configs[0], one, r)
+            best(configs[1], many, r)
+        idle = _timeline(root, workdir / "timeline-run", many, timeline)
     with make_executor("ray", workers=n) as executor:
         figures.append((f"ray executor start-up, {n} worker(s)", _warm(executor, paths[0]), "s"))
-        _timed[("ray", n)] = executor
         for r in range(REPEAT):
-            _best(root, workdir / f"ray-{n}-{r}", ("ray", n), walls, cpus, hashes)
-        _timed.clear()
+            best(configs[2], executor, r)
     for name, workers in configs:
         wall, cpu = walls[(name, workers)], cpus[(name, workers)]
         figures.append((f"ingest on {name}, {workers} worker(s) (wall)", 1000 * wall / SLICES, "ms/slice"))
         # what the driver itself spends (plan, scheduling, commits): the part more workers cannot share
         figures.append((f"  of which driver CPU, {name} x{workers}", 1000 * cpu / SLICES, "ms/slice"))
     figures += [
+        (f"local x{n}, one more run: workers idle before the first unit", 100 * idle[0], "% of workers x wall"),
+        ("  idle from the first unit to the end (gaps, tail)", 100 * idle[1], "% of workers x wall"),
+        ("  idle in all", 100 * idle[2], "% of workers x wall"),
         (f"1 -> {n} workers (local pool)", walls[("local", 1)] / walls[("local", n)], "x faster"),
         ("serial / local pool x1", ser_wall / walls[("local", 1)], "x faster"),
         (f"serial / local pool x{n}", ser_wall / walls[("local", n)], "x faster"),
