@@ -47,16 +47,17 @@ class RayExecutor(Executor):
             # on a cluster, keep every CPU busy: the window follows the cluster's size
             self.workers = max(self.workers, int(ray.cluster_resources().get("CPU", self.workers)))
         self._starting: list[Any] = []  # start()'s tasks: never waited for, only dropped
+        # one remote function for every map: each new one is pickled and exported to the cluster again
+        self._remote = ray.remote(max_retries=0)(_call)
 
     def _start(self, prepare: Prepare | None) -> None:
         # one task a CPU: Ray starts (or reuses) a worker process for each, which then runs prepare
-        remote = ray.remote(max_retries=0)(_call)
-        self._starting = [remote.remote(prepare, ready, None) for _ in range(self.workers)]
+        self._starting = [self._remote.remote(prepare, ready, None) for _ in range(self.workers)]
 
     def imap(
         self, fn: Callable[[Any], Any], units: Sequence[Any], prepare: Prepare | None = None
     ) -> Iterator[tuple[int, Any]]:
-        remote = ray.remote(max_retries=0)(_call)
+        remote = self._remote
         todo = iter(range(len(units)))
         running: dict[Any, int] = {}
 
