@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -47,6 +48,26 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+class _RecyclingPool(ProcessPoolExecutor):
+    """A spawn pool whose workers, retired at ``max_tasks_per_child``, are always replaced.
+
+    CPython 3.11 to 3.15.0b3 (gh-115634, fixed upstream by replacing dead workers without
+    the idle semaphore) replaces a retired worker only when its idle semaphore holds no
+    token, but the semaphore counts finished tasks, not idle workers: a stale token left
+    a pool with no worker and its queued units waiting forever. Seen here: the 768-slice
+    bench hung once both workers of a pool reached their 32nd task. This is that fix: the
+    manager thread, the only caller after a worker exits, replaces it whenever the pool
+    is below its size; ``submit`` keeps the on-demand spawning of the base class.
+    """
+
+    def _adjust_process_count(self) -> None:
+        if threading.current_thread() is self._executor_manager_thread:
+            if len(self._processes) < self._max_workers:
+                self._spawn_process()
+            return
+        super()._adjust_process_count()
+
+
 class LocalExecutor(Executor):
     name = "local"
 
@@ -56,7 +77,7 @@ class LocalExecutor(Executor):
         self._starting: list[Future] = []  # start()'s tasks: never waited for, only dropped
 
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
+        return _RecyclingPool(
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
             max_tasks_per_child=TASKS_PER_CHILD,
