@@ -23,7 +23,12 @@ from typing import Any
 from curator.errors import CuratorError
 from curator.executors.base import Executor, Prepare, UnitFailure, one_line, prepared_call, ready
 
-TASKS_PER_CHILD = 32
+# A recycled worker costs ~1 s of its time (spawn, imports, the stage's Prepare: the pool's
+# start-up figure in `python -m bench ingest`). Retired every 32 tasks (header batches and
+# units both count), the workers of the 768-slice bench (64-slice units) sat idle 28% of
+# the time after their first unit; every 128 tasks, 2.4%. With 256-item units that was ~3%
+# and is now under 1%, and a worker still returns what C decoders hold every 128 tasks.
+TASKS_PER_CHILD = 128
 # How often an idle worker checks that the process that started it is still there.
 PARENT_POLL_SECONDS = 0.5
 
