@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from curator.executors import Executor, UnitFailure
+from curator.executors import Executor, Prepare, UnitFailure
 from curator.storage import Corpus
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,12 @@ def run_units(
     outputs_exist: Callable[[Unit], bool] | None = None,
     desc: str = "units",
     progress: bool = True,
+    prepare: Prepare | None = None,
 ) -> UnitRun:
-    """Run every unit not already done; write each unit's marker once its work returned."""
+    """Run every unit not already done; write each unit's marker once its work returned.
+
+    ``prepare`` runs once in each worker process before its first unit (see ``Prepare``).
+    """
     run = UnitRun()
     todo: list[Unit] = []
     for unit in units:
@@ -74,7 +78,7 @@ def run_units(
     if not todo:
         return run
     weight = (lambda u: u.weight) if any(u.weight != 1 for u in todo) else None
-    for i, result in executor.map(work, todo, desc=desc, progress=progress, weight=weight):
+    for i, result in executor.map(work, todo, desc=desc, progress=progress, weight=weight, prepare=prepare):
         unit = todo[i]
         if isinstance(result, UnitFailure):
             log.error("%s unit %s failed: %s", unit.stage, unit.id, result.error)

@@ -10,6 +10,6 @@ Backends are named in a lazy registry (``name -> "module:Class"`` plus an
 install hint, as fsspec does), so Ray is imported only when asked for.
 """
 
-from curator.executors.base import EXECUTORS, Executor, UnitFailure, default_workers, make_executor
+from curator.executors.base import EXECUTORS, Executor, Prepare, UnitFailure, default_workers, make_executor
 
-__all__ = ["EXECUTORS", "Executor", "UnitFailure", "default_workers", "make_executor"]
+__all__ = ["EXECUTORS", "Executor", "Prepare", "UnitFailure", "default_workers", "make_executor"]

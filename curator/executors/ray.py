@@ -16,7 +16,7 @@ from typing import Any
 import ray
 
 from curator.errors import CuratorError
-from curator.executors.base import Executor, UnitFailure, one_line
+from curator.executors.base import Executor, Prepare, UnitFailure, one_line, prepared_call, ready
 
 
 class RayExecutor(Executor):
@@ -46,9 +46,18 @@ class RayExecutor(Executor):
         if ray_address:
             # on a cluster, keep every CPU busy: the window follows the cluster's size
             self.workers = max(self.workers, int(ray.cluster_resources().get("CPU", self.workers)))
+        self._starting: list[Any] = []  # start()'s tasks: never waited for, only dropped
+        # one remote function for every map: each new one is pickled and exported to the cluster again
+        self._remote = ray.remote(max_retries=0)(_call)
 
-    def imap(self, fn: Callable[[Any], Any], units: Sequence[Any]) -> Iterator[tuple[int, Any]]:
-        remote = ray.remote(max_retries=0)(_call)
+    def _start(self, prepare: Prepare | None) -> None:
+        # one task a CPU: Ray starts (or reuses) a worker process for each, which then runs prepare
+        self._starting = [self._remote.remote(prepare, ready, None) for _ in range(self.workers)]
+
+    def imap(
+        self, fn: Callable[[Any], Any], units: Sequence[Any], prepare: Prepare | None = None
+    ) -> Iterator[tuple[int, Any]]:
+        remote = self._remote
         todo = iter(range(len(units)))
         running: dict[Any, int] = {}
 
@@ -57,7 +66,7 @@ class RayExecutor(Executor):
                 i = next(todo, None)
                 if i is None:
                     return
-                running[remote.remote(fn, units[i])] = i
+                running[remote.remote(prepare, fn, units[i])] = i
 
         fill()
         while running:
@@ -76,14 +85,15 @@ class RayExecutor(Executor):
             fill()
 
     def close(self) -> None:
+        self._starting.clear()
         if self._started and ray.is_initialized():
             ray.shutdown()
             self._started = False
 
 
-def _call(fn: Callable[[Any], Any], unit: Any) -> Any:
+def _call(prepare: Prepare | None, fn: Callable[[Any], Any], unit: Any) -> Any:
     # Ray decorates only Python functions; wrapping lets any picklable callable be a unit's work
-    return fn(unit)
+    return prepared_call(prepare, fn, unit)
 
 
 def _check_reachable(address: str) -> None:

@@ -33,10 +33,10 @@ from curator.adapters.base import Stats
 from curator.blobs import blob_path, remove_pack
 from curator.config import IngestSettings
 from curator.errors import CuratorError
-from curator.executors import Executor, make_executor
+from curator.executors import Executor, Prepare, make_executor
 from curator.registry import SourceCard
 from curator.stages.ingest.plan import SourcePlan, plan_source, unit_parts_exist, unit_stage
-from curator.stages.ingest.work import UNIT_TABLES, ingest_unit
+from curator.stages.ingest.work import UNIT_TABLES, ingest_unit, prepare_worker
 from curator.storage import Corpus
 from curator.units import run_units, stale_markers
 
@@ -101,7 +101,11 @@ def ingest_sources(
     start = time.monotonic()
     # an output that cannot be written is the user's to fix: one error here, not a failure per unit
     corpus.fs.makedirs(corpus.path("_markers", "ingest"), exist_ok=True)
-    plans = [plan_source(corpus, card, path, root, settings, executor, progress) for card, path, root in sources]
+    # what every worker imports once; plan_source starts the workers with it before its walk
+    prepare = Prepare(prepare_worker, (tuple(sorted({card.adapter.name for card, _, _ in sources})),))
+    plans = [
+        plan_source(corpus, card, path, root, settings, executor, progress, prepare) for card, path, root in sources
+    ]
     todo = [p for p in plans if p.skipped is None and not p.failed]
     for plan in todo:
         corpus.clear_marker("ingest", plan.card.id)
@@ -114,6 +118,7 @@ def ingest_sources(
         outputs_exist=lambda u: unit_parts_exist(corpus, u.id),
         desc="ingest",
         progress=progress,
+        prepare=prepare,
     )
     seconds = time.monotonic() - start
     return [_commit(corpus, plan, run, seconds) for plan in plans]

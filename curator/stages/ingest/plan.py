@@ -26,7 +26,7 @@ from curator import __version__, phi
 from curator.adapters.base import Adapter, Item, Stats, short_hash
 from curator.config import IngestSettings
 from curator.errors import CuratorError
-from curator.executors import Executor, UnitFailure
+from curator.executors import Executor, Prepare, UnitFailure
 from curator.registry import SourceCard, adapter_class, card_sha256
 from curator.stages.ingest.work import UNIT_TABLES, UnitWork, scan_headers
 from curator.storage import Corpus
@@ -88,6 +88,7 @@ def plan_source(
     settings: IngestSettings,
     executor: Executor,
     progress: bool = True,
+    prepare: Prepare | None = None,
 ) -> SourcePlan:
     root = Path(root)
     if not root.is_dir():
@@ -106,15 +107,22 @@ def plan_source(
         plan.skipped = Stats.from_dict(marker["stats"])
         return plan
 
+    if prepare is not None:
+        # the workers spawn and import while this process walks (once an executor: a no-op
+        # re-run, every source skipped, starts none)
+        executor.start(prepare)
     items = list(adapter._items())
     adapter._account(plan.walk)
-    headers, failure = _header_pass(adapter, items, executor, progress)
-    if failure is not None:
-        plan.failed[f"{card.id}-headers"] = failure
+    key = settings.patient_key()
+    headers: dict = {}  # path -> DicomHeader, filled in item order as the pass returns
+    failure: list[str] = []
+    # learning consumes the header pass as it returns, batch by batch in item order, so the
+    # driver learns while the workers parse the next batches (it was a serial step after the pass)
+    adapter.learn(new_values(_header_pass(adapter, items, executor, progress, prepare, headers, failure)), key)
+    if failure:
+        plan.failed[f"{card.id}-headers"] = failure[0]
         return plan
     adapter.headers_seen(items, headers)
-    key = settings.patient_key()
-    adapter.learn(new_values(h.identity for h in headers.values()), key)
     identifiers = adapter.identifiers
     if card.identifiers_in_paths:
         # keyed layouts: the way back from a sample to its file stays on this machine, outside the corpus
@@ -188,20 +196,40 @@ def cut(items: list[Item], per_unit: int, rows_repeat: bool) -> list[list[Item]]
     return batches
 
 
-def _header_pass(adapter: Adapter, items: list[Item], executor: Executor, progress: bool) -> tuple[dict, str | None]:
-    """Every DICOM file's header, parsed once (path -> DicomHeader), on the executor's workers."""
+def _header_pass(
+    adapter: Adapter,
+    items: list[Item],
+    executor: Executor,
+    progress: bool,
+    prepare: Prepare | None,
+    headers: dict,
+    failure: list[str],
+) -> Iterator[dict]:
+    """Every DICOM file's header, parsed once, on the executor's workers: yields each identity in item order.
+
+    Each header lands in ``headers`` (path -> DicomHeader) before its identity is yielded. A
+    failed batch stops the pass and leaves its one-line error in ``failure``.
+    """
     paths = list(dict.fromkeys(adapter.identity_paths(items)))  # a table may name one file in several rows
     if len(paths) < HEADER_MIN_PARALLEL or executor.name == "serial":
-        return dict(zip(paths, scan_headers(paths), strict=True)), None
+        for path, header in zip(paths, scan_headers(paths), strict=True):
+            headers[path] = header
+            yield header.identity
+        return
     size = max(HEADER_MIN_PARALLEL, min(HEADER_BATCH, -(-len(paths) // (4 * executor.workers))))
     batches = [paths[i : i + size] for i in range(0, len(paths), size)]
-    results: list[list | None] = [None] * len(batches)
+    returned: dict[int, list] = {}  # batches back before an earlier one, held until it is
+    following = 0
     for i, result in executor.map(
-        scan_headers, batches, desc=f"headers {adapter.card.id}", progress=progress, weight=len
+        scan_headers, batches, desc=f"headers {adapter.card.id}", progress=progress, weight=len, prepare=prepare
     ):
         if isinstance(result, UnitFailure):
             # no path in the message: until the pass is complete nothing can be redacted from one
-            return {}, f"header pass, batch {i + 1} of {len(batches)}: {result.error}"
-        results[i] = result
-    pairs = (pair for batch, found in zip(batches, results, strict=True) for pair in zip(batch, found, strict=True))
-    return dict(pairs), None
+            failure.append(f"header pass, batch {i + 1} of {len(batches)}: {result.error}")
+            return
+        returned[i] = result
+        while following in returned:
+            for path, header in zip(batches[following], returned.pop(following), strict=True):
+                headers[path] = header
+                yield header.identity
+            following += 1
