@@ -82,8 +82,10 @@ ROUTED = pa.schema(
     ]
 )
 POOL_MIN_BYTES = 256 * 1024**2
-# Rows routed (joined with their records and sorted) per query: see _route.
-ROUTE_ROWS = 262_144
+# Rows routed (joined with their records and sorted) per query: see _route. A group's rows
+# are pinned while sorted: on a 1M-sample corpus under a 300MB DuckDB limit (the 5.5M run's
+# 1GB scaled down), 262,144 rows a group ran out of memory and 65,536 passed.
+ROUTE_ROWS = 65_536
 TABLES = ["samples", "members", "images", "sources", "annotations", "captions", "blob_packs"]
 
 
@@ -315,7 +317,7 @@ def _route(con, corpus: Corpus, todo: list[PlannedShard], variants: Sequence[str
     def routed():
         # one join and sort per group of consecutive shards: a sort of every row with its .json
         # at once ran out of DuckDB's 1GB at 5.5M samples (nothing to spill to: rows are pinned
-        # while sorted); each group rescans the records file instead (~20 scans at 5.5M)
+        # while sorted); each group rescans the records file instead (~85 scans at 5.5M)
         for first, last in _route_groups(todo, lengths):
             yield from con.sql(sql.format(first=first, last=last)).to_arrow_reader(ROUTED_ROW_GROUP)
 
