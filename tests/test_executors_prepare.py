@@ -58,18 +58,23 @@ def test_without_prepare_nothing_runs_first():
     assert [prepared for _, prepared in out.values()] == [[], []]
 
 
-def test_a_prepared_ingest_worker_imports_nothing_new_in_its_first_unit(tmp_path):
-    """Before ``prepare_worker``, a pool worker's first unit imported pandas (through pyarrow) and more.
-
-    That cost landed in each worker's first unit: 0.4-1.7 s of a 1-2 s bench run.
-    """
+def _ct_source(tmp_path):
+    """A 3-slice DICOM folder with its ad-hoc card: (card, card path, root, corpus to ingest into)."""
     root = tmp_path / "ct"
     for k in range(3):
         make_dicom(root / f"IM{k}.dcm", [[k, 1], [2, 3]], InstanceNumber=k + 1)
     card = adhoc_card("dicom_folder", root, source_id="ct", modality="CT", license="CC0-1.0", access="open")
     card_path = tmp_path / "card.json"
     card_path.write_text(card.model_dump_json())
-    corpus = Corpus(str(tmp_path / "out"))
+    return card, card_path, root, Corpus(str(tmp_path / "out"))
+
+
+def test_a_prepared_ingest_worker_imports_nothing_new_in_its_first_unit(tmp_path):
+    """Before ``prepare_worker``, a pool worker's first unit imported pandas (through pyarrow) and more.
+
+    That cost landed in each worker's first unit: 0.4-1.7 s of a 1-2 s bench run.
+    """
+    card, card_path, root, corpus = _ct_source(tmp_path)
     with make_executor("serial") as serial:
         plan = plan_source(corpus, card, card_path, root, IngestSettings(), serial, False)
     prepare = Prepare(prepare_worker, (("dicom_folder",),))
@@ -82,13 +87,7 @@ def test_a_prepared_ingest_worker_imports_nothing_new_in_its_first_unit(tmp_path
 
 
 def test_start_sends_each_prepare_once_and_a_skipped_rerun_starts_no_worker(tmp_path):
-    root = tmp_path / "ct"
-    for k in range(3):
-        make_dicom(root / f"IM{k}.dcm", [[k, 1], [2, 3]], InstanceNumber=k + 1)
-    card = adhoc_card("dicom_folder", root, source_id="ct", modality="CT", license="CC0-1.0", access="open")
-    card_path = tmp_path / "card.json"
-    card_path.write_text(card.model_dump_json())
-    corpus = Corpus(str(tmp_path / "out"))
+    card, card_path, root, corpus = _ct_source(tmp_path)
     with make_executor("local", workers=2) as executor:
         executor.start(Prepare(mark_prepared, ("x",)))
         executor.start(Prepare(mark_prepared, ("x",)))  # a build's second source: nothing more is sent
