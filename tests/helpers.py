@@ -40,6 +40,14 @@ def copy_corpus(src: Path, dest: Path, done: tuple[str, ...] = ("ingest", "index
     return dest
 
 
+def corpus_copies(src: Path, under: Path, done: tuple[str, ...] = ("ingest", "index")):
+    """A function returning a fresh ``Corpus`` copy of ``src`` (see :func:`copy_corpus`) at each call."""
+    from curator.storage import Corpus
+
+    made = iter(range(1000))
+    return lambda: Corpus(str(copy_corpus(src, under / f"corpus{next(made)}", done=done)))
+
+
 def timeless(rel: str, data: bytes) -> bytes:
     """A file's bytes for comparing two builds: ``shards/build.json`` without its start and end times,
     and the seal without build.json's hash (which those times change)."""

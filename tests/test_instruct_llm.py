@@ -9,7 +9,7 @@ import re
 
 import polars as pl
 import pytest
-from helpers import copy_corpus, run
+from helpers import copy_corpus, corpus_copies, run
 from llm_server import FakeLLM
 
 from curator.config import CaptionSettings, InstructLLMSettings, load_recipe
@@ -31,9 +31,7 @@ def _key(monkeypatch):
 @pytest.fixture
 def corpora(demo_build, tmp_path):
     """Fresh copies of the demo corpus with ingest, index and captions done, instruct to run."""
-    out, _ = demo_build
-    made = iter(range(100))
-    return lambda: Corpus(str(copy_corpus(out, tmp_path / f"c{next(made)}", done=("ingest", "index", "caption"))))
+    return corpus_copies(demo_build[0], tmp_path, done=("ingest", "index", "caption"))
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from collections import Counter
 
 import polars as pl
 import pytest
-from helpers import copy_corpus
+from helpers import corpus_copies
 from llm_server import FakeLLM
 
 from curator.config import CaptionSettings
@@ -31,9 +31,7 @@ def _key(monkeypatch):
 @pytest.fixture
 def corpora(demo_build, tmp_path):
     """Fresh copies of the demo corpus (ingest and index done), one per call."""
-    out, _ = demo_build
-    made = iter(range(100))
-    return lambda: Corpus(str(copy_corpus(out, tmp_path / f"corpus{next(made)}")))
+    return corpus_copies(demo_build[0], tmp_path)
 
 
 def settings(server: FakeLLM, **kw) -> CaptionSettings:
