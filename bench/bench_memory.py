@@ -18,9 +18,10 @@ GMAI-VL-sized run takes the better part of an hour and ~45 GB of disk (mostly th
 shards: ~7 KB of tar per tiny sample), so it is not a default.
 
 Read the ratio with the executor in mind: the shard stage starts its process pool
-(one spawn worker per core, ~180 MiB each with pyarrow and pandas loaded) only when
-there are 256 MiB of tar to write, so 10k runs in one process and 100k with the pool.
-The stages' own process is printed apart: what grows with the corpus shows there.
+(one spawn worker per core, ~75 MiB each before its first shard) only when there are
+256 MiB of tar to write, so 10k runs in one process and 100k with the pool. The
+stages' own process is printed apart: what grows with the corpus shows there. So is
+the largest single worker: a tar worker's memory must not grow with the shards it writes.
 """
 
 from __future__ import annotations
@@ -154,8 +155,8 @@ def _rss(pid: int) -> int:
         return 0
 
 
-def _tree_rss(root_pid: int) -> int:
-    """Resident bytes of a process and all its descendants, from /proc."""
+def _tree_rss(root_pid: int) -> dict[int, int]:
+    """Resident bytes of a process and of each of its descendants (pid -> bytes), from /proc."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -173,7 +174,7 @@ def _tree_rss(root_pid: int) -> int:
             if parent == pid and child not in tree:
                 tree.add(child)
                 frontier.append(child)
-    return sum(_rss(pid) for pid in tree)
+    return {pid: _rss(pid) for pid in tree}
 
 
 def measure(corpus_dir: Path) -> dict:
@@ -185,15 +186,18 @@ def measure(corpus_dir: Path) -> dict:
         env=env,
         cwd=Path(__file__).resolve().parent.parent,
     )
-    peak = own = 0
+    peak = own = worker = 0
     while proc.poll() is None:
-        peak = max(peak, _tree_rss(proc.pid))
-        own = max(own, _rss(proc.pid))
+        workers = _tree_rss(proc.pid)
+        stages = workers.pop(proc.pid, 0)
+        peak = max(peak, stages + sum(workers.values()))
+        own = max(own, stages)
+        worker = max([worker, *workers.values()])  # the largest single worker (the shard stage's tar workers)
         time.sleep(POLL_S)
     out = proc.stdout.read()
     if proc.returncode:
         raise RuntimeError(f"memory bench child failed with exit code {proc.returncode}")
-    return {**json.loads(out), "peak_mib": peak / 1024**2, "main_mib": own / 1024**2}
+    return {**json.loads(out), "peak_mib": peak / 1024**2, "main_mib": own / 1024**2, "worker_mib": worker / 1024**2}
 
 
 def _child(corpus_dir: str) -> None:
@@ -239,6 +243,7 @@ def run(workdir: Path):
         label = f"{n:,} samples"
         yield f"{label}: peak RSS, all processes", got["peak_mib"], "MiB"
         yield f"{label}:   the stages' own process", got["main_mib"], "MiB"
+        yield f"{label}:   the largest worker process", got["worker_mib"], "MiB"
         yield f"{label}: index / caption / shard", got["index_s"] + got["caption_s"] + got["shard_s"], "s"
         yield f"{label}:   index step", got["index_s"], "s"
         yield f"{label}:   caption stage (offline)", got["caption_s"], "s"
